@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Maboroshi needs to build, run and test (as root, on
+# Debian bookworm). Does nothing when they are all present already.
+#   usage: scripts/install-deps.sh [extra packages...]
+set -euo pipefail
+
+PACKAGES=(
+	# build
+	gcc make libc6-dev pkg-config
+	libfdt-dev        # device tree generation
+	libcmocka-dev     # unit tests
+	# guest image tool (tools/mabo-image)
+	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
+	# default firmware when --firmware is not given
+	opensbi
+	# tests
+	python3 device-tree-compiler
+)
+PACKAGES+=("$@")
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]}; run as root to install them" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

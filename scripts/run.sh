@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets everything up and boots the default guest (Debian's riscv64 kernel, OpenSBI and a
+# busybox initramfs, built from Debian packages) to a shell on this terminal.
+#   usage: scripts/run.sh [extra mabo-vmm options...]     (Ctrl-A x quits; so does poweroff)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/install-deps.sh
+make -s -j"$(nproc)"
+tools/mabo-image --out build/guest
+exec build/mabo-vmm --kernel build/guest/Image --initramfs build/guest/initramfs.cpio.gz \
+	--firmware build/guest/fw_dynamic.bin --cmdline "console=ttyS0" --memory 512M "$@"

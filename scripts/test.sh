@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: unit tests, the riscv-tests ISA suite, and the
+# integration tests that boot Debian's kernel. Prints a closing "N passed, M failed" line.
+#   usage: scripts/test.sh
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/install-deps.sh || exit 1
+make -s -j"$(nproc)" || exit 1
+
+passed=0 failed=0
+suite() {
+	local name=$1
+	shift
+	echo "=== $name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		echo "=== $name FAILED"
+	fi
+}
+
+suite unit make -s unit
+suite isa tests/isa/run.sh
+if tools/mabo-image --out build/guest; then
+	suite boot-1cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 1 \
+		--guest build/guest --log build/boot-1cpu.log
+	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \
+		--guest build/guest --log build/boot-2cpu.log
+else
+	echo "=== guest image could not be built"
+	failed=$((failed + 1))
+fi
+
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,165 @@
+#include "core/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define MEMORY_MIN (2ULL << 20)
+#define MEMORY_MAX (256ULL << 30)
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	unsigned shift = 0;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	case '\0': break;
+	default: return -EINVAL;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'B' || *end == 'b') && shift)
+		end++;
+	if (*end || v == 0 || v > (~0ULL >> shift))
+		return -EINVAL;
+	*out = v << shift;
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: mabo-vmm --kernel FILE [options]\n"
+		"Runs one RISC-V rv64gc virtual machine; the serial console is on stdin/stdout.\n\n"
+		"  --kernel FILE       Linux Image (or, with --firmware none, an ELF program)\n"
+		"  --initramfs FILE    initramfs (cpio, optionally compressed)\n"
+		"  --firmware FILE     OpenSBI fw_dynamic.bin; 'none' runs the kernel ELF bare-metal\n"
+		"                      in machine mode (default: Debian's opensbi package)\n"
+		"  --cmdline STR       kernel command line\n"
+		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default 512M)\n"
+		"  --cpus N            virtual CPUs, 1 to %d (default 1)\n"
+		"  --no-reboot         exit (status 0) when the guest reboots instead of restarting\n"
+		"  --timeout SECONDS   end the run with status 3 after this long\n"
+		"  --dump-dtb FILE     write the machine's device tree blob to FILE and exit\n"
+		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
+		"  -h, --help          this help\n\n"
+		"Exit status: 0 guest powered off (or bare-metal test passed); 1 test failed or\n"
+		"error; 2 bad usage; 3 timeout. On the console, Ctrl-A x quits.\n",
+		VM_MAX_CPUS);
+}
+
+#define DEFAULT_FIRMWARE "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
+
+int config_parse_args(struct vm_config *cfg, int argc, char **argv)
+{
+	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
+	       O_TIMEOUT, O_DUMPDTB };
+	static const struct option opts[] = {
+		{ "kernel", required_argument, NULL, O_KERNEL },
+		{ "initramfs", required_argument, NULL, O_INITRD },
+		{ "initrd", required_argument, NULL, O_INITRD },
+		{ "firmware", required_argument, NULL, O_FW },
+		{ "bios", required_argument, NULL, O_FW },
+		{ "cmdline", required_argument, NULL, O_CMDLINE },
+		{ "append", required_argument, NULL, O_CMDLINE },
+		{ "memory", required_argument, NULL, O_MEM },
+		{ "cpus", required_argument, NULL, O_CPUS },
+		{ "no-reboot", no_argument, NULL, O_NOREBOOT },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "dump-dtb", required_argument, NULL, O_DUMPDTB },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->memory = 512ULL << 20;
+	cfg->cpus = 1;
+	opterr = 0;
+	optind = 1;
+	for (;;) {
+		int c = getopt_long(argc, argv, ":vh", opts, NULL);
+		if (c == -1)
+			break;
+		switch (c) {
+		case O_KERNEL: cfg->kernel = optarg; break;
+		case O_INITRD: cfg->initramfs = optarg; break;
+		case O_FW: cfg->firmware = optarg; break;
+		case O_CMDLINE: cfg->cmdline = optarg; break;
+		case O_MEM:
+			if (config_parse_size(optarg, &cfg->memory) < 0) {
+				log_error("--memory '%s': not a size (examples: 512M, 2G)", optarg);
+				return -EINVAL;
+			}
+			if (cfg->memory < MEMORY_MIN || cfg->memory > MEMORY_MAX) {
+				log_error("--memory '%s': must be between 2M and 256G", optarg);
+				return -EINVAL;
+			}
+			if (cfg->memory & 0xfffff) {
+				log_error("--memory '%s': must be a whole number of MiB", optarg);
+				return -EINVAL;
+			}
+			break;
+		case O_CPUS: {
+			char *end;
+			errno = 0;
+			long n = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || n < 1 || n > VM_MAX_CPUS) {
+				log_error("--cpus '%s': must be a number from 1 to %d", optarg,
+					  VM_MAX_CPUS);
+				return -EINVAL;
+			}
+			cfg->cpus = (int)n;
+			break;
+		}
+		case O_NOREBOOT: cfg->no_reboot = true; break;
+		case O_TIMEOUT: {
+			char *end;
+			errno = 0;
+			double t = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(t > 0) || t > 1e9) {
+				log_error("--timeout '%s': must be a positive number of seconds",
+					  optarg);
+				return -EINVAL;
+			}
+			cfg->timeout = t;
+			break;
+		}
+		case O_DUMPDTB: cfg->dump_dtb = optarg; break;
+		case 'v': cfg->verbose++; break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case ':':
+			log_error("option '%s' needs a value", argv[optind - 1]);
+			return -EINVAL;
+		default:
+			log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		log_error("unexpected argument '%s' (see --help)", argv[optind]);
+		return -EINVAL;
+	}
+	if (!cfg->kernel && !cfg->dump_dtb) {
+		log_error("no kernel given: use --kernel FILE (see --help)");
+		return -EINVAL;
+	}
+	if (!cfg->firmware)
+		cfg->firmware = DEFAULT_FIRMWARE;
+	cfg->bare_metal = strcmp(cfg->firmware, "none") == 0;
+	return 0;
+}

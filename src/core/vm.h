@@ -1,0 +1,96 @@
+/* One virtual machine: guest RAM, the bus, harts and devices. No global state: everything a
+ * VM owns hangs off struct vm. */
+#ifndef MABO_CORE_VM_H
+#define MABO_CORE_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/bus.h"
+#include "core/config.h"
+
+struct hart;
+struct clint;
+struct plic;
+struct uart;
+struct htif;
+
+#define RAM_BASE 0x80000000ULL
+#define PAGE_SHIFT 12
+#define PAGE_SIZE (1ULL << PAGE_SHIFT)
+
+/* Guest clock: mtime and the time CSR tick at this rate. */
+#define VM_TIMEBASE_HZ 10000000ULL
+
+enum vm_exit_reason {
+	VM_EXIT_NONE = 0,
+	VM_EXIT_POWEROFF, /* guest powered off */
+	VM_EXIT_REBOOT,   /* guest asked for a reset */
+	VM_EXIT_PASS,     /* bare-metal test reported pass */
+	VM_EXIT_FAIL,     /* bare-metal test reported failure (exit_code holds it) */
+	VM_EXIT_TIMEOUT,
+	VM_EXIT_ERROR,    /* host-side failure */
+};
+
+struct guest_ram {
+	uint64_t base;
+	uint64_t size;
+	uint8_t *host;
+};
+
+struct vm {
+	const struct vm_config *cfg;
+	struct guest_ram ram;
+	struct bus bus;
+
+	int nharts;
+	struct hart *harts[VM_MAX_CPUS];
+
+	struct clint *clint;
+	struct plic *plic;
+	struct uart *uart;
+	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */
+
+	/* Guest clock origin (CLOCK_MONOTONIC ns at mtime 0). */
+	uint64_t clock_base_ns;
+
+	/* Set once by whoever ends the run; the main thread waits on exit_cond. */
+	pthread_mutex_t exit_lock;
+	pthread_cond_t exit_cond;
+	_Atomic int exit_reason;
+	uint64_t exit_code;
+};
+
+/* Host monotonic clock in ns. */
+uint64_t host_now_ns(void);
+
+/* The guest's mtime now. */
+static inline uint64_t vm_mtime(const struct vm *vm)
+{
+	return (host_now_ns() - vm->clock_base_ns) / (1000000000ULL / VM_TIMEBASE_HZ);
+}
+
+/* Host monotonic ns at which mtime reaches t. */
+static inline uint64_t vm_mtime_to_ns(const struct vm *vm, uint64_t t)
+{
+	if (t > UINT64_MAX / (1000000000ULL / VM_TIMEBASE_HZ) - vm->clock_base_ns)
+		return UINT64_MAX;
+	return vm->clock_base_ns + t * (1000000000ULL / VM_TIMEBASE_HZ);
+}
+
+/* Host pointer for [gpa, gpa+len) when it lies wholly in RAM, else NULL. */
+static inline void *vm_ram_ptr(const struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	uint64_t off = gpa - vm->ram.base;
+	if (gpa < vm->ram.base || off > vm->ram.size || len > vm->ram.size - off)
+		return NULL;
+	return vm->ram.host + off;
+}
+
+/* Ends the run with a reason (first caller wins) and wakes every hart. */
+void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, uint64_t code);
+
+#endif

@@ -1,0 +1,29 @@
+/* The "virt" RISC-V machine: memory map, devices, device tree, boot loading. */
+#ifndef MABO_MACHINE_RISCV_VIRT_H
+#define MABO_MACHINE_RISCV_VIRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+
+/* Creates the machine's devices (CLINT, PLIC, UART, syscon, RTC) on vm->bus; vm->ram,
+ * vm->harts and vm->cfg are already set up. 0 or -errno (after logging one line). */
+int virt_create(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Loads what vm->cfg names into guest RAM (firmware + kernel + initramfs + DTB, or a
+ * bare-metal ELF), and resets every hart at the entry with the boot registers.
+ * 0 or -errno (after logging one line naming the file or value). */
+int virt_load(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Builds the machine's flattened device tree into buf. 0 or -errno. */
+int virt_build_fdt(struct vm *vm, void *buf, size_t size) __attribute__((warn_unused_result));
+
+/* Writes the device tree virt_load gives the guest (same initrd range) to path, for
+ * --dump-dtb. 0 or -errno (after logging one line). */
+int virt_dump_fdt(struct vm *vm, const char *path) __attribute__((warn_unused_result));
+
+/* Stops device threads and frees what virt_create made. */
+void virt_destroy(struct vm *vm);
+
+#endif
