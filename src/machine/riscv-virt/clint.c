@@ -1,0 +1,229 @@
+/* SiFive CLINT as on QEMU's virt machine.
+ *
+ * Harts never poll the clock: one timer thread per VM sleeps until the earliest mtimecmp
+ * deadline and raises MTIP on the harts whose compare has passed. MTIP is a level,
+ * (mtime >= mtimecmp[h]), so a write to mtimecmp recomputes it at once and wakes the thread
+ * to re-arm. One mutex covers all the state; hart_set_irq is called with it held so that
+ * the order in which lines change always matches the order of the writes that caused it. */
+#include "machine/riscv-virt/clint.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/vm.h"
+#include "cpu/riscv/cpu.h"
+#include "machine/riscv-virt/fdt_util.h"
+
+#include <libfdt.h>
+
+struct clint {
+	struct vm *vm;
+	uint64_t base;
+	uint64_t size;
+	int nharts;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC: a compare changed, or stop */
+	pthread_t thread;
+	bool stop;
+
+	uint64_t mtimecmp[VM_MAX_CPUS];
+	bool mtip[VM_MAX_CPUS];  /* level last driven on each hart */
+	uint32_t msip[VM_MAX_CPUS];
+};
+
+/* Bytes [shift, shift+size) of a register value, for sub-word or split accesses. */
+static uint64_t clint_extract(uint64_t reg, unsigned shift, unsigned size)
+{
+	uint64_t v = reg >> (8 * shift);
+	return size >= 8 ? v : v & ((1ULL << (8 * size)) - 1);
+}
+
+static uint64_t clint_merge(uint64_t reg, unsigned shift, unsigned size, uint64_t val)
+{
+	uint64_t mask = size >= 8 ? UINT64_MAX : ((1ULL << (8 * size)) - 1);
+	return (reg & ~(mask << (8 * shift))) | ((val & mask) << (8 * shift));
+}
+
+/* Recomputes every MTIP line for mtime `now`; returns the earliest compare still in the
+ * future (UINT64_MAX when none). Caller holds the lock. */
+static uint64_t clint_update_timers_locked(struct clint *c, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	for (int h = 0; h < c->nharts; h++) {
+		bool level = now >= c->mtimecmp[h];
+		if (level != c->mtip[h]) {
+			c->mtip[h] = level;
+			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
+		}
+		if (!level && c->mtimecmp[h] < next)
+			next = c->mtimecmp[h];
+	}
+	return next;
+}
+
+static void *clint_timer_thread(void *arg)
+{
+	struct clint *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		uint64_t next = clint_update_timers_locked(c, vm_mtime(c->vm));
+		uint64_t ns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
+		if (ns == UINT64_MAX) {
+			pthread_cond_wait(&c->cond, &c->lock);
+			continue;
+		}
+		struct timespec ts = {
+			.tv_sec = (time_t)(ns / 1000000000ULL),
+			.tv_nsec = (long)(ns % 1000000000ULL),
+		};
+		/* An early return (signal, spurious wake-up) just re-evaluates. */
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static uint64_t clint_read(void *opaque, uint64_t off, unsigned size)
+{
+	struct clint *c = opaque;
+	uint64_t val = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (off < CLINT_MTIMECMP) {
+		uint64_t h = off / 4;
+		if (h < (uint64_t)c->nharts && off % 4 + size <= 4)
+			val = clint_extract(c->msip[h], off % 4, size);
+	} else if (off < CLINT_MTIME) {
+		uint64_t h = (off - CLINT_MTIMECMP) / 8;
+		if (h < (uint64_t)c->nharts)
+			val = clint_extract(c->mtimecmp[h], off % 8, size);
+	} else if (off < CLINT_MTIME + 8) {
+		val = clint_extract(vm_mtime(c->vm), off - CLINT_MTIME, size);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return val;
+}
+
+static void clint_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
+{
+	struct clint *c = opaque;
+
+	pthread_mutex_lock(&c->lock);
+	if (off < CLINT_MTIMECMP) {
+		uint64_t h = off / 4;
+		if (h < (uint64_t)c->nharts && off % 4 + size <= 4) {
+			c->msip[h] = (uint32_t)clint_merge(c->msip[h], off % 4, size, val) & 1;
+			hart_set_irq(c->vm->harts[h], MIP_MSIP, c->msip[h]);
+		}
+	} else if (off < CLINT_MTIME) {
+		uint64_t h = (off - CLINT_MTIMECMP) / 8;
+		if (h < (uint64_t)c->nharts) {
+			c->mtimecmp[h] = clint_merge(c->mtimecmp[h], off % 8, size, val);
+			/* Drive the line now (not just on change): the guest expects MTIP to drop
+			 * the moment it moves the compare into the future. */
+			bool level = vm_mtime(c->vm) >= c->mtimecmp[h];
+			c->mtip[h] = level;
+			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
+			pthread_cond_signal(&c->cond);
+		}
+	}
+	/* mtime is read-only here: every hart's time CSR shares vm->clock_base_ns, which
+	 * harts read without a lock; OpenSBI and Linux never write mtime on this machine. */
+	pthread_mutex_unlock(&c->lock);
+}
+
+static int clint_fdt_node(void *opaque, void *fdt, const struct vm *vm)
+{
+	struct clint *c = opaque;
+	uint32_t cells[4 * VM_MAX_CPUS];
+	int n = 0;
+
+	for (int h = 0; h < vm->nharts && h < VM_MAX_CPUS; h++) {
+		cells[n++] = cpu_to_fdt32(VIRT_PHANDLE_INTC(h));
+		cells[n++] = cpu_to_fdt32(3); /* machine software interrupt */
+		cells[n++] = cpu_to_fdt32(VIRT_PHANDLE_INTC(h));
+		cells[n++] = cpu_to_fdt32(7); /* machine timer interrupt */
+	}
+	int err = virt_fdt_begin_region(fdt, "clint", c->base, c->size);
+	if (err)
+		return err;
+	static const char compat[] = "sifive,clint0\0riscv,clint0";
+	VIRT_FDT_TRY(fdt_property(fdt, "compatible", compat, sizeof(compat)));
+	VIRT_FDT_TRY(fdt_property(fdt, "interrupts-extended", cells, n * (int)sizeof(cells[0])));
+	VIRT_FDT_TRY(fdt_end_node(fdt));
+	return 0;
+}
+
+const struct mmio_ops clint_ops = {
+	.read = clint_read,
+	.write = clint_write,
+	.fdt_node = clint_fdt_node,
+};
+
+int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **out)
+{
+	pthread_condattr_t attr;
+	struct clint *c;
+	int err;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->vm = vm;
+	c->base = where->base;
+	c->size = where->size;
+	c->nharts = vm->nharts < VM_MAX_CPUS ? vm->nharts : VM_MAX_CPUS;
+	for (int h = 0; h < VM_MAX_CPUS; h++)
+		c->mtimecmp[h] = UINT64_MAX;
+
+	err = -pthread_mutex_init(&c->lock, NULL);
+	if (err)
+		goto err_free;
+	err = -pthread_condattr_init(&attr);
+	if (err)
+		goto err_mutex;
+	/* Deadlines come from vm_mtime_to_ns, i.e. CLOCK_MONOTONIC: the wait must use it too
+	 * or a wall-clock step would delay or hurry every timer interrupt. */
+	err = -pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (!err)
+		err = -pthread_cond_init(&c->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	if (err)
+		goto err_mutex;
+	err = -pthread_create(&c->thread, NULL, clint_timer_thread, c);
+	if (err) {
+		log_error("clint: cannot start the timer thread: %s", strerror(-err));
+		goto err_cond;
+	}
+	*out = c;
+	return 0;
+
+err_cond:
+	pthread_cond_destroy(&c->cond);
+err_mutex:
+	pthread_mutex_destroy(&c->lock);
+err_free:
+	free(c);
+	return err;
+}
+
+void clint_destroy(struct clint *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stop = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->thread, NULL);
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
