@@ -23,6 +23,16 @@ void tlb_flush(struct hart *h)
 	memset(&h->tlbs[PRV_S], 0xff, sizeof(h->tlbs[PRV_S]));
 }
 
+void tlb_flush_page(struct hart *h, uint64_t va)
+{
+	unsigned idx = (va >> PAGE_SHIFT) & (TLB_SIZE - 1);
+	for (int p = PRV_U; p <= PRV_S; p++) {
+		h->tlbs[p].r[idx].tag = TLB_INVALID;
+		h->tlbs[p].w[idx].tag = TLB_INVALID;
+		h->tlbs[p].x[idx].tag = TLB_INVALID;
+	}
+}
+
 void hart_update_tlb_ptrs(struct hart *h)
 {
 	h->itlb = &h->tlbs[h->priv];

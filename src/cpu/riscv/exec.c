@@ -20,6 +20,7 @@ struct block {
 	uintptr_t key; /* host address of the first instruction */
 	struct block *hnext;
 	struct block *succ[2]; /* chained successors in the same page: taken, fall-through */
+	uint64_t epoch;        /* the cache epoch in which the code bytes were last checked */
 	uint32_t n;            /* instructions, not counting the closing END */
 	uint32_t pad;
 	struct insn insns[];
@@ -29,7 +30,10 @@ struct block_cache {
 	struct block *hash[1u << BC_HASH_BITS];
 	uint8_t *arena;
 	size_t used;
-	uint64_t epoch; /* bumped by every flush: a block pointer from an older epoch is dead */
+	/* fence.i bumps the epoch: a block from an older epoch is used again only after its
+	 * code bytes are found unchanged, so fence.i costs no re-decoding of unchanged code. */
+	uint64_t epoch;
+	uint64_t resets; /* bumped when the arena is emptied: older block pointers are dead */
 	/* One instruction that straddles two pages is decoded here each time, never cached. */
 	union {
 		struct block b;
@@ -58,12 +62,18 @@ void block_cache_destroy(struct block_cache *bc)
 	free(bc);
 }
 
-void block_cache_flush(struct hart *h)
+/* Forgets every block (the arena is full, or the hart is reset). */
+static void block_cache_reset(struct block_cache *bc)
 {
-	struct block_cache *bc = h->bc;
 	memset(bc->hash, 0, sizeof(bc->hash));
 	bc->used = 0;
 	bc->epoch++;
+	bc->resets++;
+}
+
+void block_cache_flush(struct hart *h)
+{
+	h->bc->epoch++;
 }
 
 static inline unsigned bc_hash(uintptr_t key)
@@ -84,6 +94,35 @@ static inline uint32_t read16(const uint8_t *p)
 	uint16_t v;
 	memcpy(&v, p, 2);
 	return v;
+}
+
+/* True when guest memory still holds the instructions the block was decoded from. */
+static bool block_unchanged(const struct block *b)
+{
+	const uint8_t *p = (const uint8_t *)b->key;
+	for (uint32_t k = 0; k < b->n; k++) {
+		const struct insn *in = &b->insns[k];
+		uint32_t raw = read16(p + in->pcoff);
+		if (in->len == 4)
+			raw |= read16(p + in->pcoff + 2) << 16;
+		if (raw != in->raw)
+			return false;
+	}
+	return true;
+}
+
+/* The cached block at key, checked against memory if a fence.i came since it was. */
+static inline struct block *bc_find(struct block_cache *bc, uintptr_t key)
+{
+	struct block *b = bc_lookup(bc, key);
+	if (b && unlikely(b->epoch != bc->epoch)) {
+		if (!block_unchanged(b)) {
+			b->key = 0; /* stale: unreachable from now on */
+			return NULL;
+		}
+		b->epoch = bc->epoch;
+	}
+	return b;
 }
 
 /* Decodes the block at pc, whose page starts at host address page. NULL (with the fault
@@ -107,6 +146,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 		struct block *b = &bc->scratch.b;
 		b->key = 0;
 		b->succ[0] = b->succ[1] = NULL;
+		b->epoch = bc->epoch;
 		b->n = 1;
 		enum rv_op op = rv_decode(raw, &b->insns[0]);
 		b->insns[0].op = labels[op];
@@ -120,7 +160,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 
 	size_t need = sizeof(struct block) + (BLOCK_MAX + 1) * sizeof(struct insn);
 	if (bc->used + need > BC_ARENA_SIZE)
-		block_cache_flush(h);
+		block_cache_reset(bc);
 	struct block *b = (struct block *)(bc->arena + bc->used);
 	unsigned off = 0, n = 0;
 	while (n < BLOCK_MAX && off < avail) {
@@ -144,6 +184,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	end->op = labels[OP_END];
 	end->pcoff = (uint16_t)off;
 	b->key = (uintptr_t)hp;
+	b->epoch = bc->epoch;
 	b->n = n;
 	b->succ[0] = b->succ[1] = NULL;
 	unsigned hidx = bc_hash(b->key);
@@ -228,8 +269,8 @@ void hart_execute(struct hart *h)
 			}
 		}
 		struct block_cache *bc = h->bc;
-		uint64_t epoch = bc->epoch;
-		struct block *nb = bc_lookup(bc, (uintptr_t)(page + (pc & (PAGE_SIZE - 1))));
+		uint64_t resets = bc->resets;
+		struct block *nb = bc_find(bc, (uintptr_t)(page + (pc & (PAGE_SIZE - 1))));
 		if (!nb) {
 			nb = block_translate(h, pc, page, labels);
 			if (!nb) {
@@ -238,7 +279,7 @@ void hart_execute(struct hart *h)
 			}
 		}
 		/* Link the previous block's exit when it stays in the page it came from. */
-		if (link_slot >= 0 && bc->epoch == epoch && b && b->key &&
+		if (link_slot >= 0 && bc->resets == resets && b && b->key &&
 		    ((pc ^ pc0) >> PAGE_SHIFT) == 0 && nb->key)
 			b->succ[link_slot] = nb;
 		b = nb;
@@ -251,7 +292,8 @@ void hart_execute(struct hart *h)
 		goto *i->op;
 
 	exit_chain:
-		if (b->succ[link_slot] && !atomic_load_explicit(&h->kick, memory_order_relaxed)) {
+		if (b->succ[link_slot] && b->succ[link_slot]->epoch == h->bc->epoch &&
+		    !atomic_load_explicit(&h->kick, memory_order_relaxed)) {
 			b = b->succ[link_slot];
 			pc0 = h->pc;
 			goto run;
@@ -592,7 +634,6 @@ void hart_execute(struct hart *h)
 		/* Code is cached by physical location; fence.i is when stores must show. */
 		h->pc = PC + i->len;
 		block_cache_flush(h);
-		b = NULL;
 		goto exit_nolink;
 	L_ECALL:
 		TRAP(EXC_ECALL_U + h->priv, 0);
@@ -617,7 +658,10 @@ void hart_execute(struct hart *h)
 	L_SFENCE_VMA:
 		if (h->priv == PRV_U || (h->priv == PRV_S && (h->mstatus & MSTATUS_TVM)))
 			goto illegal;
-		tlb_flush(h);
+		if (i->rs1)
+			tlb_flush_page(h, RS1);
+		else
+			tlb_flush(h);
 		h->pc = PC + i->len;
 		goto exit_nolink;
 #define CSR_OP(name, src, is_write, wmask)                                                     \
@@ -979,7 +1023,7 @@ void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t 
 	memset(h->tlbs, 0xff, sizeof(h->tlbs));
 	h->priv = PRV_M;
 	hart_update_tlb_ptrs(h);
-	block_cache_flush(h);
+	block_cache_reset(h->bc);
 	atomic_store(&h->kick, 1);
 }
 

@@ -28,10 +28,12 @@
 
 #if defined(__x86_64__) && !defined(FPU_FORCE_GENERIC)
 #define FPU_HOST_SSE 1
+#include <immintrin.h>
 #else
 #define FPU_HOST_SSE 0
 #endif
 
+#define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 typedef unsigned __int128 u128;
@@ -660,13 +662,17 @@ static uint32_t f32_via_f64(int op, uint32_t a, uint32_t b, uint32_t c, int rm, 
 /* ---- fused multiply-add ---- */
 
 #if FPU_HOST_SSE
-static bool host_has_fma;
+static bool host_has_fma, host_has_avx512;
 
+/* FPU_NO_HOST_FMA / FPU_NO_HOST_AVX512 let the tests exercise the fallbacks. */
 __attribute__((constructor)) static void fpu_detect(void)
 {
 	__builtin_cpu_init();
-#ifndef FPU_NO_HOST_FMA	/* the tests' way to exercise the fallback */
+#ifndef FPU_NO_HOST_FMA
 	host_has_fma = __builtin_cpu_supports("fma");
+#ifndef FPU_NO_HOST_AVX512
+	host_has_avx512 = host_has_fma && __builtin_cpu_supports("avx512f");
+#endif
 #endif
 }
 
@@ -709,13 +715,13 @@ static inline bool inf_times_zero32(uint32_t a, uint32_t b)
 	return ((a << 1) == F32_INF << 1 && !(b << 1)) || (!(a << 1) && (b << 1) == F32_INF << 1);
 }
 
-static uint32_t fma32(uint32_t a, uint32_t b, uint32_t c, int rm, uint32_t *fl)
+/* fma with the flags read from the host (or computed in software): exact in all cases. */
+static uint32_t fma32_exact(uint32_t a, uint32_t b, uint32_t c, int rm, uint32_t *fl)
 {
-	uint32_t r;
-
 #if FPU_HOST_SSE
 	if (host_has_fma && rm != FRM_RMM) {
-		r = host32_fma(a, b, c, rm, fl);
+		uint32_t r = host32_fma(a, b, c, rm, fl);
+
 		if (unlikely(f32_isnan(r))) {
 			if (inf_times_zero32(a, b))
 				*fl |= FFLAG_NV;
@@ -725,11 +731,10 @@ static uint32_t fma32(uint32_t a, uint32_t b, uint32_t c, int rm, uint32_t *fl)
 	}
 #endif
 	/* the double product never rounds, so inf * 0 raises invalid there whatever c is */
-	r = f32_via_f64(-1, a, b, c, rm, fl);
-	return r;
+	return f32_via_f64(-1, a, b, c, rm, fl);
 }
 
-static uint64_t fma64(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
+static uint64_t fma64_exact(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
 {
 #if FPU_HOST_SSE
 	if (host_has_fma && rm != FRM_RMM) {
@@ -747,42 +752,469 @@ static uint64_t fma64(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
 	return soft64_fma_any(a, b, c, rm, fl);
 }
 
+/* ---- x86 fast paths ----
+ *
+ * Reading MXCSR right after an operation that newly set a flag stalls for about a hundred
+ * cycles, more than a software implementation costs, so the common cases never read it.
+ * The operation runs in the guest's mode (MXCSR is written only for a directed mode and
+ * set back to nearest right after), and the flags follow from the operands, the result
+ * and an exact test of inexactness:
+ *  - a finite result strictly between the smallest normal and the largest finite number
+ *    can carry nothing but NX: an overflow gives inf or (rounding inwards) MAX, a result
+ *    above 2^emin was not tiny (rounding is monotone), invalid gives NaN, and /0 gives inf;
+ *  - exact results, zeros from 0 * x, 0 / x, x / inf and any sum raise nothing (sums of
+ *    floats are multiples of the subnormal spacing, so a tiny sum is exact);
+ *  - inexactness is the nonzero error of the sum by Fast2Sum in nearest mode, of the
+ *    product / quotient / root by one fma (exact while the exponent conditions keep the
+ *    error above the subnormal grid), in double for singles (whose products are exact
+ *    there), and for fma the RDN and RUP results differing.
+ * Everything else (NaN, infinities, tiny or huge results) takes the exact path above. */
+#if FPU_HOST_SSE
+#define F32_MIN_NORM 0x00800000U
+#define F32_MAX 0x7f7fffffU
+#define F64_MIN_NORM 0x0010000000000000ULL
+#define F64_MAX 0x7fefffffffffffffULL
+
+/* |v| strictly between the smallest normal and the largest finite value */
+static inline bool mid32(uint32_t v)
+{
+	return (v & ~F32_SIGN) - F32_MIN_NORM - 1 < F32_MAX - F32_MIN_NORM - 1;
+}
+
+static inline bool mid64(uint64_t v)
+{
+	return (v & ~F64_SIGN) - F64_MIN_NORM - 1 < F64_MAX - F64_MIN_NORM - 1;
+}
+
+/* Sets only the rounding mode that matters here; the flags are not read on these paths. */
+static inline void host_round(int rm)
+{
+	uint32_t v = MXCSR_DEFAULT | mxcsr_rc[rm & 7];
+
+	asm volatile("ldmxcsr %0" : : "m"(v) : "memory");
+}
+
+static uint32_t fast32_add(uint32_t a, uint32_t b, int rm, uint32_t *fl)
+{
+	float x = f32_val(a), y = f32_val(b), r, s, big, small;
+	uint32_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	r = x + y;
+	HOST_PIN(r);
+	s = r;
+	if (rm != FRM_RNE) {
+		host_round(FRM_RNE);
+		HOST_PIN(x);
+		HOST_PIN(y);
+		s = x + y;
+	}
+	v = f32_raw(r);
+	if (unlikely((v & ~F32_SIGN) >= F32_MAX))
+		return host32_op(OP_ADD, a, b, rm, fl);
+	if ((a & ~F32_SIGN) >= (b & ~F32_SIGN)) {
+		big = x;
+		small = y;
+	} else {
+		big = y;
+		small = x;
+	}
+	/* Fast2Sum: the nearest sum s misses exactly small - (s - big) */
+	if (small - (s - big) != 0)
+		*fl |= FFLAG_NX;
+	return v;
+}
+
+static uint32_t fast32_mul(uint32_t a, uint32_t b, int rm, uint32_t *fl)
+{
+	float x = f32_val(a), y = f32_val(b), r;
+	uint32_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	r = x * y;
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	v = f32_raw(r);
+	if (likely(mid32(v))) {
+		if ((double)r != (double)x * (double)y)
+			*fl |= FFLAG_NX;
+		return v;
+	}
+	if (!(v << 1) && (!(a << 1) || !(b << 1)))
+		return v;
+	return host32_op(OP_MUL, a, b, rm, fl);
+}
+
+static uint32_t fast32_div(uint32_t a, uint32_t b, int rm, uint32_t *fl)
+{
+	float x = f32_val(a), y = f32_val(b), r;
+	uint32_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	r = x / y;
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	v = f32_raw(r);
+	if (likely(mid32(v))) {
+		if ((double)r * (double)y != (double)x)
+			*fl |= FFLAG_NX;
+		return v;
+	}
+	if (!(v << 1) && (!(a << 1) || (b & ~F32_SIGN) == F32_INF))
+		return v;
+	return host32_op(OP_DIV, a, b, rm, fl);
+}
+
+static uint32_t fast32_sqrt(uint32_t a, int rm, uint32_t *fl)
+{
+	float x = f32_val(a), r;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	r = host_sqrtf(x);
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	if (likely(a - 1 < F32_INF - 1)) {
+		/* positive finite: the root is normal */
+		if ((double)r * (double)r != (double)x)
+			*fl |= FFLAG_NX;
+		return f32_raw(r);
+	}
+	if (!(a << 1) || a == F32_INF)
+		return a;
+	return host32_op(OP_SQRT, a, 0, rm, fl);
+}
+
+__attribute__((target("fma"))) static uint32_t fast32_fma(uint32_t a, uint32_t b, uint32_t c,
+							   int rm, uint32_t *fl)
+{
+	float x = f32_val(a), y = f32_val(b), z = f32_val(c), r;
+	double p, t, u, e;
+	uint32_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	HOST_PIN(z);
+	r = __builtin_fmaf(x, y, z);
+	HOST_PIN(r);
+	if (rm != FRM_RNE) {
+		host_round(FRM_RNE);
+		HOST_PIN(x);
+		HOST_PIN(y);
+		HOST_PIN(z);
+	}
+	v = f32_raw(r);
+	/* a * b + c = t + e exactly: the product is exact in double, then TwoSum */
+	p = (double)x * (double)y;
+	t = p + (double)z;
+	u = t - p;
+	e = (p - (t - u)) + ((double)z - u);
+	if (t == (double)r && e == 0)
+		return v;
+	if (likely(mid32(v))) {
+		*fl |= FFLAG_NX;
+		return v;
+	}
+	return fma32_exact(a, b, c, rm, fl);
+}
+
+static uint64_t fast64_add(uint64_t a, uint64_t b, int rm, uint32_t *fl)
+{
+	double x = f64_val(a), y = f64_val(b), r, s, big, small;
+	uint64_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	r = x + y;
+	HOST_PIN(r);
+	s = r;
+	if (rm != FRM_RNE) {
+		host_round(FRM_RNE);
+		HOST_PIN(x);
+		HOST_PIN(y);
+		s = x + y;
+	}
+	v = f64_raw(r);
+	if (unlikely((v & ~F64_SIGN) >= F64_MAX))
+		return host64_op(OP_ADD, a, b, rm, fl);
+	if ((a & ~F64_SIGN) >= (b & ~F64_SIGN)) {
+		big = x;
+		small = y;
+	} else {
+		big = y;
+		small = x;
+	}
+	if (small - (s - big) != 0)
+		*fl |= FFLAG_NX;
+	return v;
+}
+
+/* The fma-based tests below hold when the result's exponent field is at least 55
+ * (= 53 + 2): then x*y - r and x - r*y are multiples of a power of two at or above the
+ * subnormal spacing and below 2^53 of it, so representable, and fma returns them. */
+#define F64_CHECK_EXP (55ULL << 52)
+
+__attribute__((target("fma"))) static uint64_t fast64_mul(uint64_t a, uint64_t b, int rm,
+							   uint32_t *fl)
+{
+	double x = f64_val(a), y = f64_val(b), r;
+	uint64_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	r = x * y;
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	v = f64_raw(r);
+	if (likely((v & ~F64_SIGN) >= F64_CHECK_EXP && (v & ~F64_SIGN) < F64_MAX)) {
+		if (__builtin_fma(x, y, -r) != 0)
+			*fl |= FFLAG_NX;
+		return v;
+	}
+	if (!(v << 1) && (!(a << 1) || !(b << 1)))
+		return v;
+	return host64_op(OP_MUL, a, b, rm, fl);
+}
+
+__attribute__((target("fma"))) static uint64_t fast64_div(uint64_t a, uint64_t b, int rm,
+							   uint32_t *fl)
+{
+	double x = f64_val(a), y = f64_val(b), r;
+	uint64_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	r = x / y;
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	v = f64_raw(r);
+	/* the remainder x - r*y: here the dividend's exponent carries the condition */
+	if (likely(mid64(v) && (a & ~F64_SIGN) >= F64_CHECK_EXP)) {
+		if (__builtin_fma(-r, y, x) != 0)
+			*fl |= FFLAG_NX;
+		return v;
+	}
+	if (!(v << 1) && (!(a << 1) || (b & ~F64_SIGN) == F64_INF))
+		return v;
+	return host64_op(OP_DIV, a, b, rm, fl);
+}
+
+__attribute__((target("fma"))) static uint64_t fast64_sqrt(uint64_t a, int rm, uint32_t *fl)
+{
+	double x = f64_val(a), r;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	r = host_sqrt(x);
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	/* positive finite with an exponent field of at least 2 * 53 + 2: r*r - x is then a
+	 * nonzero multiple of at least 2^(emin+2) unless it is zero */
+	if (likely(a >= (108ULL << 52) && a < F64_INF)) {
+		if (__builtin_fma(r, r, -x) != 0)
+			*fl |= FFLAG_NX;
+		return f64_raw(r);
+	}
+	if (!(a << 1) || a == F64_INF)
+		return a;
+	return host64_op(OP_SQRT, a, 0, rm, fl);
+}
+
+__attribute__((target("fma"))) static uint64_t fast64_fma(uint64_t a, uint64_t b, uint64_t c,
+							   int rm, uint32_t *fl)
+{
+	double x = f64_val(a), y = f64_val(b), z = f64_val(c), r, rd, ru;
+	uint64_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	HOST_PIN(z);
+	r = __builtin_fma(x, y, z);
+	HOST_PIN(r);
+	/* exact iff rounding down and up agree */
+	host_round(FRM_RDN);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	HOST_PIN(z);
+	rd = __builtin_fma(x, y, z);
+	HOST_PIN(rd);
+	host_round(FRM_RUP);
+	HOST_PIN(x);
+	HOST_PIN(y);
+	HOST_PIN(z);
+	ru = __builtin_fma(x, y, z);
+	HOST_PIN(ru);
+	host_round(FRM_RNE);
+	v = f64_raw(r);
+	if (rd == ru)
+		return v;
+	if (likely(mid64(v))) {
+		*fl |= FFLAG_NX;
+		return v;
+	}
+	return fma64_exact(a, b, c, rm, fl);
+}
+
+/* The same with AVX-512's per-instruction rounding, which neither reads nor writes MXCSR
+ * (SAE: no flags either), so it needs no ordering against it. */
+#define FMA_SD(x, y, z, mode) \
+	_mm_cvtsd_f64(_mm_fmadd_round_sd(x, y, z, (mode) | _MM_FROUND_NO_EXC))
+
+__attribute__((target("avx512f,fma"))) static uint64_t
+fast64_fma_avx512(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
+{
+	__m128d x = _mm_set_sd(f64_val(a)), y = _mm_set_sd(f64_val(b)), z = _mm_set_sd(f64_val(c));
+	double r;
+	uint64_t v;
+
+	switch (rm) {
+	case FRM_RTZ:
+		r = FMA_SD(x, y, z, _MM_FROUND_TO_ZERO);
+		break;
+	case FRM_RDN:
+		r = FMA_SD(x, y, z, _MM_FROUND_TO_NEG_INF);
+		break;
+	case FRM_RUP:
+		r = FMA_SD(x, y, z, _MM_FROUND_TO_POS_INF);
+		break;
+	default:
+		r = FMA_SD(x, y, z, _MM_FROUND_TO_NEAREST_INT);
+		break;
+	}
+	v = f64_raw(r);
+	if (FMA_SD(x, y, z, _MM_FROUND_TO_NEG_INF) == FMA_SD(x, y, z, _MM_FROUND_TO_POS_INF))
+		return v;
+	if (likely(mid64(v))) {
+		*fl |= FFLAG_NX;
+		return v;
+	}
+	return fma64_exact(a, b, c, rm, fl);
+}
+
+static uint32_t fast_f64_to_f32(uint64_t a, int rm, uint32_t *fl)
+{
+	double x = f64_val(a);
+	float r;
+	uint32_t v;
+
+	if (rm != FRM_RNE)
+		host_round(rm);
+	HOST_PIN(x);
+	r = (float)x;
+	HOST_PIN(r);
+	if (rm != FRM_RNE)
+		host_round(FRM_RNE);
+	v = f32_raw(r);
+	if (likely(mid32(v))) {
+		if ((double)r != x)
+			*fl |= FFLAG_NX;
+		return v;
+	}
+	if (!(v << 1) && !(a << 1))
+		return v;
+	x = f64_val(a);
+	host_begin(rm);
+	HOST_PIN(x);
+	r = (float)x;
+	HOST_PIN(r);
+	*fl |= host_end(rm);
+	return f32_canon(f32_raw(r));
+}
+#endif
+
+static uint32_t fma32(uint32_t a, uint32_t b, uint32_t c, int rm, uint32_t *fl)
+{
+#if FPU_HOST_SSE
+	if (host_has_fma && rm != FRM_RMM)
+		return fast32_fma(a, b, c, rm, fl);
+#endif
+	return fma32_exact(a, b, c, rm, fl);
+}
+
+static uint64_t fma64(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
+{
+#if FPU_HOST_SSE
+	if (likely(host_has_avx512 && rm != FRM_RMM))
+		return fast64_fma_avx512(a, b, c, rm, fl);
+	if (host_has_fma && rm != FRM_RMM)
+		return fast64_fma(a, b, c, rm, fl);
+#endif
+	return fma64_exact(a, b, c, rm, fl);
+}
+
 /* ---- single precision ---- */
 
 uint32_t f32_add(uint32_t a, uint32_t b, int rm, uint32_t *fl)
 {
-	if (FPU_HOST_SSE && rm != FRM_RMM)
-		return host32_op(OP_ADD, a, b, rm, fl);
+#if FPU_HOST_SSE
+	if (likely(rm != FRM_RMM))
+		return fast32_add(a, b, rm, fl);
+#endif
 	return f32_via_f64(OP_ADD, a, b, 0, rm, fl);
 }
 
 uint32_t f32_sub(uint32_t a, uint32_t b, int rm, uint32_t *fl)
 {
-	if (FPU_HOST_SSE && rm != FRM_RMM)
-		return host32_op(OP_SUB, a, b, rm, fl);
+#if FPU_HOST_SSE
+	if (likely(rm != FRM_RMM))
+		return fast32_add(a, b ^ F32_SIGN, rm, fl);
+#endif
 	return f32_via_f64(OP_SUB, a, b, 0, rm, fl);
 }
 
 uint32_t f32_mul(uint32_t a, uint32_t b, int rm, uint32_t *fl)
 {
-	if (FPU_HOST_SSE && rm != FRM_RMM)
-		return host32_op(OP_MUL, a, b, rm, fl);
+#if FPU_HOST_SSE
+	if (likely(rm != FRM_RMM))
+		return fast32_mul(a, b, rm, fl);
+#endif
 	return f32_via_f64(OP_MUL, a, b, 0, rm, fl);
 }
 
 uint32_t f32_div(uint32_t a, uint32_t b, int rm, uint32_t *fl)
 {
-	if (FPU_HOST_SSE && rm != FRM_RMM)
-		return host32_op(OP_DIV, a, b, rm, fl);
+#if FPU_HOST_SSE
+	if (likely(rm != FRM_RMM))
+		return fast32_div(a, b, rm, fl);
+#endif
 	return f32_via_f64(OP_DIV, a, b, 0, rm, fl);
 }
 
 uint32_t f32_sqrt(uint32_t a, int rm, uint32_t *fl)
 {
+#if FPU_HOST_SSE
 	/* no ties in sqrt: RMM is RNE */
-	if (FPU_HOST_SSE)
-		return host32_op(OP_SQRT, a, 0, rm == FRM_RMM ? FRM_RNE : rm, fl);
+	return fast32_sqrt(a, rm == FRM_RMM ? FRM_RNE : rm, fl);
+#else
 	return f32_via_f64(OP_SQRT, a, 0, 0, rm, fl);
+#endif
 }
 
 uint32_t f32_madd(uint32_t a, uint32_t b, uint32_t c, int rm, uint32_t *fl)
@@ -1045,8 +1477,20 @@ uint64_t u64_to_f64(uint64_t v, int rm, uint32_t *fl)
  * operands and the host for the rest, whose results are exact (RMM behaves as RNE). */
 static inline uint64_t f64_arith(int op, uint64_t a, uint64_t b, int rm, uint32_t *fl)
 {
-	if (FPU_HOST_SSE && rm != FRM_RMM)
-		return host64_op(op, a, b, rm, fl);
+#if FPU_HOST_SSE
+	if (likely(rm != FRM_RMM)) {
+		switch (op) {
+		case OP_ADD:
+			return fast64_add(a, b, rm, fl);
+		case OP_SUB:
+			return fast64_add(a, b ^ F64_SIGN, rm, fl);
+		case OP_MUL:
+			return host_has_fma ? fast64_mul(a, b, rm, fl) : host64_op(op, a, b, rm, fl);
+		default:
+			return host_has_fma ? fast64_div(a, b, rm, fl) : host64_op(op, a, b, rm, fl);
+		}
+	}
+#endif
 	if (f64_special(a) || f64_special(b))
 		return host64_op(op, a, b, rm == FRM_RMM ? FRM_RNE : rm, fl);
 	switch (op) {
@@ -1084,7 +1528,13 @@ uint64_t f64_div(uint64_t a, uint64_t b, int rm, uint32_t *fl)
 uint64_t f64_sqrt(uint64_t a, int rm, uint32_t *fl)
 {
 	/* never tiny, so fine on any IEEE host; no ties, so RMM is RNE */
-	return host64_op(OP_SQRT, a, 0, rm == FRM_RMM ? FRM_RNE : rm, fl);
+	if (rm == FRM_RMM)
+		rm = FRM_RNE;
+#if FPU_HOST_SSE
+	if (host_has_fma)
+		return fast64_sqrt(a, rm, fl);
+#endif
+	return host64_op(OP_SQRT, a, 0, rm, fl);
 }
 
 uint64_t f64_madd(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
@@ -1202,17 +1652,8 @@ uint64_t f32_to_f64(uint32_t a, uint32_t *fl)
 uint32_t f64_to_f32(uint64_t a, int rm, uint32_t *fl)
 {
 #if FPU_HOST_SSE
-	if (rm != FRM_RMM) {
-		double x = f64_val(a);
-		float r;
-
-		host_begin(rm);
-		HOST_PIN(x);
-		r = (float)x;
-		HOST_PIN(r);
-		*fl |= host_end(rm);
-		return f32_canon(f32_raw(r));
-	}
+	if (likely(rm != FRM_RMM))
+		return fast_f64_to_f32(a, rm, fl);
 #endif
 	return f64_to_f32_soft(a, rm, fl);
 }

@@ -4,8 +4,9 @@
  *
  * Pure integer code, so it neither depends on nor disturbs the host's floating-point
  * environment. Every finite operand is unpacked to an exact sig * 2^exp; the operation is
- * computed exactly, or with the bits it cannot keep jammed into a sticky bit well below the
- * rounding point (round-to-odd), and f16_round_pack() rounds once. */
+ * computed exactly in 64-bit integers (add, mul, fma, conversions), or with the remainder
+ * jammed into a sticky bit well below the rounding point (div, sqrt: round-to-odd), and
+ * f16_round_pack() rounds once. */
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -109,7 +110,7 @@ static uint64_t shift_round(uint64_t sig, int shift, bool sign, int rm, bool *in
 		return q + sign;
 	case FRM_RUP:
 		return q + !sign;
-	default:
+	default:	/* FRM_RTZ */
 		return q;
 	}
 }
@@ -175,17 +176,18 @@ overflow:
 }
 
 /*
- * (-1)^sx * x * 2^ex + (-1)^sy * y * 2^ey with one rounding. The aligned terms must fit in
- * 127 bits, which holds for sums of halves and of a product of halves and a half: the
- * exponents span at most -48..10 and the significands 22 bits.
+ * (-1)^sx * x * 2^ex + (-1)^sy * y * 2^ey, computed exactly and rounded once. Exactness
+ * fits in 64 bits for the two uses: a sum of halves (exponents -24..5, 11-bit significands:
+ * under 2^40), and a product of halves (exponent -48..10, 22 bits) plus a half. There, if the
+ * product has the lower exponent the addend is shifted by at most 53 and stays below
+ * 2^64 - 2^53, leaving room for the product's 22 bits; otherwise the product is shifted by
+ * at most 34 (under 2^56) and the addend is not shifted.
  */
 static uint16_t f16_add_exact(bool sx, int ex, uint64_t x, bool sy, int ey, uint64_t y,
 			      int rm, uint32_t *fl)
 {
 	int e = ex < ey ? ex : ey;
-	unsigned __int128 mx = (unsigned __int128)x << (ex - e);
-	unsigned __int128 my = (unsigned __int128)y << (ey - e);
-	unsigned __int128 m;
+	uint64_t mx = x << (ex - e), my = y << (ey - e), m;
 	bool s = sx;
 
 	if (sx == sy) {
@@ -202,15 +204,7 @@ static uint16_t f16_add_exact(bool sx, int ex, uint64_t x, bool sy, int ey, uint
 			s = rm == FRM_RDN;
 		return s ? F16_SIGN : 0;
 	}
-	if (m >> 64) {
-		/* Narrow to 64 bits with a sticky bit; at least 64 significant bits remain. */
-		int k = 64 - __builtin_clzll((uint64_t)(m >> 64));
-		bool lost = (m & (((unsigned __int128)1 << k) - 1)) != 0;
-
-		m = (m >> k) | lost;
-		e += k;
-	}
-	return f16_round_pack(s, e, (uint64_t)m, rm, fl);
+	return f16_round_pack(s, e, m, rm, fl);
 }
 
 uint16_t f16_add(uint16_t a, uint16_t b, int rm, uint32_t *fl)

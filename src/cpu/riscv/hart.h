@@ -138,6 +138,8 @@ struct hart {
 /* csr.c */
 void hart_update_tlb_ptrs(struct hart *h);
 void tlb_flush(struct hart *h);
+/* Drops the entries that may map the page holding va (sfence.vma with an address). */
+void tlb_flush_page(struct hart *h, uint64_t va);
 /* Accesses CSR csr; on an illegal access returns false (the caller raises illegal-insn).
  * wmask/wval: new = (old & ~wmask) | (wval & wmask); write = false for pure reads. */
 bool csr_access(struct hart *h, uint32_t csr, uint64_t *old, bool write, uint64_t wval,

@@ -7,7 +7,7 @@
  *   RAM + 2 MiB         kernel Image (image_size bytes, bss included)
  *   RAM + 2 MiB + min(RAM/2, 128 MiB)
  *                       initramfs (QEMU's rule: far enough for the kernel, low enough
- *                       for small machines)
+ *                       for small machines; just past the kernel if that is higher)
  *   top of RAM          fw_dynamic_info (one page), then the DTB, 2 MiB aligned with room
  *                       above it for OpenSBI to grow the tree in place (its fix-ups do) */
 #include "machine/riscv-virt/boot.h"
@@ -575,11 +575,43 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 	return 0;
 }
 
-static uint64_t boot_initrd_start(const struct vm *vm)
+/* QEMU's rule (far enough above the kernel for it to unpack, low enough for small RAM),
+ * moved up past the kernel's image_size when a big kernel in a small RAM reaches it. */
+static uint64_t boot_initrd_start(const struct vm *vm, uint64_t kernel_end)
 {
 	uint64_t gap = vm->ram.size / 2 < BOOT_INITRD_MAX_OFFSET ? vm->ram.size / 2
 								: BOOT_INITRD_MAX_OFFSET;
-	return BOOT_ALIGN_UP(vm->ram.base + BOOT_KERNEL_OFFSET + gap, PAGE_SIZE);
+	uint64_t start = BOOT_ALIGN_UP(vm->ram.base + BOOT_KERNEL_OFFSET + gap, PAGE_SIZE);
+
+	if (kernel_end > start)
+		start = BOOT_ALIGN_UP(kernel_end, PAGE_SIZE);
+	return start;
+}
+
+/* Where the kernel Image named by cfg will end in RAM, from its header; 0 when it cannot
+ * tell (the load itself reports what is wrong with the file). */
+static uint64_t boot_image_end_peek(const struct vm *vm)
+{
+	uint8_t h[IMAGE_HEADER_SIZE];
+	struct stat st;
+	uint64_t end = 0;
+	int fd;
+
+	if (!vm->cfg->kernel)
+		return 0;
+	fd = open(vm->cfg->kernel, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) == 0 && pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	    boot_le32(h + IMAGE_MAGIC2) == 0x05435352) {
+		uint64_t image_size = boot_le64(h + IMAGE_IMAGE_SIZE);
+		uint64_t size = image_size > (uint64_t)st.st_size ? image_size : (uint64_t)st.st_size;
+		uint64_t addr = vm->ram.base + BOOT_KERNEL_OFFSET;
+		if (size <= UINT64_MAX - addr)
+			end = addr + size;
+	}
+	close(fd);
+	return end;
 }
 
 static bool boot_is_bare(const struct vm *vm)
@@ -600,7 +632,7 @@ int boot_initrd_range(const struct vm *vm, uint64_t *start, uint64_t *end)
 		log_error("initramfs '%s': %s", path, strerror(errno));
 		return err;
 	}
-	*start = boot_initrd_start(vm);
+	*start = boot_initrd_start(vm, boot_image_end_peek(vm));
 	*end = *start + (uint64_t)st.st_size;
 	return 0;
 }
@@ -667,15 +699,8 @@ int boot_load_linux(struct vm *vm)
 	floor = kernel_end;
 
 	if (cfg->initramfs) {
-		initrd_start = boot_initrd_start(vm);
+		initrd_start = boot_initrd_start(vm, kernel_end);
 		initrd_end = initrd_start + initrd.size;
-		if (kernel_end > initrd_start) {
-			log_error("kernel '%s': ends at 0x%" PRIx64 ", over the initramfs at 0x%" PRIx64
-				  ": give the VM more memory", kernel.path, kernel_end,
-				  initrd_start);
-			err = -EFBIG;
-			goto out;
-		}
 		if (initrd_start >= ram_end || initrd.size > ram_end - initrd_start) {
 			log_error("initramfs '%s': %" PRIu64 " MiB do not fit in RAM at 0x%" PRIx64
 				  " (RAM ends at 0x%" PRIx64 "): give the VM more memory",
