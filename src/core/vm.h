@@ -30,7 +30,7 @@ enum vm_exit_reason {
 	VM_EXIT_POWEROFF, /* guest powered off */
 	VM_EXIT_REBOOT,   /* guest asked for a reset */
 	VM_EXIT_PASS,     /* bare-metal test reported pass */
-	VM_EXIT_FAIL,     /* bare-metal test reported failure (exit_code holds it) */
+	VM_EXIT_FAIL,     /* test reported failure: exit_code is an HTIF exit value ((n << 1) | 1) */
 	VM_EXIT_TIMEOUT,
 	VM_EXIT_ERROR,    /* host-side failure */
 };

@@ -2,10 +2,13 @@
  * (canonical NaNs, tininess detected after rounding, saturating integer conversions).
  *
  * Where the host computes exactly what RISC-V wants, the host does it: x86-64 SSE is
- * IEEE 754 in the four directed/nearest modes and, like RISC-V, detects tininess after
- * rounding, so f32/f64 add, sub, mul, div, sqrt, fma (with hardware FMA) and f64->f32 run
- * on SSE with the rounding mode and the flags taken from MXCSR. The host has no
- * round-to-nearest-max-magnitude (RMM), so:
+ * IEEE 754 in the nearest and directed modes and, like RISC-V, detects tininess after
+ * rounding, so f32/f64 add, sub, mul, div, sqrt, fma and f64->f32 run on SSE in the
+ * guest's mode. Their flags are not read back from MXCSR on the common path (that read
+ * stalls the pipeline, see "x86 fast paths"): they follow from the result and an exact
+ * inexactness test, and only rare results (NaN, inf, tiny, near overflow) take the path
+ * that clears, runs and reads MXCSR. The host has no round-to-nearest-max-magnitude
+ * (RMM), so:
  *  - single-precision RMM ops are computed in double with round-to-odd (RTZ, then the
  *    inexact flag jammed into the lowest bit) and rounded to single in software; 53 bits
  *    hold the 24 + 2 needed for double rounding to be exact, and no single-precision
@@ -15,6 +18,10 @@
  *    result, so RMM sqrt is RNE sqrt.
  * Comparisons, min/max, classify and all integer conversions are cheap enough in integer
  * arithmetic and have RISC-V-specific rules, so they never touch the host FPU.
+ *
+ * Between calls the host must be in its default state: round to nearest, no
+ * flush-to-zero or denormals-are-zero (no -ffast-math startup code). Every call that
+ * changes the rounding mode sets it back to nearest before returning.
  *
  * On other hosts (or with FPU_FORCE_GENERIC, which the tests use to exercise it) only
  * operations whose result is never tiny go to the host through <fenv.h>; the rest is

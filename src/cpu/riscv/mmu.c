@@ -33,7 +33,7 @@ int mmu_translate(struct hart *h, uint64_t va, int acc, uint64_t *pa)
 
 	if (priv == PRV_M || mode == 0) {
 		*pa = va;
-		return -1;
+		return 0;
 	}
 	levels = mode == 9 ? 4 : 3;
 	/* The address must be the sign extension of its top translated bit. */
@@ -91,7 +91,7 @@ int mmu_translate(struct hart *h, uint64_t va, int acc, uint64_t *pa)
 		}
 		ppn |= (va >> PAGE_SHIFT) & low_mask;
 		*pa = (ppn << PAGE_SHIFT) | (va & (PAGE_SIZE - 1));
-		return -1;
+		return 0;
 	}
 	return fault_cause[acc];
 }
@@ -121,7 +121,7 @@ static bool load_one(struct hart *h, uint64_t va, unsigned size, uint64_t *val)
 {
 	uint64_t pa;
 	int c = mmu_translate(h, va, ACC_R, &pa);
-	if (c >= 0)
+	if (c)
 		return fault(h, c, va);
 	void *p = vm_ram_ptr(h->vm, pa, size);
 	if (p) {
@@ -159,7 +159,7 @@ static bool store_one(struct hart *h, uint64_t va, unsigned size, uint64_t val, 
 {
 	uint64_t pa;
 	int c = mmu_translate(h, va, ACC_W, &pa);
-	if (c >= 0)
+	if (c)
 		return fault(h, c, va);
 	void *p = vm_ram_ptr(h->vm, pa, size);
 	if (p) {
@@ -183,7 +183,8 @@ bool mem_store_slow(struct hart *h, uint64_t va, unsigned size, uint64_t val)
 {
 	if (((va & (PAGE_SIZE - 1)) + size) > PAGE_SIZE) {
 		/* Check both pages first so a fault on the second leaves memory untouched. */
-		if (!store_one(h, va, 1, 0, true) || !store_one(h, va + size - 1, 1, 0, true))
+		uint64_t page2 = (va + size - 1) & ~(PAGE_SIZE - 1);
+		if (!store_one(h, va, 1, 0, true) || !store_one(h, page2, 1, 0, true))
 			return false;
 		for (unsigned i = 0; i < size; i++)
 			if (!store_one(h, va + i, 1, val >> (8 * i), false))
@@ -201,7 +202,7 @@ void *mem_atomic_ptr(struct hart *h, uint64_t va, unsigned size, int acc)
 		return NULL;
 	}
 	int c = mmu_translate(h, va, acc, &pa);
-	if (c >= 0) {
+	if (c) {
 		fault(h, c, va);
 		return NULL;
 	}
@@ -220,7 +221,7 @@ void *mem_atomic_ptr(struct hart *h, uint64_t va, unsigned size, int acc)
 uint8_t *mem_fetch_page(struct hart *h, uint64_t pc, uint64_t *pa)
 {
 	int c = mmu_translate(h, pc, ACC_X, pa);
-	if (c >= 0) {
+	if (c) {
 		fault(h, c, pc);
 		return NULL;
 	}

@@ -37,7 +37,8 @@ static void syscon_write(void *opaque, uint64_t off, uint64_t val, unsigned size
 		vm_request_exit(s->vm, VM_EXIT_REBOOT, 0);
 		break;
 	case SYSCON_FAIL:
-		vm_request_exit(s->vm, VM_EXIT_FAIL, (val >> 16) & 0xffff);
+		/* Encoded like an HTIF exit value, which is how main reports failures. */
+		vm_request_exit(s->vm, VM_EXIT_FAIL, (((val >> 16) & 0xffff) << 1) | 1);
 		break;
 	default:
 		break; /* unknown commands are ignored, as QEMU's sifive_test does for reads */
