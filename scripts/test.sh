@@ -24,6 +24,7 @@ suite() {
 suite unit make -s unit
 suite isa tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
+	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
 	suite boot-1cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 1 \
 		--guest build/guest --log build/boot-1cpu.log
 	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \

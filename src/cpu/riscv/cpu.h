@@ -20,8 +20,7 @@ struct hart;
 struct hart *hart_create(struct vm *vm, int id);
 void hart_destroy(struct hart *h);
 
-/* Resets the hart to M-mode at pc with a0..a2 set (the boot protocol's registers).
- * started = false leaves the hart stopped until an IPI (OpenSBI's HSM brings it up). */
+/* Resets the hart to M-mode at pc with a0..a2 set (the boot protocol's registers). */
 void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t a2);
 
 /* Raises (level = true) or lowers a device-driven interrupt line (MSIP, MTIP, MEIP, SEIP)

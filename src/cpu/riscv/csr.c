@@ -21,15 +21,28 @@ void tlb_flush(struct hart *h)
 	/* All-ones tags never match a page-aligned address. */
 	memset(&h->tlbs[PRV_U], 0xff, sizeof(h->tlbs[PRV_U]));
 	memset(&h->tlbs[PRV_S], 0xff, sizeof(h->tlbs[PRV_S]));
+	memset(h->tlb_super, 0, sizeof(h->tlb_super));
 }
 
 void tlb_flush_page(struct hart *h, uint64_t va)
 {
 	unsigned idx = (va >> PAGE_SHIFT) & (TLB_SIZE - 1);
 	for (int p = PRV_U; p <= PRV_S; p++) {
-		h->tlbs[p].r[idx].tag = TLB_INVALID;
-		h->tlbs[p].w[idx].tag = TLB_INVALID;
-		h->tlbs[p].x[idx].tag = TLB_INVALID;
+		struct tlb_entry *arr[3] = { h->tlbs[p].r, h->tlbs[p].w, h->tlbs[p].x };
+		for (int k = 0; k < 3; k++) {
+			arr[k][idx].tag = TLB_INVALID;
+			/* The fenced address may lie in a superpage cached as many 4 KiB
+			 * entries: drop every entry that came from a superpage. */
+			for (int w = 0; w < TLB_SIZE / 64; w++) {
+				uint64_t bits = h->tlb_super[p][k][w];
+				while (bits) {
+					int b = __builtin_ctzll(bits);
+					arr[k][w * 64 + b].tag = TLB_INVALID;
+					bits &= bits - 1;
+				}
+				h->tlb_super[p][k][w] = 0;
+			}
+		}
 	}
 }
 
@@ -78,15 +91,59 @@ static void write_mstatus(struct hart *h, uint64_t val, uint64_t mask)
 	h->kick = 1;
 }
 
+/* The counters as the instruction in progress reads them: it has not retired yet. */
+static uint64_t minstret_value(const struct hart *h)
+{
+	return (h->mcountinhibit & 4) ? h->minstret_frozen : h->instret - 1;
+}
+
+static uint64_t mcycle_value(const struct hart *h)
+{
+	return (h->mcountinhibit & 1) ? h->mcycle_frozen : h->instret - 1 + h->cycle_delta;
+}
+
+/* Makes the next instruction read minstret = n (the writing instruction is not counted). */
+static void minstret_set(struct hart *h, uint64_t n)
+{
+	uint64_t cyc = mcycle_value(h);
+	if (h->mcountinhibit & 4)
+		h->minstret_frozen = n;
+	else
+		h->instret = n;
+	/* mcycle is derived from instret: keep it where it was. */
+	h->cycle_delta = (int64_t)(cyc + 1 - h->instret);
+}
+
+static void mcycle_set(struct hart *h, uint64_t n)
+{
+	if (h->mcountinhibit & 1)
+		h->mcycle_frozen = n;
+	else
+		h->cycle_delta = (int64_t)(n - h->instret);
+}
+
+static void mcountinhibit_set(struct hart *h, uint64_t v)
+{
+	uint64_t ir = minstret_value(h) + 1, cy = mcycle_value(h) + 1;
+	h->mcountinhibit = v & 5;
+	/* Hold or resume from the value counted up to and including this instruction. */
+	h->minstret_frozen = ir;
+	h->mcycle_frozen = cy;
+	if (!(v & 4))
+		h->instret = ir;
+	if (!(v & 1))
+		h->cycle_delta = (int64_t)(cy - h->instret);
+}
+
 static uint64_t counter_read(struct hart *h, uint32_t csr)
 {
 	switch (csr & 0x1f) {
-	case 0: /* cycle: the instruction in progress has not retired */
-		return h->instret - 1 + h->cycle_delta;
+	case 0:
+		return mcycle_value(h);
 	case 1:
 		return vm_mtime(h->vm);
 	case 2:
-		return h->instret - 1;
+		return minstret_value(h);
 	default:
 		return 0;
 	}
@@ -266,7 +323,7 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 	case 0x320:
 		old = h->mcountinhibit;
 		if (write)
-			h->mcountinhibit = ((old & ~wmask) | (wval & wmask)) & 5;
+			mcountinhibit_set(h, (old & ~wmask) | (wval & wmask));
 		break;
 	case 0x323 ... 0x33f: /* mhpmevent: no events */
 		old = 0;
@@ -325,21 +382,14 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 		old = 0;
 		break;
 	case 0xb00:
-		old = h->instret - 1 + h->cycle_delta;
-		if (write) {
-			uint64_t n = (old & ~wmask) | (wval & wmask);
-			/* The write wins over this instruction's own count. */
-			h->cycle_delta = (int64_t)(n - h->instret);
-		}
+		old = mcycle_value(h);
+		if (write)
+			mcycle_set(h, (old & ~wmask) | (wval & wmask));
 		break;
 	case 0xb02:
-		old = h->instret - 1;
-		if (write) {
-			uint64_t n = (old & ~wmask) | (wval & wmask);
-			int64_t cyc = (int64_t)(h->instret - 1 + h->cycle_delta);
-			h->instret = n;
-			h->cycle_delta = cyc + 1 - (int64_t)n;
-		}
+		old = minstret_value(h);
+		if (write)
+			minstret_set(h, (old & ~wmask) | (wval & wmask));
 		break;
 	case 0xb03 ... 0xb1f: /* mhpmcounter: read as zero */
 		old = 0;

@@ -400,7 +400,7 @@ static enum rv_op decode16(uint32_t raw, struct insn *in)
 				return OP_ADDI;
 			}
 			/* c.lui */
-			in->imm = imm6 << 12;
+			in->imm = (int64_t)((uint64_t)imm6 << 12);
 			if (!in->imm)
 				return OP_ILLEGAL;
 			in->rd = xrd(rd);

@@ -138,7 +138,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 
 	if ((lo & 3) == 3 && avail < 4) {
 		/* A 32-bit instruction across the page end. */
-		uint64_t pa2;
+		uint64_t pa2 = 0;
 		uint8_t *next = mem_fetch_page(h, pc + 2, &pa2);
 		if (!next)
 			return NULL;
@@ -261,10 +261,11 @@ void hart_execute(struct hart *h)
 		if (likely(e->tag == tag)) {
 			page = (uint8_t *)(tag + e->addend);
 		} else {
-			uint64_t pa;
+			uint64_t pa = 0;
 			page = mem_fetch_page(h, pc, &pa);
 			if (!page) {
 				hart_trap(h, h->exc_cause, h->exc_tval);
+				link_slot = -1; /* the handler is no successor of the jump */
 				continue;
 			}
 		}
@@ -275,6 +276,7 @@ void hart_execute(struct hart *h)
 			nb = block_translate(h, pc, page, labels);
 			if (!nb) {
 				hart_trap(h, h->exc_cause, h->exc_tval);
+				link_slot = -1;
 				continue;
 			}
 		}
@@ -1021,6 +1023,8 @@ void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t 
 	memset(h->pmpcfg, 0, sizeof(h->pmpcfg));
 	memset(h->pmpaddr, 0, sizeof(h->pmpaddr));
 	memset(h->tlbs, 0xff, sizeof(h->tlbs));
+	memset(h->tlb_super, 0, sizeof(h->tlb_super));
+	h->minstret_frozen = h->mcycle_frozen = 0;
 	h->priv = PRV_M;
 	hart_update_tlb_ptrs(h);
 	block_cache_reset(h->bc);

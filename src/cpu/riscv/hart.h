@@ -114,6 +114,9 @@ struct hart {
 	uint64_t menvcfg, senvcfg;
 	uint64_t mcountinhibit;
 	int64_t cycle_delta;      /* mcycle = instret + cycle_delta */
+	uint64_t minstret_frozen, mcycle_frozen; /* values held while mcountinhibit stops them */
+	bool walk_super;          /* the last successful walk ended at a superpage leaf */
+	uint64_t tlb_super[4][3][TLB_SIZE / 64]; /* entries filled from superpages, per set */
 	uint64_t pmpcfg[2];
 	uint64_t pmpaddr[16];
 	uint64_t tselect, tdata1, tdata2;
@@ -126,10 +129,9 @@ struct hart {
 	struct vm *vm;
 	int id;
 
-	/* HSM / WFI sleeping */
+	/* WFI sleeping */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stopped;
 
 	struct block_cache *bc;
 	struct tlb tlbs[4]; /* indexed by privilege; [2] unused */

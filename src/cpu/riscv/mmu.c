@@ -33,6 +33,7 @@ int mmu_translate(struct hart *h, uint64_t va, int acc, uint64_t *pa)
 
 	if (priv == PRV_M || mode == 0) {
 		*pa = va;
+		h->walk_super = false;
 		return 0;
 	}
 	levels = mode == 9 ? 4 : 3;
@@ -89,6 +90,7 @@ int mmu_translate(struct hart *h, uint64_t va, int acc, uint64_t *pa)
 							 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 				return mmu_translate(h, va, acc, pa); /* PTE changed: walk again */
 		}
+		h->walk_super = i > 0;
 		ppn |= (va >> PAGE_SHIFT) & low_mask;
 		*pa = (ppn << PAGE_SHIFT) | (va & (PAGE_SIZE - 1));
 		return 0;
@@ -105,7 +107,13 @@ static inline void tlb_fill(struct hart *h, int acc, uint64_t va, uint64_t pa)
 		return;
 	struct tlb *t = acc == ACC_X ? h->itlb : h->dtlb;
 	struct tlb_entry *arr = acc == ACC_R ? t->r : acc == ACC_W ? t->w : t->x;
-	struct tlb_entry *e = &arr[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];
+	unsigned idx = (va >> PAGE_SHIFT) & (TLB_SIZE - 1);
+	struct tlb_entry *e = &arr[idx];
+	uint64_t *super = h->tlb_super[t - h->tlbs][acc];
+	if (h->walk_super)
+		super[idx / 64] |= 1ULL << (idx % 64);
+	else
+		super[idx / 64] &= ~(1ULL << (idx % 64));
 	e->tag = va & ~(PAGE_SIZE - 1);
 	e->addend = (uintptr_t)host - (uintptr_t)e->tag;
 }
@@ -119,7 +127,7 @@ static inline bool fault(struct hart *h, uint64_t cause, uint64_t va)
 
 static bool load_one(struct hart *h, uint64_t va, unsigned size, uint64_t *val)
 {
-	uint64_t pa;
+	uint64_t pa = 0;
 	int c = mmu_translate(h, va, ACC_R, &pa);
 	if (c)
 		return fault(h, c, va);
@@ -157,7 +165,7 @@ bool mem_load_slow(struct hart *h, uint64_t va, unsigned size, uint64_t *val)
 
 static bool store_one(struct hart *h, uint64_t va, unsigned size, uint64_t val, bool probe)
 {
-	uint64_t pa;
+	uint64_t pa = 0;
 	int c = mmu_translate(h, va, ACC_W, &pa);
 	if (c)
 		return fault(h, c, va);
@@ -196,7 +204,7 @@ bool mem_store_slow(struct hart *h, uint64_t va, unsigned size, uint64_t val)
 
 void *mem_atomic_ptr(struct hart *h, uint64_t va, unsigned size, int acc)
 {
-	uint64_t pa;
+	uint64_t pa = 0;
 	if (va & (size - 1)) {
 		fault(h, acc == ACC_W ? EXC_STORE_MISALIGNED : EXC_LOAD_MISALIGNED, va);
 		return NULL;

@@ -554,6 +554,33 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 			  f->path);
 		return -ENOEXEC;
 	}
+	/* An EFI-capable Image carries a PE header (offset in res3): its sections say how long
+	 * the file must be, which catches a truncated kernel before it runs. */
+	uint32_t pe = boot_le32(h + 60);
+	if (h[0] == 'M' && h[1] == 'Z' && pe >= IMAGE_HEADER_SIZE && pe + 64 <= sizeof(h)) {
+		uint64_t need = pe + 64;
+		if (need <= have && memcmp(h + pe, "PE\0\0", 4) == 0) {
+			unsigned nsec = h[pe + 6] | h[pe + 7] << 8;
+			unsigned opt = h[pe + 20] | h[pe + 21] << 8;
+			/* Raw sizes are rounded up to the file alignment, which the last
+			 * section's padding may not reach. */
+			uint64_t slack = boot_le32(h + pe + 24 + 36);
+			for (unsigned k = 0; k < nsec; k++) {
+				uint64_t sh = pe + 24 + opt + 40ULL * k;
+				if (sh + 40 > have)
+					break;
+				uint64_t e = (uint64_t)boot_le32(h + sh + 20) + boot_le32(h + sh + 16);
+				if (e > slack && e - slack > need)
+					need = e - slack;
+			}
+		}
+		if (need > f->size) {
+			log_error("%s '%s': truncated: its header describes at least %" PRIu64
+				  " bytes but the file has %" PRIu64,
+				  f->what, f->path, need, f->size);
+			return -ENOEXEC;
+		}
+	}
 	/* image_size covers bss; 0 in headers older than version 0.2 means "file size". */
 	uint64_t image_size = boot_le64(h + IMAGE_IMAGE_SIZE);
 	uint64_t load_size = image_size > f->size ? image_size : f->size;

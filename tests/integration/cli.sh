@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Bad input to mabo-vmm: each case must give exactly one line on stderr that names the
+# offending file or value, a non-zero exit status, and no hang. Needs the default guest in
+# build/guest (tools/mabo-image) for the cases built from its kernel.
+#   usage: tests/integration/cli.sh [VMM] [GUEST_DIR]
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+vmm=${1:-$root/build/mabo-vmm}
+guest=${2:-$root/build/guest}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+pass=0 fail=0
+# check NAME EXPECTED_STATUS PATTERN -- ARGS...: PATTERN must match the single stderr line.
+check() {
+	local name=$1 want=$2 pattern=$3
+	shift 4
+	local err status
+	err=$(timeout 20 "$vmm" "$@" </dev/null 2>&1 >/dev/null)
+	status=$?
+	local lines
+	lines=$(printf '%s\n' "$err" | grep -c .)
+	if [ "$status" -eq "$want" ] && [ "$lines" -eq 1 ] && printf '%s' "$err" | grep -q -- "$pattern"; then
+		pass=$((pass + 1))
+		echo "ok: $name"
+	else
+		fail=$((fail + 1))
+		echo "FAILED: $name: status $status (want $want), $lines line(s): $err"
+	fi
+}
+
+image=$guest/Image
+fw=$guest/fw_dynamic.bin
+head -c 100 "$image" >"$tmp/short-Image"
+: >"$tmp/empty"
+printf '\177ELF\002\001\001' >"$tmp/short.elf"
+head -c 64 /bin/ls >"$tmp/x86-header.elf"
+head -c 3000 "$fw" >"$tmp/short-fw.bin"
+
+check "missing kernel" 1 "kernel '/nonexistent'" -- --kernel /nonexistent
+check "empty kernel" 1 "kernel '$tmp/empty'" -- --kernel "$tmp/empty" --firmware "$fw"
+check "truncated kernel Image" 1 "kernel '$tmp/short-Image'" -- --kernel "$tmp/short-Image" --firmware "$fw"
+check "x86 ELF as Image" 1 "not a RISC-V kernel Image" -- --kernel /bin/ls --firmware "$fw"
+check "x86 ELF bare-metal" 1 "expected RISC-V" -- --kernel /bin/ls --firmware none
+check "truncated ELF" 1 "kernel '$tmp/short.elf'" -- --kernel "$tmp/short.elf" --firmware none
+check "missing firmware" 1 "firmware '/nonexistent'" -- --kernel "$image" --firmware /nonexistent
+check "empty firmware" 1 "firmware '$tmp/empty'" -- --kernel "$image" --firmware "$tmp/empty"
+check "missing initramfs" 1 "initramfs '/nonexistent'" -- --kernel "$image" --firmware "$fw" --initramfs /nonexistent
+check "initramfs too big" 1 "initramfs '$image'.*more memory" -- --kernel "$image" --firmware "$fw" --initramfs "$image" --memory 40M
+check "kernel too big for RAM" 1 "kernel '$image'.*more memory" -- --kernel "$image" --firmware "$fw" --memory 16M
+check "malformed memory size" 2 "memory '12Q'" -- --kernel "$image" --memory 12Q
+check "zero memory size" 2 "memory '0'" -- --kernel "$image" --memory 0
+check "negative memory size" 2 "memory '-5M'" -- --kernel "$image" --memory -5M
+check "zero vCPUs" 2 "cpus '0'" -- --kernel "$image" --cpus 0
+check "absurd vCPUs" 2 "cpus '100000'" -- --kernel "$image" --cpus 100000
+check "vCPUs not a number" 2 "cpus 'two'" -- --kernel "$image" --cpus two
+check "bad timeout" 2 "timeout 'soon'" -- --kernel "$image" --timeout soon
+check "unknown option" 2 "unknown option '--bogus'" -- --bogus
+check "option without value" 2 "'--kernel' needs a value" -- --kernel
+check "no kernel" 2 "no kernel given" -- --memory 512M
+
+# A bare-metal program that spins forever ("j .") must end with the timeout status.
+python3 - "$tmp/spin.elf" <<'PY'
+import struct, sys
+base, code_off = 0x80000000, 120
+ehdr = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack(
+    "<HHIQQQIHHHHHH", 2, 243, 1, base + code_off, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+phdr = struct.pack("<IIQQQQQQ", 1, 7, 0, base, base, code_off + 4, code_off + 4, 0x1000)
+open(sys.argv[1], "wb").write(ehdr + phdr + struct.pack("<I", 0x6f))
+PY
+check "timeout" 3 "timeout" -- --kernel "$tmp/spin.elf" --firmware none --timeout 0.5 --memory 2M
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
