@@ -3,8 +3,10 @@ CC ?= cc
 BUILD ?= build
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Isrc -MMD -MP -pthread
-LDLIBS += -lfdt -lm -pthread
+CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Isrc -MMD -MP -pthread $(SAN)
+LDLIBS += -lfdt -lm -pthread $(SAN)
+# `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 SRCS := $(shell find src -name '*.c' | sort)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
@@ -38,8 +40,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmabo.a
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+sanitize:
+	$(MAKE) BUILD=$(BUILD)/asan OPT=-O1 SAN="$(ASAN_FLAGS)" all unit
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit clean
+.PHONY: all unit sanitize clean
 -include $(OBJS:.o=.d)

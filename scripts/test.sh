@@ -22,6 +22,8 @@ suite() {
 }
 
 suite unit make -s unit
+suite unit-sanitizers make -s sanitize
+suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
 	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
