@@ -1,0 +1,110 @@
+# shellcheck shell=bash
+# bench/common.sh: shared by bench/boot.sh and bench/coremark.sh (sourced, not run).
+# Expects PROG to be set by the sourcing script.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+VMRUN=$BENCH_DIR/vmrun.py
+
+die() {
+	echo "$PROG: error: $*" >&2
+	exit 1
+}
+
+note() {
+	echo "$PROG: $*" >&2
+}
+
+# is_uint VALUE: a decimal integer >= 0
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+# need_cmd COMMAND PACKAGE: make sure COMMAND is on PATH, installing the Debian PACKAGE (through
+# scripts/install-deps.sh, which needs root) when it is missing.
+need_cmd() {
+	local cmd=$1 pkg=$2
+	command -v "$cmd" >/dev/null 2>&1 && return 0
+	note "$cmd not found: installing Debian package $pkg"
+	"$ROOT/scripts/install-deps.sh" "$pkg" >&2 ||
+		die "$cmd is missing and package $pkg could not be installed (apt-get install $pkg as root)"
+	command -v "$cmd" >/dev/null 2>&1 || die "package $pkg did not provide $cmd"
+}
+
+# Temporary directory for one benchmark run, removed on exit (vmrun.py stops its virtual
+# machine itself on SIGINT/SIGTERM/SIGHUP and when a run times out).
+make_workdir() {
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/mabo-bench.XXXXXX") || die "cannot create a temporary directory"
+	trap 'rm -rf "$WORK"' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+# snapshot_inputs VMM GUEST_DIR: copy the VMM binary and the guest into $WORK so that a rebuild
+# by someone else during the benchmark does not change what is measured. Sets S_VMM, S_IMAGE,
+# S_FW, S_INITRD.
+snapshot_inputs() {
+	local vmm=$1 guest=$2 f
+	[[ -x $vmm ]] || die "no VMM binary '$vmm' (run make first, or pass --vmm FILE)"
+	for f in Image fw_dynamic.bin initramfs.cpio.gz; do
+		[[ -f $guest/$f ]] || die "no $guest/$f (build the guest with tools/mabo-image --out $guest, or pass --guest DIR)"
+	done
+	mkdir -p "$WORK/in"
+	cp "$vmm" "$WORK/in/mabo-vmm"
+	cp "$guest/Image" "$guest/fw_dynamic.bin" "$guest/initramfs.cpio.gz" "$WORK/in/"
+	S_VMM=$WORK/in/mabo-vmm
+	S_IMAGE=$WORK/in/Image
+	S_FW=$WORK/in/fw_dynamic.bin
+	S_INITRD=$WORK/in/initramfs.cpio.gz
+}
+
+# print_context VMM GUEST_DIR QEMU: what is being compared, on this machine, now.
+print_context() {
+	local vmm=$1 guest=$2 qemu=$3 rev kernel cpu
+	rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src 2>/dev/null) ]]; then
+		rev="$rev + uncommitted changes in src/"
+	fi
+	kernel=unknown
+	if [[ -f $guest/VERSIONS ]]; then
+		kernel=$(sed -n 's/^kernel_package=//p' "$guest/VERSIONS")
+		kernel="$kernel ($(sed -n 's/^kernel_version=//p' "$guest/VERSIONS"))"
+	fi
+	cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n1)
+	echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+	echo "host:    $(nproc) CPUs, ${cpu:-unknown CPU}, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "ours:    $vmm (built $(date -u -r "$vmm" '+%Y-%m-%d %H:%M:%S UTC'); repository at commit $rev)"
+	echo "peer:    $("$qemu" --version | head -n1) (TCG)"
+	echo "guest:   $guest, kernel $kernel"
+}
+
+# run_vm NAME RUN LOG TIMEOUT MARKS... -- COMMAND...: one timed run through vmrun.py; appends
+# "NAME RUN KEY=VALUE..." to $RESULTS and sets RUN_LINE to vmrun.py's line. Returns vmrun.py's
+# status (0 when the last mark was seen).
+run_vm() {
+	local name=$1 run=$2 log=$3 timeout=$4 rc=0
+	shift 4
+	RUN_LINE=$(python3 "$VMRUN" run --timeout "$timeout" --log "$log" "$@") || rc=$?
+	[[ -n $RUN_LINE ]] || die "vmrun.py failed for $name run $run"
+	echo "$name $run $RUN_LINE" >>"$RESULTS"
+	return $rc
+}
+
+# field KEY: the value of KEY=VALUE in $RUN_LINE
+field() {
+	local w
+	for w in $RUN_LINE; do
+		if [[ $w == "$1="* ]]; then
+			echo "${w#*=}"
+			return
+		fi
+	done
+	echo NA
+}
+
+# fail_run NAME LOG WHAT: report a failed run with the end of its console log, and stop.
+fail_run() {
+	local name=$1 log=$2 what=$3
+	echo "---- last lines of the $name console ----" >&2
+	tail -n 15 "$log" >&2 || true
+	echo "----" >&2
+	die "$name: $what"
+}
