@@ -25,6 +25,9 @@ suite unit make -s unit
 suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
+# Every block translated to host code at its first run, then the interpreter alone.
+suite isa-jit env MABO_JIT_HOT=1 tests/isa/run.sh
+suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
 	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
 	suite boot-1cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 1 \

@@ -532,5 +532,6 @@ enum rv_op rv_decode(uint32_t raw, struct insn *in)
 		op = decode16(raw & 0xffff, in);
 	}
 	in->op = (const void *)(uintptr_t)op;
+	in->opc = (uint16_t)op;
 	return op;
 }

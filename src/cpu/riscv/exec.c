@@ -11,18 +11,21 @@
 #include "cpu/riscv/fpu16.h"
 #include "cpu/riscv/hart.h"
 #include "cpu/riscv/insn.h"
+#include "cpu/riscv/jit.h"
 
 #define BLOCK_MAX 64
 #define BC_HASH_BITS 14
 #define BC_ARENA_SIZE (8u << 20)
+#define JIT_HOT 32 /* runs of a block before it is translated to host code */
 
 struct block {
 	uintptr_t key; /* host address of the first instruction */
 	struct block *hnext;
 	struct block *succ[2]; /* chained successors in the same page: taken, fall-through */
 	uint64_t epoch;        /* the cache epoch in which the code bytes were last checked */
+	jit_fn jit;            /* translated host code, or NULL */
 	uint32_t n;            /* instructions, not counting the closing END */
-	uint32_t pad;
+	uint32_t hits;         /* runs so far, until it is hot enough to translate */
 	struct insn insns[];
 };
 
@@ -34,6 +37,8 @@ struct block_cache {
 	 * code bytes are found unchanged, so fence.i costs no re-decoding of unchanged code. */
 	uint64_t epoch;
 	uint64_t resets; /* bumped when the arena is emptied: older block pointers are dead */
+	struct jit *jit; /* host code for hot blocks; NULL when disabled or unavailable */
+	uint32_t jit_hot; /* runs of a block before it is translated */
 	/* One instruction that straddles two pages is decoded here each time, never cached. */
 	union {
 		struct block b;
@@ -51,6 +56,13 @@ struct block_cache *block_cache_create(void)
 		free(bc);
 		return NULL;
 	}
+	/* MABO_JIT=0 turns the code generator off; MABO_JIT_HOT=N translates blocks after N
+	 * runs (tests use 1 so every block runs translated). */
+	const char *env = getenv("MABO_JIT");
+	if (!env || strcmp(env, "0") != 0)
+		bc->jit = jit_create();
+	env = getenv("MABO_JIT_HOT");
+	bc->jit_hot = env && atoi(env) > 0 ? (uint32_t)atoi(env) : JIT_HOT;
 	return bc;
 }
 
@@ -58,6 +70,7 @@ void block_cache_destroy(struct block_cache *bc)
 {
 	if (!bc)
 		return;
+	jit_destroy(bc->jit);
 	free(bc->arena);
 	free(bc);
 }
@@ -69,6 +82,7 @@ static void block_cache_reset(struct block_cache *bc)
 	bc->used = 0;
 	bc->epoch++;
 	bc->resets++;
+	jit_reset(bc->jit);
 }
 
 void block_cache_flush(struct hart *h)
@@ -147,6 +161,8 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 		b->key = 0;
 		b->succ[0] = b->succ[1] = NULL;
 		b->epoch = bc->epoch;
+		b->jit = NULL;
+		b->hits = 0;
 		b->n = 1;
 		enum rv_op op = rv_decode(raw, &b->insns[0]);
 		b->insns[0].op = labels[op];
@@ -159,7 +175,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	}
 
 	size_t need = sizeof(struct block) + (BLOCK_MAX + 1) * sizeof(struct insn);
-	if (bc->used + need > BC_ARENA_SIZE)
+	if (bc->used + need > BC_ARENA_SIZE || (bc->jit && jit_full(bc->jit)))
 		block_cache_reset(bc);
 	struct block *b = (struct block *)(bc->arena + bc->used);
 	unsigned off = 0, n = 0;
@@ -185,6 +201,8 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	end->pcoff = (uint16_t)off;
 	b->key = (uintptr_t)hp;
 	b->epoch = bc->epoch;
+	b->jit = NULL;
+	b->hits = 0;
 	b->n = n;
 	b->succ[0] = b->succ[1] = NULL;
 	unsigned hidx = bc_hash(b->key);
@@ -290,6 +308,22 @@ void hart_execute(struct hart *h)
 	run:
 		link_slot = -1;
 		h->instret += b->n;
+		if (unlikely(!b->jit) && ++b->hits == h->bc->jit_hot && b->key && h->bc->jit)
+			b->jit = jit_compile(h->bc->jit, b->insns, b->n);
+		if (b->jit) {
+			uint64_t r = b->jit(h, pc0);
+			unsigned kind = r & 0xff;
+			if (likely(kind <= JIT_EXIT_FALL)) {
+				link_slot = (int)kind;
+				goto exit_chain;
+			}
+			if (kind == JIT_EXIT_NOLINK)
+				goto exit_nolink_fast;
+			i = &b->insns[r >> 8];
+			if (kind == JIT_EXIT_TRAP)
+				TRAP(h->exc_cause, h->exc_tval);
+			goto *i->op; /* the rest is the interpreter's */
+		}
 		i = b->insns;
 		goto *i->op;
 

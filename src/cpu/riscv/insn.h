@@ -60,6 +60,7 @@ struct insn {
 	uint8_t rm;                /* rounding mode field */
 	int64_t imm;               /* immediate, or the CSR number */
 	uint32_t raw;              /* the instruction bits (illegal-instruction tval) */
+	uint16_t opc;              /* the enum rv_op value, for the code generator */
 };
 
 /* Decodes one instruction (16-bit forms when (raw & 3) != 3) into *in (op as an enum

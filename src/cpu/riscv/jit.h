@@ -1,0 +1,39 @@
+/* The code generator: hot blocks of decoded instructions are translated to host code.
+ * A translated block is a function that runs a prefix of the block (possibly all of it) and
+ * returns how it left, so the interpreter stays the reference for everything it does not
+ * translate (FP, atomics, CSRs and system instructions). */
+#ifndef MABO_CPU_RISCV_JIT_H
+#define MABO_CPU_RISCV_JIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct hart;
+struct insn;
+
+/* How a translated block returned: the low byte is the kind, the rest an insn index. */
+enum {
+	JIT_EXIT_TAKEN = 0,   /* h->pc set: the taken/jump exit (chainable) */
+	JIT_EXIT_FALL = 1,    /* h->pc set: the fall-through exit (chainable) */
+	JIT_EXIT_NOLINK = 2,  /* h->pc set: an indirect jump */
+	JIT_EXIT_TRAP = 3,    /* instruction (code >> 8) faulted: h->exc_cause/exc_tval set */
+	JIT_EXIT_INTERP = 4,  /* interpret from instruction (code >> 8) on */
+};
+
+/* Runs a translated block whose first instruction is at virtual address pc0. */
+typedef uint64_t (*jit_fn)(struct hart *h, uint64_t pc0);
+
+struct jit;
+
+/* A code buffer for one hart; NULL when the host has no code generator or no memory. */
+struct jit *jit_create(void);
+void jit_destroy(struct jit *j);
+/* Forgets all code (the block cache was emptied). */
+void jit_reset(struct jit *j);
+/* Translates the block's n instructions (and its closing END); NULL when the first one
+ * cannot be translated or the buffer is full (the caller then resets the cache). */
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n);
+/* True when the buffer has no room left. */
+bool jit_full(const struct jit *j);
+
+#endif

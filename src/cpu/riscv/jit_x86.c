@@ -1,0 +1,692 @@
+/* The x86-64 code generator. Each translated block is a function jit_fn(h, pc0) with
+ *   rbx = h (the guest registers are h->x[], at offset 0), r12 = pc0 (the block's virtual
+ *   address: the same physical block may run at several), r13 = h->dtlb,
+ * and rax, rcx, rdx, rsi, rdi as scratch. Guest registers stay in memory: a block has no
+ * register allocation yet, but no dispatch either. Loads and stores look the software TLB
+ * up inline and call the interpreter's slow paths on a miss. */
+#include "cpu/riscv/jit.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/vm.h"
+#include "cpu/riscv/hart.h"
+#include "cpu/riscv/insn.h"
+
+#if defined(__x86_64__)
+
+#include <sys/mman.h>
+
+#define JIT_CODE_SIZE (32u << 20)
+#define JIT_BLOCK_MAX 16384 /* bytes of host code one block may need at most */
+
+struct jit {
+	uint8_t *code;
+	size_t used;
+};
+
+struct jit *jit_create(void)
+{
+	struct jit *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->code = mmap(NULL, JIT_CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (j->code == MAP_FAILED) {
+		free(j);
+		return NULL;
+	}
+	return j;
+}
+
+void jit_destroy(struct jit *j)
+{
+	if (!j)
+		return;
+	munmap(j->code, JIT_CODE_SIZE);
+	free(j);
+}
+
+void jit_reset(struct jit *j)
+{
+	if (j)
+		j->used = 0;
+}
+
+bool jit_full(const struct jit *j)
+{
+	return !j || j->used + JIT_BLOCK_MAX > JIT_CODE_SIZE;
+}
+
+/* ---- emitter ---- */
+
+enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7 };
+
+struct emit {
+	uint8_t *p;
+};
+
+static inline void e8(struct emit *e, unsigned b)
+{
+	*e->p++ = (uint8_t)b;
+}
+
+static inline void e32(struct emit *e, uint32_t v)
+{
+	memcpy(e->p, &v, 4);
+	e->p += 4;
+}
+
+static inline void e64(struct emit *e, uint64_t v)
+{
+	memcpy(e->p, &v, 8);
+	e->p += 8;
+}
+
+/* [base + disp32] operand for a register below 8 and a base below 8 (not rsp/r12). */
+static inline void modrm_mem(struct emit *e, int reg, int base, int32_t disp)
+{
+	e8(e, 0x80 | (reg & 7) << 3 | (base & 7));
+	e32(e, (uint32_t)disp);
+}
+
+#define XOFF(r) ((int32_t)(offsetof(struct hart, x) + 8 * (r)))
+
+/* op reg, [rbx + x[r]] with REX.W (or without, w = 0). */
+static void op_reg_x(struct emit *e, int w, unsigned opcode, int reg, int r)
+{
+	if (w)
+		e8(e, 0x48);
+	e8(e, opcode);
+	modrm_mem(e, reg, RBX, XOFF(r));
+}
+
+static void ld_x(struct emit *e, int reg, int r)
+{
+	op_reg_x(e, 1, 0x8b, reg, r);
+}
+
+static void st_x(struct emit *e, int reg, int r)
+{
+	op_reg_x(e, 1, 0x89, reg, r);
+}
+
+/* mov qword [rbx + off], reg */
+static void st_h(struct emit *e, int reg, int32_t off)
+{
+	e8(e, 0x48);
+	e8(e, 0x89);
+	modrm_mem(e, reg, RBX, off);
+}
+
+/* REX.W 81 /digit reg, imm32 (add 0, or 1, and 4, sub 5, xor 6, cmp 7) */
+static void alu_imm(struct emit *e, int w, int digit, int reg, int32_t imm)
+{
+	if (w)
+		e8(e, 0x48);
+	e8(e, 0x81);
+	e8(e, 0xc0 | digit << 3 | reg);
+	e32(e, (uint32_t)imm);
+}
+
+/* shl 4, shr 5, sar 7 by an immediate */
+static void shift_imm(struct emit *e, int w, int digit, int reg, int n)
+{
+	if (w)
+		e8(e, 0x48);
+	e8(e, 0xc1);
+	e8(e, 0xc0 | digit << 3 | reg);
+	e8(e, n);
+}
+
+/* shl 4, shr 5, sar 7 by cl */
+static void shift_cl(struct emit *e, int w, int digit, int reg)
+{
+	if (w)
+		e8(e, 0x48);
+	e8(e, 0xd3);
+	e8(e, 0xc0 | digit << 3 | reg);
+}
+
+/* movsxd rax, eax */
+static void sext32(struct emit *e)
+{
+	e8(e, 0x48);
+	e8(e, 0x63);
+	e8(e, 0xc0);
+}
+
+/* mov reg, r12 (pc0) then add the offset */
+static void pc_plus(struct emit *e, int reg, int64_t off)
+{
+	e8(e, 0x4c);
+	e8(e, 0x89);
+	e8(e, 0xe0 | reg); /* mov reg, r12 */
+	if (off)
+		alu_imm(e, 1, 0, reg, (int32_t)off);
+}
+
+/* Emits "mov eax, code" and a jump to the shared epilogue at epi. */
+static void exit_to(struct emit *e, uint32_t code, const uint8_t *epi)
+{
+	e8(e, 0xb8);
+	e32(e, code);
+	e8(e, 0xe9);
+	e32(e, (uint32_t)(epi - (e->p + 4)));
+}
+
+/* jcc rel32 with the displacement patched later; returns where to patch. */
+static uint8_t *jcc_fwd(struct emit *e, unsigned cc)
+{
+	e8(e, 0x0f);
+	e8(e, 0x80 | cc);
+	e32(e, 0);
+	return e->p - 4;
+}
+
+static uint8_t *jmp_fwd(struct emit *e)
+{
+	e8(e, 0xe9);
+	e32(e, 0);
+	return e->p - 4;
+}
+
+static void patch_here(struct emit *e, uint8_t *at)
+{
+	uint32_t rel = (uint32_t)(e->p - (at + 4));
+	memcpy(at, &rel, 4);
+}
+
+static void call_abs(struct emit *e, const void *fn)
+{
+	e8(e, 0x48);
+	e8(e, 0xb8);
+	e64(e, (uint64_t)(uintptr_t)fn); /* mov rax, imm64 */
+	e8(e, 0xff);
+	e8(e, 0xd0); /* call rax */
+}
+
+/* x86 condition codes */
+enum { CC_B = 2, CC_AE = 3, CC_E = 4, CC_NE = 5, CC_L = 0xc, CC_GE = 0xd };
+
+/* ---- helpers called from generated code ---- */
+
+struct jit_ret {
+	uint64_t val;
+	uint64_t ok;
+};
+
+static struct jit_ret jit_load(struct hart *h, uint64_t va, uint64_t kind)
+{
+	struct jit_ret r = { 0, 0 };
+	unsigned size = kind & 15;
+	uint64_t v;
+	if (!mem_load_slow(h, va, size, &v))
+		return r;
+	if (kind & 16) /* sign-extend */
+		v = (uint64_t)((int64_t)(v << (64 - 8 * size)) >> (64 - 8 * size));
+	r.val = v;
+	r.ok = 1;
+	return r;
+}
+
+static uint64_t jit_store(struct hart *h, uint64_t va, uint64_t val, uint64_t size)
+{
+	return mem_store_slow(h, va, (unsigned)size, val);
+}
+
+static uint64_t h_div(uint64_t a, uint64_t b)
+{
+	int64_t x = (int64_t)a, d = (int64_t)b;
+	return d == 0 ? ~0ULL : (x == INT64_MIN && d == -1) ? a : (uint64_t)(x / d);
+}
+
+static uint64_t h_divu(uint64_t a, uint64_t b)
+{
+	return b == 0 ? ~0ULL : a / b;
+}
+
+static uint64_t h_rem(uint64_t a, uint64_t b)
+{
+	int64_t x = (int64_t)a, d = (int64_t)b;
+	return d == 0 ? a : (x == INT64_MIN && d == -1) ? 0 : (uint64_t)(x % d);
+}
+
+static uint64_t h_remu(uint64_t a, uint64_t b)
+{
+	return b == 0 ? a : a % b;
+}
+
+static uint64_t h_divw(uint64_t a, uint64_t b)
+{
+	int32_t x = (int32_t)a, d = (int32_t)b;
+	int32_t r = d == 0 ? -1 : (x == INT32_MIN && d == -1) ? x : x / d;
+	return (uint64_t)(int64_t)r;
+}
+
+static uint64_t h_divuw(uint64_t a, uint64_t b)
+{
+	uint32_t x = (uint32_t)a, d = (uint32_t)b;
+	return (uint64_t)(int64_t)(int32_t)(d == 0 ? ~0u : x / d);
+}
+
+static uint64_t h_remw(uint64_t a, uint64_t b)
+{
+	int32_t x = (int32_t)a, d = (int32_t)b;
+	int32_t r = d == 0 ? x : (x == INT32_MIN && d == -1) ? 0 : x % d;
+	return (uint64_t)(int64_t)r;
+}
+
+static uint64_t h_remuw(uint64_t a, uint64_t b)
+{
+	uint32_t x = (uint32_t)a, d = (uint32_t)b;
+	return (uint64_t)(int64_t)(int32_t)(d == 0 ? x : x % d);
+}
+
+static uint64_t h_mulhsu(uint64_t a, uint64_t b)
+{
+	return (uint64_t)(((__int128)(int64_t)a * (__int128)(unsigned __int128)b) >> 64);
+}
+
+/* ---- translation ---- */
+
+/* rax = x[rs1] (+ imm): the effective address goes to rdi. */
+static void emit_addr(struct emit *e, const struct insn *in)
+{
+	ld_x(e, RDI, in->rs1);
+	if (in->imm)
+		alu_imm(e, 1, 0, RDI, (int32_t)in->imm);
+}
+
+/* rax = &tlb_array[index(rdi)] (array at offset arr in struct tlb); rcx = masked va;
+ * flags = tag compare. */
+static void emit_tlb_probe(struct emit *e, int32_t arr, unsigned size)
+{
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xf8); /* mov rax, rdi */
+	shift_imm(e, 1, 5, RAX, PAGE_SHIFT);
+	alu_imm(e, 0, 4, RAX, TLB_SIZE - 1); /* and eax, 255 */
+	shift_imm(e, 0, 4, RAX, 4);          /* entries are 16 bytes */
+	e8(e, 0x4c);
+	e8(e, 0x01);
+	e8(e, 0xe8); /* add rax, r13 */
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xf9); /* mov rcx, rdi */
+	alu_imm(e, 1, 4, RCX, (int32_t)(~(PAGE_SIZE - 1) | (size - 1)));
+	e8(e, 0x48);
+	e8(e, 0x3b);
+	modrm_mem(e, RCX, RAX, arr); /* cmp rcx, [rax + arr] */
+}
+
+static void emit_load(struct emit *e, const struct insn *in, unsigned size, bool sign,
+		      uint32_t trap_code, const uint8_t *epi)
+{
+	emit_addr(e, in);
+	emit_tlb_probe(e, (int32_t)offsetof(struct tlb, r), size);
+	uint8_t *miss = jcc_fwd(e, CC_NE);
+	/* hit: rdi += addend; load */
+	e8(e, 0x48);
+	e8(e, 0x03);
+	modrm_mem(e, RDI, RAX, (int32_t)offsetof(struct tlb, r) + 8);
+	switch (size | (sign ? 16 : 0)) {
+	case 1: e8(e, 0x0f); e8(e, 0xb6); e8(e, 0x07); break;             /* movzx eax, byte [rdi] */
+	case 2: e8(e, 0x0f); e8(e, 0xb7); e8(e, 0x07); break;             /* movzx eax, word [rdi] */
+	case 4: e8(e, 0x8b); e8(e, 0x07); break;                          /* mov eax, [rdi] */
+	case 8: case 24: e8(e, 0x48); e8(e, 0x8b); e8(e, 0x07); break;    /* mov rax, [rdi] */
+	case 17: e8(e, 0x48); e8(e, 0x0f); e8(e, 0xbe); e8(e, 0x07); break; /* movsx rax, byte */
+	case 18: e8(e, 0x48); e8(e, 0x0f); e8(e, 0xbf); e8(e, 0x07); break; /* movsx rax, word */
+	case 20: e8(e, 0x48); e8(e, 0x63); e8(e, 0x07); break;            /* movsxd rax, [rdi] */
+	}
+	uint8_t *done = jmp_fwd(e);
+	/* miss: jit_load(h, va, kind) */
+	patch_here(e, miss);
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xfe); /* mov rsi, rdi */
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xdf); /* mov rdi, rbx */
+	e8(e, 0xba);
+	e32(e, size | (sign ? 16 : 0)); /* mov edx, kind */
+	call_abs(e, (const void *)jit_load);
+	e8(e, 0x48);
+	e8(e, 0x85);
+	e8(e, 0xd2); /* test rdx, rdx */
+	uint8_t *ok = jcc_fwd(e, CC_NE);
+	exit_to(e, trap_code, epi);
+	patch_here(e, ok);
+	patch_here(e, done);
+	st_x(e, RAX, in->rd);
+}
+
+static void emit_store(struct emit *e, const struct insn *in, unsigned size, uint32_t trap_code,
+		       const uint8_t *epi)
+{
+	emit_addr(e, in);
+	emit_tlb_probe(e, (int32_t)offsetof(struct tlb, w), size);
+	uint8_t *miss = jcc_fwd(e, CC_NE);
+	e8(e, 0x48);
+	e8(e, 0x03);
+	modrm_mem(e, RDI, RAX, (int32_t)offsetof(struct tlb, w) + 8); /* rdi += addend */
+	ld_x(e, RDX, in->rs2);
+	switch (size) {
+	case 1: e8(e, 0x88); e8(e, 0x17); break;             /* mov [rdi], dl */
+	case 2: e8(e, 0x66); e8(e, 0x89); e8(e, 0x17); break; /* mov [rdi], dx */
+	case 4: e8(e, 0x89); e8(e, 0x17); break;             /* mov [rdi], edx */
+	case 8: e8(e, 0x48); e8(e, 0x89); e8(e, 0x17); break; /* mov [rdi], rdx */
+	}
+	uint8_t *done = jmp_fwd(e);
+	patch_here(e, miss);
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xfe); /* mov rsi, rdi */
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xdf); /* mov rdi, rbx */
+	ld_x(e, RDX, in->rs2);
+	e8(e, 0xb9);
+	e32(e, size); /* mov ecx, size */
+	call_abs(e, (const void *)jit_store);
+	e8(e, 0x48);
+	e8(e, 0x85);
+	e8(e, 0xc0); /* test rax, rax */
+	uint8_t *ok = jcc_fwd(e, CC_NE);
+	exit_to(e, trap_code, epi);
+	patch_here(e, ok);
+	patch_here(e, done);
+}
+
+/* x[rd] = fn(x[rs1], x[rs2]) through a C helper */
+static void emit_call2(struct emit *e, const struct insn *in, uint64_t (*fn)(uint64_t, uint64_t))
+{
+	ld_x(e, RDI, in->rs1);
+	ld_x(e, RSI, in->rs2);
+	call_abs(e, (const void *)fn);
+	st_x(e, RAX, in->rd);
+}
+
+/* rax = x[rs1] OP x[rs2] for the two-operand ALU opcodes (add 03, sub 2b, and 23, or 0b,
+ * xor 33), 64- or 32-bit (then sign-extended). */
+static void emit_rr(struct emit *e, const struct insn *in, unsigned opcode, int w)
+{
+	ld_x(e, RAX, in->rs1);
+	op_reg_x(e, w, opcode, RAX, in->rs2);
+	if (!w)
+		sext32(e);
+	st_x(e, RAX, in->rd);
+}
+
+static void emit_ri(struct emit *e, const struct insn *in, int digit, int w)
+{
+	ld_x(e, RAX, in->rs1);
+	alu_imm(e, w, digit, RAX, (int32_t)in->imm);
+	if (!w)
+		sext32(e);
+	st_x(e, RAX, in->rd);
+}
+
+static void emit_shift_imm(struct emit *e, const struct insn *in, int digit, int w)
+{
+	ld_x(e, RAX, in->rs1);
+	shift_imm(e, w, digit, RAX, (int)in->imm);
+	if (!w)
+		sext32(e);
+	st_x(e, RAX, in->rd);
+}
+
+static void emit_shift_reg(struct emit *e, const struct insn *in, int digit, int w)
+{
+	ld_x(e, RCX, in->rs2);
+	ld_x(e, RAX, in->rs1);
+	shift_cl(e, w, digit, RAX);
+	if (!w)
+		sext32(e);
+	st_x(e, RAX, in->rd);
+}
+
+/* x[rd] = (x[rs1] cmp operand) as 0/1 with setcc */
+static void emit_set(struct emit *e, const struct insn *in, unsigned cc, bool imm)
+{
+	ld_x(e, RAX, in->rs1);
+	if (imm)
+		alu_imm(e, 1, 7, RAX, (int32_t)in->imm);
+	else
+		op_reg_x(e, 1, 0x3b, RAX, in->rs2);
+	e8(e, 0x0f);
+	e8(e, 0x90 | cc);
+	e8(e, 0xc0); /* setcc al */
+	e8(e, 0x0f);
+	e8(e, 0xb6);
+	e8(e, 0xc0); /* movzx eax, al */
+	st_x(e, RAX, in->rd);
+}
+
+static void emit_set_pc(struct emit *e, int64_t off)
+{
+	pc_plus(e, RAX, off);
+	st_h(e, RAX, (int32_t)offsetof(struct hart, pc));
+}
+
+static void emit_branch(struct emit *e, const struct insn *in, unsigned cc_taken,
+			const uint8_t *epi)
+{
+	ld_x(e, RAX, in->rs1);
+	op_reg_x(e, 1, 0x3b, RAX, in->rs2); /* cmp rax, x[rs2] */
+	uint8_t *taken = jcc_fwd(e, cc_taken);
+	emit_set_pc(e, in->pcoff + in->len);
+	exit_to(e, JIT_EXIT_FALL, epi);
+	patch_here(e, taken);
+	emit_set_pc(e, in->pcoff + in->imm);
+	exit_to(e, JIT_EXIT_TAKEN, epi);
+}
+
+/* Translates one instruction; false when the op is left to the interpreter. */
+static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k, const uint8_t *epi)
+{
+	uint32_t trap = JIT_EXIT_TRAP | k << 8;
+	switch (in->opc) {
+	case OP_LUI:
+		e8(e, 0x48);
+		e8(e, 0xc7);
+		modrm_mem(e, 0, RBX, XOFF(in->rd));
+		e32(e, (uint32_t)(int32_t)in->imm); /* mov qword x[rd], simm32 */
+		return true;
+	case OP_AUIPC:
+		pc_plus(e, RAX, in->pcoff + in->imm);
+		st_x(e, RAX, in->rd);
+		return true;
+	case OP_JAL:
+		pc_plus(e, RAX, in->pcoff + in->len);
+		st_x(e, RAX, in->rd);
+		emit_set_pc(e, in->pcoff + in->imm);
+		exit_to(e, JIT_EXIT_TAKEN, epi);
+		return true;
+	case OP_JALR:
+		ld_x(e, RCX, in->rs1);
+		if (in->imm)
+			alu_imm(e, 1, 0, RCX, (int32_t)in->imm);
+		alu_imm(e, 1, 4, RCX, -2);
+		pc_plus(e, RAX, in->pcoff + in->len);
+		st_x(e, RAX, in->rd);
+		st_h(e, RCX, (int32_t)offsetof(struct hart, pc));
+		exit_to(e, JIT_EXIT_NOLINK, epi);
+		return true;
+	case OP_BEQ: emit_branch(e, in, CC_E, epi); return true;
+	case OP_BNE: emit_branch(e, in, CC_NE, epi); return true;
+	case OP_BLT: emit_branch(e, in, CC_L, epi); return true;
+	case OP_BGE: emit_branch(e, in, CC_GE, epi); return true;
+	case OP_BLTU: emit_branch(e, in, CC_B, epi); return true;
+	case OP_BGEU: emit_branch(e, in, CC_AE, epi); return true;
+	case OP_END:
+		emit_set_pc(e, in->pcoff);
+		exit_to(e, JIT_EXIT_FALL, epi);
+		return true;
+	case OP_LB: emit_load(e, in, 1, true, trap, epi); return true;
+	case OP_LH: emit_load(e, in, 2, true, trap, epi); return true;
+	case OP_LW: emit_load(e, in, 4, true, trap, epi); return true;
+	case OP_LD: emit_load(e, in, 8, false, trap, epi); return true;
+	case OP_LBU: emit_load(e, in, 1, false, trap, epi); return true;
+	case OP_LHU: emit_load(e, in, 2, false, trap, epi); return true;
+	case OP_LWU: emit_load(e, in, 4, false, trap, epi); return true;
+	case OP_SB: emit_store(e, in, 1, trap, epi); return true;
+	case OP_SH: emit_store(e, in, 2, trap, epi); return true;
+	case OP_SW: emit_store(e, in, 4, trap, epi); return true;
+	case OP_SD: emit_store(e, in, 8, trap, epi); return true;
+	case OP_ADDI: emit_ri(e, in, 0, 1); return true;
+	case OP_XORI: emit_ri(e, in, 6, 1); return true;
+	case OP_ORI: emit_ri(e, in, 1, 1); return true;
+	case OP_ANDI: emit_ri(e, in, 4, 1); return true;
+	case OP_ADDIW: emit_ri(e, in, 0, 0); return true;
+	case OP_SLTI: emit_set(e, in, CC_L, true); return true;
+	case OP_SLTIU: emit_set(e, in, CC_B, true); return true;
+	case OP_SLT: emit_set(e, in, CC_L, false); return true;
+	case OP_SLTU: emit_set(e, in, CC_B, false); return true;
+	case OP_SLLI: emit_shift_imm(e, in, 4, 1); return true;
+	case OP_SRLI: emit_shift_imm(e, in, 5, 1); return true;
+	case OP_SRAI: emit_shift_imm(e, in, 7, 1); return true;
+	case OP_SLLIW: emit_shift_imm(e, in, 4, 0); return true;
+	case OP_SRLIW: emit_shift_imm(e, in, 5, 0); return true;
+	case OP_SRAIW: emit_shift_imm(e, in, 7, 0); return true;
+	case OP_SLL: emit_shift_reg(e, in, 4, 1); return true;
+	case OP_SRL: emit_shift_reg(e, in, 5, 1); return true;
+	case OP_SRA: emit_shift_reg(e, in, 7, 1); return true;
+	case OP_SLLW: emit_shift_reg(e, in, 4, 0); return true;
+	case OP_SRLW: emit_shift_reg(e, in, 5, 0); return true;
+	case OP_SRAW: emit_shift_reg(e, in, 7, 0); return true;
+	case OP_ADD: emit_rr(e, in, 0x03, 1); return true;
+	case OP_SUB: emit_rr(e, in, 0x2b, 1); return true;
+	case OP_AND: emit_rr(e, in, 0x23, 1); return true;
+	case OP_OR: emit_rr(e, in, 0x0b, 1); return true;
+	case OP_XOR: emit_rr(e, in, 0x33, 1); return true;
+	case OP_ADDW: emit_rr(e, in, 0x03, 0); return true;
+	case OP_SUBW: emit_rr(e, in, 0x2b, 0); return true;
+	case OP_MUL:
+		ld_x(e, RAX, in->rs1);
+		e8(e, 0x48);
+		e8(e, 0x0f);
+		e8(e, 0xaf);
+		modrm_mem(e, RAX, RBX, XOFF(in->rs2)); /* imul rax, x[rs2] */
+		st_x(e, RAX, in->rd);
+		return true;
+	case OP_MULW:
+		ld_x(e, RAX, in->rs1);
+		e8(e, 0x0f);
+		e8(e, 0xaf);
+		modrm_mem(e, RAX, RBX, XOFF(in->rs2)); /* imul eax, x[rs2] */
+		sext32(e);
+		st_x(e, RAX, in->rd);
+		return true;
+	case OP_MULH:
+	case OP_MULHU:
+		ld_x(e, RAX, in->rs1);
+		e8(e, 0x48);
+		e8(e, 0xf7);
+		modrm_mem(e, in->opc == OP_MULH ? 5 : 4, RBX, XOFF(in->rs2)); /* (i)mul x[rs2] */
+		st_x(e, RDX, in->rd);
+		return true;
+	case OP_MULHSU: emit_call2(e, in, h_mulhsu); return true;
+	case OP_DIV: emit_call2(e, in, h_div); return true;
+	case OP_DIVU: emit_call2(e, in, h_divu); return true;
+	case OP_REM: emit_call2(e, in, h_rem); return true;
+	case OP_REMU: emit_call2(e, in, h_remu); return true;
+	case OP_DIVW: emit_call2(e, in, h_divw); return true;
+	case OP_DIVUW: emit_call2(e, in, h_divuw); return true;
+	case OP_REMW: emit_call2(e, in, h_remw); return true;
+	case OP_REMUW: emit_call2(e, in, h_remuw); return true;
+	case OP_FENCE:
+		e8(e, 0x0f);
+		e8(e, 0xae);
+		e8(e, 0xf0); /* mfence */
+		return true;
+	default:
+		return false;
+	}
+}
+
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n)
+{
+	if (jit_full(j))
+		return NULL;
+	uint8_t *start = j->code + j->used;
+	struct emit e = { start };
+
+	/* Prologue: push rbx, r12, r13 (keeps the stack 16-byte aligned for calls). */
+	e8(&e, 0x53);
+	e8(&e, 0x41);
+	e8(&e, 0x54);
+	e8(&e, 0x41);
+	e8(&e, 0x55);
+	e8(&e, 0x48);
+	e8(&e, 0x89);
+	e8(&e, 0xfb); /* mov rbx, rdi */
+	e8(&e, 0x49);
+	e8(&e, 0x89);
+	e8(&e, 0xf4); /* mov r12, rsi */
+	e8(&e, 0x4c);
+	e8(&e, 0x8b);
+	modrm_mem(&e, 5, RBX, (int32_t)offsetof(struct hart, dtlb)); /* mov r13, h->dtlb */
+	uint8_t *skip = jmp_fwd(&e);
+	/* Epilogue, placed up front so every exit jumps backwards to a known address. */
+	uint8_t *epi = e.p;
+	e8(&e, 0x41);
+	e8(&e, 0x5d);
+	e8(&e, 0x41);
+	e8(&e, 0x5c);
+	e8(&e, 0x5b);
+	e8(&e, 0xc3);
+	patch_here(&e, skip);
+
+	uint32_t k;
+	bool ended = false;
+	for (k = 0; k <= n; k++) {
+		if (!emit_insn(&e, &insns[k], k, epi))
+			break;
+		if (rv_op_ends_block((enum rv_op)insns[k].opc)) {
+			ended = true; /* the op wrote its own exit */
+			break;
+		}
+	}
+	if (k == 0)
+		return NULL; /* nothing to gain: the block starts with an untranslated op */
+	if (!ended)
+		exit_to(&e, JIT_EXIT_INTERP | k << 8, epi);
+	j->used += (size_t)(e.p - start);
+	j->used = (j->used + 15) & ~(size_t)15;
+	return (jit_fn)(void *)start;
+}
+
+#else /* no code generator for this host */
+
+struct jit *jit_create(void)
+{
+	return NULL;
+}
+
+void jit_destroy(struct jit *j)
+{
+	(void)j;
+}
+
+void jit_reset(struct jit *j)
+{
+	(void)j;
+}
+
+bool jit_full(const struct jit *j)
+{
+	(void)j;
+	return true;
+}
+
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n)
+{
+	(void)j;
+	(void)insns;
+	(void)n;
+	return NULL;
+}
+
+#endif
