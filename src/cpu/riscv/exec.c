@@ -3,6 +3,7 @@
  * at control flow, CSR and system instructions and page ends; a block's exits to targets in
  * its own page are chained directly. Interrupts and VM requests are looked at between
  * blocks (h->kick), never per instruction. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ struct block {
 	struct block *succ[2]; /* chained successors in the same page: taken, fall-through */
 	uint64_t epoch;        /* the cache epoch in which the code bytes were last checked */
 	jit_fn jit;            /* translated host code, or NULL */
+	void *jit_chain;       /* its entry for chained jumps from other translated blocks */
 	uint32_t n;            /* instructions, not counting the closing END */
 	uint32_t hits;         /* runs so far, until it is hot enough to translate */
 	struct insn insns[];
@@ -162,6 +164,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 		b->succ[0] = b->succ[1] = NULL;
 		b->epoch = bc->epoch;
 		b->jit = NULL;
+		b->jit_chain = NULL;
 		b->hits = 0;
 		b->n = 1;
 		enum rv_op op = rv_decode(raw, &b->insns[0]);
@@ -202,6 +205,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	b->key = (uintptr_t)hp;
 	b->epoch = bc->epoch;
 	b->jit = NULL;
+	b->jit_chain = NULL;
 	b->hits = 0;
 	b->n = n;
 	b->succ[0] = b->succ[1] = NULL;
@@ -211,6 +215,21 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	bc->used += sizeof(struct block) + (n + 1) * sizeof(struct insn);
 	bc->used = (bc->used + 15) & ~(size_t)15;
 	return b;
+}
+
+static void block_compile(struct hart *h, struct block *b)
+{
+	const struct jit_link link = {
+		.succ = (void *const *)b->succ,
+		.epoch = &h->bc->epoch,
+		.off_epoch = offsetof(struct block, epoch),
+		.off_chain = offsetof(struct block, jit_chain),
+		.off_n = offsetof(struct block, n),
+	};
+	void *chain = NULL;
+	jit_fn fn = jit_compile(h->bc->jit, b->insns, b->n, &link, &chain);
+	b->jit_chain = fn ? chain : NULL;
+	b->jit = fn;
 }
 
 static void hart_wfi(struct hart *h)
@@ -309,9 +328,15 @@ void hart_execute(struct hart *h)
 		link_slot = -1;
 		h->instret += b->n;
 		if (unlikely(!b->jit) && ++b->hits == h->bc->jit_hot && b->key && h->bc->jit)
-			b->jit = jit_compile(h->bc->jit, b->insns, b->n);
+			block_compile(h, b);
 		if (b->jit) {
+			h->jit_block = b;
+			h->jit_pc0 = pc0;
 			uint64_t r = b->jit(h, pc0);
+			/* Translated code may have chained into other blocks: continue from the
+			 * one it left. */
+			b = h->jit_block;
+			pc0 = h->jit_pc0;
 			unsigned kind = r & 0xff;
 			if (likely(kind <= JIT_EXIT_FALL)) {
 				link_slot = (int)kind;

@@ -122,6 +122,10 @@ struct hart {
 	uint64_t tselect, tdata1, tdata2;
 	uint64_t mhartid;
 
+	/* The block translated code last entered and its pc0: chained blocks update them. */
+	void *jit_block;
+	uint64_t jit_pc0;
+
 	/* A fault found by a slow path, raised by the interpreter that knows the pc. */
 	uint64_t exc_cause;
 	uint64_t exc_tval;

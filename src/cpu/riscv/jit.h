@@ -25,14 +25,26 @@ typedef uint64_t (*jit_fn)(struct hart *h, uint64_t pc0);
 
 struct jit;
 
+/* Where translated code finds a block's chained successors, so that it can jump straight
+ * into the next block's code without returning (see exec.c's struct block). */
+struct jit_link {
+	void *const *succ;     /* the block's two successor pointers (taken, fall-through) */
+	const uint64_t *epoch; /* the cache's current epoch */
+	uint32_t off_epoch;    /* offsets in a block: its epoch (uint64_t), */
+	uint32_t off_chain;    /* its chained entry point (void *), */
+	uint32_t off_n;        /* and its instruction count (uint32_t) */
+};
+
 /* A code buffer for one hart; NULL when the host has no code generator or no memory. */
 struct jit *jit_create(void);
 void jit_destroy(struct jit *j);
 /* Forgets all code (the block cache was emptied). */
 void jit_reset(struct jit *j);
 /* Translates the block's n instructions (and its closing END); NULL when the first one
- * cannot be translated or the buffer is full (the caller then resets the cache). */
-jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n);
+ * cannot be translated or the buffer is full (the caller then resets the cache).
+ * *chain_entry receives the entry that chained blocks jump to. */
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
+		   const struct jit_link *link, void **chain_entry);
 /* True when the buffer has no room left. */
 bool jit_full(const struct jit *j);
 

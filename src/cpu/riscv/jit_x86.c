@@ -464,6 +464,64 @@ static void emit_set(struct emit *e, const struct insn *in, unsigned cc, bool im
 	st_x(e, RAX, in->rd);
 }
 
+/* Leaves through successor slot `slot` (h->pc is set): when the successor is linked,
+ * current (its epoch), translated, and no kick is pending, jump straight into its code;
+ * otherwise return `slot` to the dispatcher. */
+static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *link,
+			    const uint8_t *epi)
+{
+	e8(e, 0x48);
+	e8(e, 0xb8);
+	e64(e, (uint64_t)(uintptr_t)&link->succ[slot]); /* mov rax, &succ[slot] */
+	e8(e, 0x48);
+	e8(e, 0x8b);
+	e8(e, 0x00); /* mov rax, [rax] */
+	e8(e, 0x48);
+	e8(e, 0x85);
+	e8(e, 0xc0); /* test rax, rax */
+	uint8_t *f1 = jcc_fwd(e, CC_E);
+	e8(e, 0x48);
+	e8(e, 0xba);
+	e64(e, (uint64_t)(uintptr_t)link->epoch); /* mov rdx, &epoch */
+	e8(e, 0x48);
+	e8(e, 0x8b);
+	e8(e, 0x12); /* mov rdx, [rdx] */
+	e8(e, 0x48);
+	e8(e, 0x3b);
+	modrm_mem(e, RDX, RAX, (int32_t)link->off_epoch); /* cmp rdx, [rax + epoch] */
+	uint8_t *f2 = jcc_fwd(e, CC_NE);
+	e8(e, 0x48);
+	e8(e, 0x8b);
+	modrm_mem(e, RCX, RAX, (int32_t)link->off_chain); /* mov rcx, [rax + chain] */
+	e8(e, 0x48);
+	e8(e, 0x85);
+	e8(e, 0xc9); /* test rcx, rcx */
+	uint8_t *f3 = jcc_fwd(e, CC_E);
+	e8(e, 0x83);
+	modrm_mem(e, 7, RBX, (int32_t)offsetof(struct hart, kick));
+	e8(e, 0); /* cmp dword [rbx + kick], 0 */
+	uint8_t *f4 = jcc_fwd(e, CC_NE);
+	e8(e, 0x8b);
+	modrm_mem(e, RDX, RAX, (int32_t)link->off_n); /* mov edx, [rax + n] */
+	e8(e, 0x48);
+	e8(e, 0x01);
+	modrm_mem(e, RDX, RBX, (int32_t)offsetof(struct hart, instret)); /* add [instret], rdx */
+	st_h(e, RAX, (int32_t)offsetof(struct hart, jit_block));
+	e8(e, 0x4c);
+	e8(e, 0x8b);
+	modrm_mem(e, 4, RBX, (int32_t)offsetof(struct hart, pc)); /* mov r12, [rbx + pc] */
+	e8(e, 0x4c);
+	e8(e, 0x89);
+	modrm_mem(e, 4, RBX, (int32_t)offsetof(struct hart, jit_pc0)); /* mov [jit_pc0], r12 */
+	e8(e, 0xff);
+	e8(e, 0xe1); /* jmp rcx */
+	patch_here(e, f1);
+	patch_here(e, f2);
+	patch_here(e, f3);
+	patch_here(e, f4);
+	exit_to(e, (uint32_t)slot, epi);
+}
+
 static void emit_set_pc(struct emit *e, int64_t off)
 {
 	pc_plus(e, RAX, off);
@@ -471,20 +529,21 @@ static void emit_set_pc(struct emit *e, int64_t off)
 }
 
 static void emit_branch(struct emit *e, const struct insn *in, unsigned cc_taken,
-			const uint8_t *epi)
+			const struct jit_link *link, const uint8_t *epi)
 {
 	ld_x(e, RAX, in->rs1);
 	op_reg_x(e, 1, 0x3b, RAX, in->rs2); /* cmp rax, x[rs2] */
 	uint8_t *taken = jcc_fwd(e, cc_taken);
 	emit_set_pc(e, in->pcoff + in->len);
-	exit_to(e, JIT_EXIT_FALL, epi);
+	emit_chain_exit(e, JIT_EXIT_FALL, link, epi);
 	patch_here(e, taken);
 	emit_set_pc(e, in->pcoff + in->imm);
-	exit_to(e, JIT_EXIT_TAKEN, epi);
+	emit_chain_exit(e, JIT_EXIT_TAKEN, link, epi);
 }
 
 /* Translates one instruction; false when the op is left to the interpreter. */
-static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k, const uint8_t *epi)
+static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
+		      const struct jit_link *link, const uint8_t *epi)
 {
 	uint32_t trap = JIT_EXIT_TRAP | k << 8;
 	switch (in->opc) {
@@ -502,7 +561,7 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k, const u
 		pc_plus(e, RAX, in->pcoff + in->len);
 		st_x(e, RAX, in->rd);
 		emit_set_pc(e, in->pcoff + in->imm);
-		exit_to(e, JIT_EXIT_TAKEN, epi);
+		emit_chain_exit(e, JIT_EXIT_TAKEN, link, epi);
 		return true;
 	case OP_JALR:
 		ld_x(e, RCX, in->rs1);
@@ -514,15 +573,15 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k, const u
 		st_h(e, RCX, (int32_t)offsetof(struct hart, pc));
 		exit_to(e, JIT_EXIT_NOLINK, epi);
 		return true;
-	case OP_BEQ: emit_branch(e, in, CC_E, epi); return true;
-	case OP_BNE: emit_branch(e, in, CC_NE, epi); return true;
-	case OP_BLT: emit_branch(e, in, CC_L, epi); return true;
-	case OP_BGE: emit_branch(e, in, CC_GE, epi); return true;
-	case OP_BLTU: emit_branch(e, in, CC_B, epi); return true;
-	case OP_BGEU: emit_branch(e, in, CC_AE, epi); return true;
+	case OP_BEQ: emit_branch(e, in, CC_E, link, epi); return true;
+	case OP_BNE: emit_branch(e, in, CC_NE, link, epi); return true;
+	case OP_BLT: emit_branch(e, in, CC_L, link, epi); return true;
+	case OP_BGE: emit_branch(e, in, CC_GE, link, epi); return true;
+	case OP_BLTU: emit_branch(e, in, CC_B, link, epi); return true;
+	case OP_BGEU: emit_branch(e, in, CC_AE, link, epi); return true;
 	case OP_END:
 		emit_set_pc(e, in->pcoff);
-		exit_to(e, JIT_EXIT_FALL, epi);
+		emit_chain_exit(e, JIT_EXIT_FALL, link, epi);
 		return true;
 	case OP_LB: emit_load(e, in, 1, true, trap, epi); return true;
 	case OP_LH: emit_load(e, in, 2, true, trap, epi); return true;
@@ -606,7 +665,8 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k, const u
 	}
 }
 
-jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n)
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
+		   const struct jit_link *link, void **chain_entry)
 {
 	if (jit_full(j))
 		return NULL;
@@ -638,19 +698,23 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n)
 	e8(&e, 0x5b);
 	e8(&e, 0xc3);
 	patch_here(&e, skip);
+	/* Chained blocks enter here with rbx, r12, r13 and the stack frame already set. */
+	*chain_entry = e.p;
 
 	uint32_t k;
 	bool ended = false;
 	for (k = 0; k <= n; k++) {
-		if (!emit_insn(&e, &insns[k], k, epi))
+		if (!emit_insn(&e, &insns[k], k, link, epi))
 			break;
 		if (rv_op_ends_block((enum rv_op)insns[k].opc)) {
 			ended = true; /* the op wrote its own exit */
 			break;
 		}
 	}
-	if (k == 0)
+	if (k == 0) {
+		*chain_entry = NULL;
 		return NULL; /* nothing to gain: the block starts with an untranslated op */
+	}
 	if (!ended)
 		exit_to(&e, JIT_EXIT_INTERP | k << 8, epi);
 	j->used += (size_t)(e.p - start);
@@ -681,11 +745,14 @@ bool jit_full(const struct jit *j)
 	return true;
 }
 
-jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n)
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
+		   const struct jit_link *link, void **chain_entry)
 {
 	(void)j;
 	(void)insns;
 	(void)n;
+	(void)link;
+	*chain_entry = NULL;
 	return NULL;
 }
 
