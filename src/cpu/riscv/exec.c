@@ -225,6 +225,9 @@ static void block_compile(struct hart *h, struct block *b)
 		.off_epoch = offsetof(struct block, epoch),
 		.off_chain = offsetof(struct block, jit_chain),
 		.off_n = offsetof(struct block, n),
+		.hash = (void *const *)h->bc->hash,
+		.hash_bits = BC_HASH_BITS,
+		.page_off = (uint32_t)(b->key & (PAGE_SIZE - 1)),
 	};
 	void *chain = NULL;
 	jit_fn fn = jit_compile(h->bc->jit, b->insns, b->n, &link, &chain);

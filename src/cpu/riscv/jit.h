@@ -32,7 +32,11 @@ struct jit_link {
 	const uint64_t *epoch; /* the cache's current epoch */
 	uint32_t off_epoch;    /* offsets in a block: its epoch (uint64_t), */
 	uint32_t off_chain;    /* its chained entry point (void *), */
-	uint32_t off_n;        /* and its instruction count (uint32_t) */
+	uint32_t off_n;        /* and its instruction count (uint32_t); a block starts with its
+				* key, the host address of its first instruction (uintptr_t) */
+	void *const *hash;     /* the block cache's hash table, for indirect jumps: */
+	uint32_t hash_bits;    /* bucket = ((key >> 1) ^ (key >> (1 + hash_bits))) & mask */
+	uint32_t page_off;     /* the block's offset in its page: which exits leave the page */
 };
 
 /* A code buffer for one hart; NULL when the host has no code generator or no memory. */

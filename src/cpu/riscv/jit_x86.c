@@ -464,22 +464,12 @@ static void emit_set(struct emit *e, const struct insn *in, unsigned cc, bool im
 	st_x(e, RAX, in->rd);
 }
 
-/* Leaves through successor slot `slot` (h->pc is set): when the successor is linked,
- * current (its epoch), translated, and no kick is pending, jump straight into its code;
- * otherwise return `slot` to the dispatcher. */
-static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *link,
-			    const uint8_t *epi)
+/* With rax = a candidate block whose code should run next (h->pc already holds its pc):
+ * when it is current (its epoch), translated, and no kick is pending, account for it and
+ * jump into its code. Failure jumps are added to fails[] for the caller to patch. */
+static void emit_try_enter(struct emit *e, const struct jit_link *link, uint8_t **fails,
+			   int *nfails)
 {
-	e8(e, 0x48);
-	e8(e, 0xb8);
-	e64(e, (uint64_t)(uintptr_t)&link->succ[slot]); /* mov rax, &succ[slot] */
-	e8(e, 0x48);
-	e8(e, 0x8b);
-	e8(e, 0x00); /* mov rax, [rax] */
-	e8(e, 0x48);
-	e8(e, 0x85);
-	e8(e, 0xc0); /* test rax, rax */
-	uint8_t *f1 = jcc_fwd(e, CC_E);
 	e8(e, 0x48);
 	e8(e, 0xba);
 	e64(e, (uint64_t)(uintptr_t)link->epoch); /* mov rdx, &epoch */
@@ -489,18 +479,18 @@ static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *lin
 	e8(e, 0x48);
 	e8(e, 0x3b);
 	modrm_mem(e, RDX, RAX, (int32_t)link->off_epoch); /* cmp rdx, [rax + epoch] */
-	uint8_t *f2 = jcc_fwd(e, CC_NE);
+	fails[(*nfails)++] = jcc_fwd(e, CC_NE);
 	e8(e, 0x48);
 	e8(e, 0x8b);
 	modrm_mem(e, RCX, RAX, (int32_t)link->off_chain); /* mov rcx, [rax + chain] */
 	e8(e, 0x48);
 	e8(e, 0x85);
 	e8(e, 0xc9); /* test rcx, rcx */
-	uint8_t *f3 = jcc_fwd(e, CC_E);
+	fails[(*nfails)++] = jcc_fwd(e, CC_E);
 	e8(e, 0x83);
 	modrm_mem(e, 7, RBX, (int32_t)offsetof(struct hart, kick));
 	e8(e, 0); /* cmp dword [rbx + kick], 0 */
-	uint8_t *f4 = jcc_fwd(e, CC_NE);
+	fails[(*nfails)++] = jcc_fwd(e, CC_NE);
 	e8(e, 0x8b);
 	modrm_mem(e, RDX, RAX, (int32_t)link->off_n); /* mov edx, [rax + n] */
 	e8(e, 0x48);
@@ -515,17 +505,106 @@ static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *lin
 	modrm_mem(e, 4, RBX, (int32_t)offsetof(struct hart, jit_pc0)); /* mov [jit_pc0], r12 */
 	e8(e, 0xff);
 	e8(e, 0xe1); /* jmp rcx */
-	patch_here(e, f1);
-	patch_here(e, f2);
-	patch_here(e, f3);
-	patch_here(e, f4);
+}
+
+/* Leaves through successor slot `slot` (h->pc is set): straight into the linked
+ * successor's code when it can, else back to the dispatcher with `slot`. */
+static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *link,
+			    const uint8_t *epi)
+{
+	uint8_t *fails[4];
+	int nfails = 0;
+	e8(e, 0x48);
+	e8(e, 0xb8);
+	e64(e, (uint64_t)(uintptr_t)&link->succ[slot]); /* mov rax, &succ[slot] */
+	e8(e, 0x48);
+	e8(e, 0x8b);
+	e8(e, 0x00); /* mov rax, [rax] */
+	e8(e, 0x48);
+	e8(e, 0x85);
+	e8(e, 0xc0); /* test rax, rax */
+	fails[nfails++] = jcc_fwd(e, CC_E);
+	emit_try_enter(e, link, fails, &nfails);
+	for (int k = 0; k < nfails; k++)
+		patch_here(e, fails[k]);
 	exit_to(e, (uint32_t)slot, epi);
 }
 
-static void emit_set_pc(struct emit *e, int64_t off)
+/* An indirect jump to rcx (already stored in h->pc): find the target block the way the
+ * dispatcher does (fetch TLB, then the first block of its hash bucket) and enter it, or
+ * return to the dispatcher. */
+static void emit_indirect_exit(struct emit *e, const struct jit_link *link, const uint8_t *epi)
 {
-	pc_plus(e, RAX, off);
-	st_h(e, RAX, (int32_t)offsetof(struct hart, pc));
+	uint8_t *fails[8];
+	int nfails = 0;
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xc8); /* mov rax, rcx */
+	shift_imm(e, 1, 5, RAX, PAGE_SHIFT);
+	alu_imm(e, 0, 4, RAX, TLB_SIZE - 1);
+	shift_imm(e, 0, 4, RAX, 4);
+	e8(e, 0x48);
+	e8(e, 0x03);
+	modrm_mem(e, RAX, RBX, (int32_t)offsetof(struct hart, itlb)); /* add rax, h->itlb */
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xca); /* mov rdx, rcx */
+	alu_imm(e, 1, 4, RDX, (int32_t)~(PAGE_SIZE - 1));
+	e8(e, 0x48);
+	e8(e, 0x3b);
+	modrm_mem(e, RDX, RAX, (int32_t)offsetof(struct tlb, x)); /* cmp rdx, tag */
+	fails[nfails++] = jcc_fwd(e, CC_NE);
+	e8(e, 0x48);
+	e8(e, 0x8b);
+	modrm_mem(e, RDX, RAX, (int32_t)offsetof(struct tlb, x) + 8); /* mov rdx, addend */
+	e8(e, 0x48);
+	e8(e, 0x01);
+	e8(e, 0xca); /* add rdx, rcx: the key */
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xd0); /* mov rax, rdx */
+	shift_imm(e, 1, 5, RAX, 1);
+	e8(e, 0x48);
+	e8(e, 0x89);
+	e8(e, 0xd6); /* mov rsi, rdx */
+	shift_imm(e, 1, 5, RSI, (int)(1 + link->hash_bits));
+	e8(e, 0x48);
+	e8(e, 0x31);
+	e8(e, 0xf0); /* xor rax, rsi */
+	alu_imm(e, 0, 4, RAX, (int32_t)((1u << link->hash_bits) - 1));
+	e8(e, 0x48);
+	e8(e, 0xbe);
+	e64(e, (uint64_t)(uintptr_t)link->hash); /* mov rsi, hash */
+	e8(e, 0x48);
+	e8(e, 0x8b);
+	e8(e, 0x04);
+	e8(e, 0xc6); /* mov rax, [rsi + rax*8] */
+	e8(e, 0x48);
+	e8(e, 0x85);
+	e8(e, 0xc0); /* test rax, rax */
+	fails[nfails++] = jcc_fwd(e, CC_E);
+	e8(e, 0x48);
+	e8(e, 0x3b);
+	e8(e, 0x10); /* cmp rdx, [rax]: the block's key */
+	fails[nfails++] = jcc_fwd(e, CC_NE);
+	emit_try_enter(e, link, fails, &nfails);
+	for (int k = 0; k < nfails; k++)
+		patch_here(e, fails[k]);
+	exit_to(e, JIT_EXIT_NOLINK, epi);
+}
+
+/* Leaves to pc0 + off through successor slot `slot`: a target in the block's own page is
+ * chained through the link; one in another page is looked up like an indirect jump, as its
+ * page's mapping must be checked. */
+static void emit_direct_exit(struct emit *e, int64_t off, int slot, const struct jit_link *link,
+			     const uint8_t *epi)
+{
+	pc_plus(e, RCX, off);
+	st_h(e, RCX, (int32_t)offsetof(struct hart, pc));
+	if ((((int64_t)link->page_off + off) >> PAGE_SHIFT) == 0)
+		emit_chain_exit(e, slot, link, epi);
+	else
+		emit_indirect_exit(e, link, epi);
 }
 
 static void emit_branch(struct emit *e, const struct insn *in, unsigned cc_taken,
@@ -534,11 +613,9 @@ static void emit_branch(struct emit *e, const struct insn *in, unsigned cc_taken
 	ld_x(e, RAX, in->rs1);
 	op_reg_x(e, 1, 0x3b, RAX, in->rs2); /* cmp rax, x[rs2] */
 	uint8_t *taken = jcc_fwd(e, cc_taken);
-	emit_set_pc(e, in->pcoff + in->len);
-	emit_chain_exit(e, JIT_EXIT_FALL, link, epi);
+	emit_direct_exit(e, in->pcoff + in->len, JIT_EXIT_FALL, link, epi);
 	patch_here(e, taken);
-	emit_set_pc(e, in->pcoff + in->imm);
-	emit_chain_exit(e, JIT_EXIT_TAKEN, link, epi);
+	emit_direct_exit(e, in->pcoff + in->imm, JIT_EXIT_TAKEN, link, epi);
 }
 
 /* Translates one instruction; false when the op is left to the interpreter. */
@@ -560,8 +637,7 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 	case OP_JAL:
 		pc_plus(e, RAX, in->pcoff + in->len);
 		st_x(e, RAX, in->rd);
-		emit_set_pc(e, in->pcoff + in->imm);
-		emit_chain_exit(e, JIT_EXIT_TAKEN, link, epi);
+		emit_direct_exit(e, in->pcoff + in->imm, JIT_EXIT_TAKEN, link, epi);
 		return true;
 	case OP_JALR:
 		ld_x(e, RCX, in->rs1);
@@ -571,7 +647,7 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 		pc_plus(e, RAX, in->pcoff + in->len);
 		st_x(e, RAX, in->rd);
 		st_h(e, RCX, (int32_t)offsetof(struct hart, pc));
-		exit_to(e, JIT_EXIT_NOLINK, epi);
+		emit_indirect_exit(e, link, epi);
 		return true;
 	case OP_BEQ: emit_branch(e, in, CC_E, link, epi); return true;
 	case OP_BNE: emit_branch(e, in, CC_NE, link, epi); return true;
@@ -580,8 +656,7 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 	case OP_BLTU: emit_branch(e, in, CC_B, link, epi); return true;
 	case OP_BGEU: emit_branch(e, in, CC_AE, link, epi); return true;
 	case OP_END:
-		emit_set_pc(e, in->pcoff);
-		emit_chain_exit(e, JIT_EXIT_FALL, link, epi);
+		emit_direct_exit(e, in->pcoff, JIT_EXIT_FALL, link, epi);
 		return true;
 	case OP_LB: emit_load(e, in, 1, true, trap, epi); return true;
 	case OP_LH: emit_load(e, in, 2, true, trap, epi); return true;
