@@ -173,6 +173,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 		struct insn *end = &b->insns[1];
 		memset(end, 0, sizeof(*end));
 		end->op = labels[OP_END];
+		end->opc = OP_END;
 		end->pcoff = 4;
 		return b;
 	}
@@ -201,6 +202,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	struct insn *end = &b->insns[n];
 	memset(end, 0, sizeof(*end));
 	end->op = labels[OP_END];
+	end->opc = OP_END;
 	end->pcoff = (uint16_t)off;
 	b->key = (uintptr_t)hp;
 	b->epoch = bc->epoch;

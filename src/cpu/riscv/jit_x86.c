@@ -782,11 +782,11 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 		if (!emit_insn(&e, &insns[k], k, link, epi))
 			break;
 		if (rv_op_ends_block((enum rv_op)insns[k].opc)) {
-			ended = true; /* the op wrote its own exit */
+			ended = true; /* the op wrote its own exits */
 			break;
 		}
 	}
-	if (k == 0) {
+	if (k == 0 && !ended) {
 		*chain_entry = NULL;
 		return NULL; /* nothing to gain: the block starts with an untranslated op */
 	}
