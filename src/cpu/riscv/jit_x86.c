@@ -63,8 +63,16 @@ bool jit_full(const struct jit *j)
 
 enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7 };
 
+/* Guest registers cached in host registers for the length of a block: loaded at the block's
+ * entry, written back (when written) at every exit. rbp, r14 and r15 are callee-saved, so the
+ * C helpers the code calls leave them alone. */
+#define JIT_NCACHE 3
+static const int cache_regs[JIT_NCACHE] = { 5 /* rbp */, 14, 15 };
+
 struct emit {
 	uint8_t *p;
+	int8_t host[33];  /* guest register -> host register, or -1 */
+	bool dirty[33];
 };
 
 static inline void e8(struct emit *e, unsigned b)
@@ -93,23 +101,70 @@ static inline void modrm_mem(struct emit *e, int reg, int base, int32_t disp)
 
 #define XOFF(r) ((int32_t)(offsetof(struct hart, x) + 8 * (r)))
 
-/* op reg, [rbx + x[r]] with REX.W (or without, w = 0). */
+/* An instruction whose r/m operand is guest register r: [rbx + x[r]], or the host register
+ * caching it. opc holds 1 to 2 opcode bytes (0x0f escapes); reg is the ModRM reg field (a
+ * register below 8 or an opcode digit). */
+static void op_rm_x(struct emit *e, int w, const uint8_t *opc, int nopc, int reg, int r)
+{
+	int hr = e->host[r];
+	unsigned rex = (w ? 8 : 0) | (reg & 8 ? 4 : 0) | (hr >= 8 ? 1 : 0);
+	if (rex)
+		e8(e, 0x40 | rex);
+	for (int k = 0; k < nopc; k++)
+		e8(e, opc[k]);
+	if (hr >= 0)
+		e8(e, 0xc0 | (reg & 7) << 3 | (hr & 7));
+	else
+		modrm_mem(e, reg, RBX, XOFF(r));
+}
+
+/* op reg, x[r] with REX.W (or without, w = 0), for one-byte opcodes. */
 static void op_reg_x(struct emit *e, int w, unsigned opcode, int reg, int r)
 {
-	if (w)
-		e8(e, 0x48);
-	e8(e, opcode);
-	modrm_mem(e, reg, RBX, XOFF(r));
+	uint8_t o = (uint8_t)opcode;
+	op_rm_x(e, w, &o, 1, reg, r);
 }
 
 static void ld_x(struct emit *e, int reg, int r)
 {
+	if (r == 0) {
+		e8(e, 0x31);
+		e8(e, 0xc0 | reg << 3 | reg); /* xor reg32, reg32 */
+		return;
+	}
 	op_reg_x(e, 1, 0x8b, reg, r);
 }
 
 static void st_x(struct emit *e, int reg, int r)
 {
 	op_reg_x(e, 1, 0x89, reg, r);
+	e->dirty[r] = true;
+}
+
+/* Stores the cached registers written so far back to h->x (before leaving the block). */
+static void flush_cache(struct emit *e)
+{
+	for (int r = 1; r < 33; r++) {
+		int hr = e->host[r];
+		if (hr < 0 || !e->dirty[r])
+			continue;
+		e8(e, 0x48 | (hr >= 8 ? 4 : 0));
+		e8(e, 0x89);
+		modrm_mem(e, hr & 7, RBX, XOFF(r));
+	}
+}
+
+/* Loads the cached registers from h->x (at the block's entries). */
+static void load_cache(struct emit *e)
+{
+	for (int r = 1; r < 33; r++) {
+		int hr = e->host[r];
+		if (hr < 0)
+			continue;
+		e8(e, 0x48 | (hr >= 8 ? 4 : 0));
+		e8(e, 0x8b);
+		modrm_mem(e, hr & 7, RBX, XOFF(r));
+	}
 }
 
 /* mov qword [rbx + off], reg */
@@ -167,7 +222,10 @@ static void pc_plus(struct emit *e, int reg, int64_t off)
 		alu_imm(e, 1, 0, reg, (int32_t)off);
 }
 
-/* Emits "mov eax, code" and a jump to the shared epilogue at epi. */
+static void flush_cache(struct emit *e);
+
+/* Emits "mov eax, code" and a jump to the shared epilogue at epi. The cached registers must
+ * have been written back (flush_cache) on this path. */
 static void exit_to(struct emit *e, uint32_t code, const uint8_t *epi)
 {
 	e8(e, 0xb8);
@@ -356,6 +414,7 @@ static void emit_load(struct emit *e, const struct insn *in, unsigned size, bool
 	e8(e, 0x85);
 	e8(e, 0xd2); /* test rdx, rdx */
 	uint8_t *ok = jcc_fwd(e, CC_NE);
+	flush_cache(e);
 	exit_to(e, trap_code, epi);
 	patch_here(e, ok);
 	patch_here(e, done);
@@ -394,6 +453,7 @@ static void emit_store(struct emit *e, const struct insn *in, unsigned size, uin
 	e8(e, 0x85);
 	e8(e, 0xc0); /* test rax, rax */
 	uint8_t *ok = jcc_fwd(e, CC_NE);
+	flush_cache(e);
 	exit_to(e, trap_code, epi);
 	patch_here(e, ok);
 	patch_here(e, done);
@@ -514,6 +574,7 @@ static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *lin
 {
 	uint8_t *fails[4];
 	int nfails = 0;
+	flush_cache(e);
 	e8(e, 0x48);
 	e8(e, 0xb8);
 	e64(e, (uint64_t)(uintptr_t)&link->succ[slot]); /* mov rax, &succ[slot] */
@@ -537,6 +598,7 @@ static void emit_indirect_exit(struct emit *e, const struct jit_link *link, cons
 {
 	uint8_t *fails[8];
 	int nfails = 0;
+	flush_cache(e);
 	e8(e, 0x48);
 	e8(e, 0x89);
 	e8(e, 0xc8); /* mov rax, rcx */
@@ -624,12 +686,13 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 {
 	uint32_t trap = JIT_EXIT_TRAP | k << 8;
 	switch (in->opc) {
-	case OP_LUI:
-		e8(e, 0x48);
-		e8(e, 0xc7);
-		modrm_mem(e, 0, RBX, XOFF(in->rd));
+	case OP_LUI: {
+		static const uint8_t mov_imm[] = { 0xc7 };
+		op_rm_x(e, 1, mov_imm, 1, 0, in->rd);
 		e32(e, (uint32_t)(int32_t)in->imm); /* mov qword x[rd], simm32 */
+		e->dirty[in->rd] = true;
 		return true;
+	}
 	case OP_AUIPC:
 		pc_plus(e, RAX, in->pcoff + in->imm);
 		st_x(e, RAX, in->rd);
@@ -698,29 +761,23 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 	case OP_ADDW: emit_rr(e, in, 0x03, 0); return true;
 	case OP_SUBW: emit_rr(e, in, 0x2b, 0); return true;
 	case OP_MUL:
+	case OP_MULW: {
+		static const uint8_t imul[] = { 0x0f, 0xaf };
 		ld_x(e, RAX, in->rs1);
-		e8(e, 0x48);
-		e8(e, 0x0f);
-		e8(e, 0xaf);
-		modrm_mem(e, RAX, RBX, XOFF(in->rs2)); /* imul rax, x[rs2] */
+		op_rm_x(e, in->opc == OP_MUL, imul, 2, RAX, in->rs2); /* imul rax, x[rs2] */
+		if (in->opc == OP_MULW)
+			sext32(e);
 		st_x(e, RAX, in->rd);
 		return true;
-	case OP_MULW:
-		ld_x(e, RAX, in->rs1);
-		e8(e, 0x0f);
-		e8(e, 0xaf);
-		modrm_mem(e, RAX, RBX, XOFF(in->rs2)); /* imul eax, x[rs2] */
-		sext32(e);
-		st_x(e, RAX, in->rd);
-		return true;
+	}
 	case OP_MULH:
-	case OP_MULHU:
+	case OP_MULHU: {
+		static const uint8_t mul1[] = { 0xf7 };
 		ld_x(e, RAX, in->rs1);
-		e8(e, 0x48);
-		e8(e, 0xf7);
-		modrm_mem(e, in->opc == OP_MULH ? 5 : 4, RBX, XOFF(in->rs2)); /* (i)mul x[rs2] */
+		op_rm_x(e, 1, mul1, 1, in->opc == OP_MULH ? 5 : 4, in->rs2); /* (i)mul x[rs2] */
 		st_x(e, RDX, in->rd);
 		return true;
+	}
 	case OP_MULHSU: emit_call2(e, in, h_mulhsu); return true;
 	case OP_DIV: emit_call2(e, in, h_div); return true;
 	case OP_DIVU: emit_call2(e, in, h_divu); return true;
@@ -746,14 +803,44 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 	if (jit_full(j))
 		return NULL;
 	uint8_t *start = j->code + j->used;
-	struct emit e = { start };
+	struct emit e = { .p = start };
 
-	/* Prologue: push rbx, r12, r13 (keeps the stack 16-byte aligned for calls). */
-	e8(&e, 0x53);
+	/* Pick the guest registers the block uses most for the host registers. */
+	int uses[33] = { 0 };
+	for (uint32_t k = 0; k <= n; k++) {
+		uses[insns[k].rd]++;
+		uses[insns[k].rs1]++;
+		uses[insns[k].rs2]++;
+	}
+	uses[0] = uses[RV_X0_SINK] = 0;
+	memset(e.host, -1, sizeof(e.host));
+	memset(e.dirty, 0, sizeof(e.dirty));
+	for (int c = 0; c < JIT_NCACHE; c++) {
+		int best = 0;
+		for (int r = 1; r < 32; r++)
+			if (e.host[r] < 0 && uses[r] > uses[best])
+				best = r;
+		if (uses[best] < 2)
+			break;
+		e.host[best] = (int8_t)cache_regs[c];
+	}
+
+	/* Prologue: save rbx, r12, r13 and the cache registers, keep the stack 16-byte aligned
+	 * for calls. */
+	e8(&e, 0x53);       /* push rbx */
 	e8(&e, 0x41);
-	e8(&e, 0x54);
+	e8(&e, 0x54);       /* push r12 */
 	e8(&e, 0x41);
-	e8(&e, 0x55);
+	e8(&e, 0x55);       /* push r13 */
+	e8(&e, 0x55);       /* push rbp */
+	e8(&e, 0x41);
+	e8(&e, 0x56);       /* push r14 */
+	e8(&e, 0x41);
+	e8(&e, 0x57);       /* push r15 */
+	e8(&e, 0x48);
+	e8(&e, 0x83);
+	e8(&e, 0xec);
+	e8(&e, 0x08);       /* sub rsp, 8 */
 	e8(&e, 0x48);
 	e8(&e, 0x89);
 	e8(&e, 0xfb); /* mov rbx, rdi */
@@ -766,15 +853,25 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 	uint8_t *skip = jmp_fwd(&e);
 	/* Epilogue, placed up front so every exit jumps backwards to a known address. */
 	uint8_t *epi = e.p;
+	e8(&e, 0x48);
+	e8(&e, 0x83);
+	e8(&e, 0xc4);
+	e8(&e, 0x08); /* add rsp, 8 */
 	e8(&e, 0x41);
-	e8(&e, 0x5d);
+	e8(&e, 0x5f); /* pop r15 */
 	e8(&e, 0x41);
-	e8(&e, 0x5c);
-	e8(&e, 0x5b);
+	e8(&e, 0x5e); /* pop r14 */
+	e8(&e, 0x5d); /* pop rbp */
+	e8(&e, 0x41);
+	e8(&e, 0x5d); /* pop r13 */
+	e8(&e, 0x41);
+	e8(&e, 0x5c); /* pop r12 */
+	e8(&e, 0x5b); /* pop rbx */
 	e8(&e, 0xc3);
 	patch_here(&e, skip);
 	/* Chained blocks enter here with rbx, r12, r13 and the stack frame already set. */
 	*chain_entry = e.p;
+	load_cache(&e);
 
 	uint32_t k;
 	bool ended = false;
@@ -790,8 +887,10 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 		*chain_entry = NULL;
 		return NULL; /* nothing to gain: the block starts with an untranslated op */
 	}
-	if (!ended)
+	if (!ended) {
+		flush_cache(&e);
 		exit_to(&e, JIT_EXIT_INTERP | k << 8, epi);
+	}
 	j->used += (size_t)(e.p - start);
 	j->used = (j->used + 15) & ~(size_t)15;
 	return (jit_fn)(void *)start;
