@@ -212,14 +212,24 @@ static void sext32(struct emit *e)
 	e8(e, 0xc0);
 }
 
-/* mov reg, r12 (pc0) then add the offset */
+/* mov reg, r12 (pc0) then add the offset (auipc's can exceed 32 bits with pcoff added) */
 static void pc_plus(struct emit *e, int reg, int64_t off)
 {
 	e8(e, 0x4c);
 	e8(e, 0x89);
 	e8(e, 0xe0 | reg); /* mov reg, r12 */
-	if (off)
-		alu_imm(e, 1, 0, reg, (int32_t)off);
+	if (off == (int32_t)off) {
+		if (off)
+			alu_imm(e, 1, 0, reg, (int32_t)off);
+		return;
+	}
+	int tmp = reg == RDX ? RSI : RDX;
+	e8(e, 0x48);
+	e8(e, 0xb8 | tmp);
+	e64(e, (uint64_t)off); /* mov tmp, imm64 */
+	e8(e, 0x48);
+	e8(e, 0x01);
+	e8(e, 0xc0 | tmp << 3 | reg); /* add reg, tmp */
 }
 
 static void flush_cache(struct emit *e);
