@@ -43,8 +43,37 @@ unit: $(UNIT_BINS)
 sanitize:
 	$(MAKE) BUILD=$(BUILD)/asan OPT=-O1 SAN="$(ASAN_FLAGS)" all unit
 
-clean:
-	rm -rf $(BUILD)
+# libFuzzer targets (tests/fuzz/fuzz_*.c) for the code that reads guest-controlled bytes, built
+# with clang into build/fuzz/. `make fuzz-run` runs each for FUZZ_TIME seconds on a corpus
+# kept in build/fuzz/corpus-NAME; a crash leaves its input in build/fuzz/.
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 60
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Isrc \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+# Each target with the sources it exercises.
+FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c
+FUZZ_NAMES := virtqueue
+FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
-.PHONY: all unit sanitize clean
+fuzz: $(FUZZ_BINS)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
+		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS)
+
+fuzz-run: fuzz
+	@set -e; for n in $(FUZZ_NAMES); do \
+		mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+		echo "== fuzz_$$n for $(FUZZ_TIME) s (log: $(BUILD)/fuzz/fuzz_$$n.log)"; \
+		if ! $(BUILD)/fuzz/fuzz_$$n -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+			-artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus-$$n \
+			>$(BUILD)/fuzz/fuzz_$$n.log 2>&1; then \
+			tail -n 40 $(BUILD)/fuzz/fuzz_$$n.log; exit 1; \
+		fi; \
+		grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' \
+			$(BUILD)/fuzz/fuzz_$$n.log || true; \
+	done
+
+.PHONY: all unit sanitize fuzz fuzz-run clean
 -include $(OBJS:.o=.d)

@@ -9,6 +9,7 @@ PACKAGES=(
 	gcc make libc6-dev pkg-config
 	libfdt-dev        # device tree generation
 	libcmocka-dev     # unit tests
+	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
 	# default firmware when --firmware is not given

@@ -25,6 +25,8 @@ suite unit make -s unit
 suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
+# The virtqueue fuzzer (libFuzzer, clang), for a bounded time; the corpus stays in build/fuzz.
+suite fuzz-virtqueue make -s fuzz-run FUZZ_TIME=30
 # Every block translated to host code at its first run, then the interpreter alone.
 suite isa-jit env MABO_JIT_HOT=1 tests/isa/run.sh
 suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
@@ -34,6 +36,8 @@ if tools/mabo-image --out build/guest; then
 		--guest build/guest --log build/boot-1cpu.log
 	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \
 		--guest build/guest --log build/boot-2cpu.log
+	suite virtio python3 tests/integration/virtio.py --vmm build/mabo-vmm --guest build/guest \
+		--log-dir build/virtio-logs
 else
 	echo "=== guest image could not be built"
 	failed=$((failed + 1))

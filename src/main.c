@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/event.h"
 #include "core/log.h"
 #include "core/vm.h"
 #include "cpu/riscv/cpu.h"
@@ -32,6 +33,7 @@ static void vm_free(struct vm *vm)
 		htif_destroy(vm->htif);
 	if (vm->ram.host)
 		munmap(vm->ram.host, vm->ram.size);
+	event_loop_destroy(vm->loop);
 	pthread_mutex_destroy(&vm->exit_lock);
 	pthread_cond_destroy(&vm->exit_cond);
 }
@@ -47,6 +49,13 @@ static int vm_init(struct vm *vm, const struct vm_config *cfg)
 	pthread_cond_init(&vm->exit_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	vm->clock_base_ns = host_now_ns();
+
+	int err = event_loop_create(&vm->loop);
+	if (err) {
+		log_error("cannot create the event loop: %s", strerror(-err));
+		vm_free(vm);
+		return err;
+	}
 
 	vm->ram.base = RAM_BASE;
 	vm->ram.size = cfg->memory;
@@ -118,6 +127,10 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	if (ret < 0)
 		goto out_virt;
 
+	/* Devices run on the loop: it is up before any vCPU can notify one. */
+	ret = event_loop_start(vm.loop);
+	if (ret < 0)
+		goto out_virt;
 	for (int i = 0; i < vm.nharts; i++) {
 		int e = pthread_create(&threads[i], NULL, hart_thread, vm.harts[i]);
 		if (e) {
@@ -147,6 +160,7 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	pthread_mutex_unlock(&vm.exit_lock);
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
+	event_loop_stop(vm.loop);
 	ret = atomic_load(&vm.exit_reason);
 	*code = vm.exit_code;
 out_virt:

@@ -43,7 +43,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: mabo-vmm --kernel FILE [options]\n"
-		"Runs one RISC-V rv64gc virtual machine; the serial console is on stdin/stdout.\n\n"
+		"Runs one RISC-V rv64gc virtual machine; its console is on stdin/stdout.\n\n"
 		"  --kernel FILE       Linux Image (or, with --firmware none, an ELF program)\n"
 		"  --initramfs FILE    initramfs (cpio, optionally compressed)\n"
 		"  --firmware FILE     OpenSBI fw_dynamic.bin; 'none' runs the kernel ELF bare-metal\n"
@@ -54,11 +54,37 @@ static void usage(FILE *f)
 		"  --no-reboot         exit (status 0) when the guest reboots instead of restarting\n"
 		"  --timeout SECONDS   end the run with status 3 after this long\n"
 		"  --dump-dtb FILE     write the machine's device tree blob to FILE and exit\n"
+		"  --rng               add a virtio-rng device, the guest's /dev/hwrng (default: none)\n"
+		"  --console MODE      which guest console gets standard input: 'serial' (the\n"
+		"                      UART, ttyS0; default) or 'virtio' (adds a virtio-console,\n"
+		"                      hvc0; boot with console=hvc0; the UART still prints)\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
+		"Devices (--rng, --console virtio) take virtio-mmio slots in command-line order,\n"
+		"at most %d.\n\n"
 		"Exit status: 0 guest powered off (or bare-metal test passed); 1 test failed or\n"
 		"error; 2 bad usage; 3 timeout. On the console, Ctrl-A x quits.\n",
-		VM_MAX_CPUS);
+		VM_MAX_CPUS, VM_MAX_DEVICES);
+}
+
+/* Appends a device to the ordered list; -EINVAL (after one line) when it is full or when
+ * the type may appear only once and is there already. */
+static int config_add_device(struct vm_config *cfg, const char *option, const char *type,
+			     const char *arg)
+{
+	for (int i = 0; i < cfg->ndevices; i++) {
+		if (strcmp(cfg->devices[i].type, type) == 0) {
+			log_error("%s: given twice (the machine takes one %s)", option, type);
+			return -EINVAL;
+		}
+	}
+	if (cfg->ndevices == VM_MAX_DEVICES) {
+		log_error("%s: too many devices (the machine has %d virtio slots)", option,
+			  VM_MAX_DEVICES);
+		return -EINVAL;
+	}
+	cfg->devices[cfg->ndevices++] = (struct vm_device_config){ .type = type, .arg = arg };
+	return 0;
 }
 
 #define DEFAULT_FIRMWARE "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
@@ -66,7 +92,7 @@ static void usage(FILE *f)
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
-	       O_TIMEOUT, O_DUMPDTB };
+	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initramfs", required_argument, NULL, O_INITRD },
@@ -80,10 +106,14 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "no-reboot", no_argument, NULL, O_NOREBOOT },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "dump-dtb", required_argument, NULL, O_DUMPDTB },
+		{ "rng", no_argument, NULL, O_RNG },
+		{ "console", required_argument, NULL, O_CONSOLE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	bool console_given = false;
+
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->memory = 512ULL << 20;
 	cfg->cpus = 1;
@@ -138,6 +168,27 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		}
 		case O_DUMPDTB: cfg->dump_dtb = optarg; break;
+		case O_RNG:
+			if (config_add_device(cfg, "--rng", "virtio-rng", NULL) < 0)
+				return -EINVAL;
+			break;
+		case O_CONSOLE:
+			if (console_given) {
+				log_error("--console '%s': --console was given already; choose one",
+					  optarg);
+				return -EINVAL;
+			}
+			console_given = true;
+			if (strcmp(optarg, "virtio") == 0) {
+				if (config_add_device(cfg, "--console 'virtio'", "virtio-console",
+						      NULL) < 0)
+					return -EINVAL;
+				cfg->console = VM_CONSOLE_VIRTIO;
+			} else if (strcmp(optarg, "serial") != 0) {
+				log_error("--console '%s': must be 'serial' or 'virtio'", optarg);
+				return -EINVAL;
+			}
+			break;
 		case 'v': cfg->verbose++; break;
 		case 'h':
 			usage(stdout);

@@ -6,6 +6,22 @@
 #include <stdint.h>
 
 #define VM_MAX_CPUS 32
+/* Devices the command line can add: the virt machine has this many virtio-mmio slots. */
+#define VM_MAX_DEVICES 8
+
+/* Which guest console gets standard input. */
+enum vm_console {
+	VM_CONSOLE_SERIAL = 0, /* the UART (ttyS0): the default */
+	VM_CONSOLE_VIRTIO,     /* virtio-console's hvc0; the UART still prints, without input */
+};
+
+/* One device of the command line. The list keeps command-line order, and the machine gives
+ * devices their slots in that order, so the guest always sees them the same way (later,
+ * disks become vda, vdb, ... in the order given). */
+struct vm_device_config {
+	const char *type; /* a registered device type: "virtio-rng", "virtio-console" */
+	const char *arg;  /* the type's argument (later: a disk's file or URI); may be NULL */
+};
 
 struct vm_config {
 	const char *kernel;    /* required */
@@ -19,6 +35,9 @@ struct vm_config {
 	int verbose;
 	const char *dump_dtb;  /* write the DTB here and exit */
 	bool bare_metal;       /* firmware "none" */
+	enum vm_console console;
+	int ndevices;
+	struct vm_device_config devices[VM_MAX_DEVICES];
 };
 
 /* Parses "512M", "2G", "1048576", "64K": a positive size in bytes. 0 or -EINVAL. */

@@ -13,6 +13,8 @@
 #include "core/config.h"
 
 struct hart;
+struct event_loop;
+struct console;
 struct clint;
 struct plic;
 struct uart;
@@ -54,6 +56,17 @@ struct vm {
 	struct uart *uart;
 	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */
 
+	/* Device work and (later) the control socket run on this loop's thread, started
+	 * before the vCPUs and stopped after them (core/event.h). */
+	struct event_loop *loop;
+	/* The host terminal: standard input and output, routed to one guest console
+	 * (core/console.h). Made by the machine. */
+	struct console *console;
+
+	/* The seed the device tree hands the guest kernel's random number generator. */
+	uint8_t rng_seed[32];
+	bool rng_seed_set;
+
 	/* Guest clock origin (CLOCK_MONOTONIC ns at mtime 0). */
 	uint64_t clock_base_ns;
 
@@ -89,6 +102,26 @@ static inline void *vm_ram_ptr(const struct vm *vm, uint64_t gpa, uint64_t len)
 		return NULL;
 	return vm->ram.host + off;
 }
+
+/* Device access to guest RAM (core/memory.c). Every device write into guest memory goes
+ * through vm_guest_write or vm_guest_ptr_for_write: they are the one place where a dirty-page
+ * tracker for live migration will mark the pages a device wrote (the vCPUs mark theirs when
+ * a TLB entry is filled for write). Reads need no tracking and may use vm_ram_ptr. */
+
+/* Copies len bytes of guest RAM at gpa into buf. 0, or -EFAULT when the range is not wholly
+ * in RAM (buf untouched). */
+int vm_guest_read(const struct vm *vm, uint64_t gpa, void *buf, size_t len)
+	__attribute__((warn_unused_result));
+
+/* Copies len bytes from buf into guest RAM at gpa. 0, or -EFAULT when the range is not wholly
+ * in RAM (nothing written). */
+int vm_guest_write(struct vm *vm, uint64_t gpa, const void *buf, size_t len)
+	__attribute__((warn_unused_result));
+
+/* Host pointer to [gpa, gpa+len) for a device about to write there itself (getrandom, readv
+ * into guest buffers, an atomic store to a ring index); NULL when not wholly in RAM. Use it
+ * at once, and never keep it beyond the current request. */
+void *vm_guest_ptr_for_write(struct vm *vm, uint64_t gpa, uint64_t len);
 
 /* Ends the run with a reason (first caller wins) and wakes every hart. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, uint64_t code);

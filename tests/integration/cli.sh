@@ -58,6 +58,9 @@ check "bad timeout" 2 "timeout 'soon'" -- --kernel "$image" --timeout soon
 check "unknown option" 2 "unknown option '--bogus'" -- --bogus
 check "option without value" 2 "'--kernel' needs a value" -- --kernel
 check "no kernel" 2 "no kernel given" -- --memory 512M
+check "bad console" 2 "console 'hvc'.*'serial' or 'virtio'" -- --kernel "$image" --console hvc
+check "console twice" 2 "console 'serial'.*given already" -- --kernel "$image" --console virtio --console serial
+check "rng twice" 2 "rng: given twice" -- --kernel "$image" --rng --rng
 
 # A bare-metal program that spins forever ("j .") must end with the timeout status.
 python3 - "$tmp/spin.elf" <<'PY'

@@ -4,7 +4,9 @@
  * its own page are chained directly. Interrupts and VM requests are looked at between
  * blocks (h->kick), never per instruction. */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "core/vm.h"
@@ -41,6 +43,7 @@ struct block_cache {
 	uint64_t resets; /* bumped when the arena is emptied: older block pointers are dead */
 	struct jit *jit; /* host code for hot blocks; NULL when disabled or unavailable */
 	uint32_t jit_hot; /* runs of a block before it is translated */
+	FILE *perf_map;   /* MABO_PERF_MAP=1: /tmp/perf-PID.map names each block's code */
 	/* One instruction that straddles two pages is decoded here each time, never cached. */
 	union {
 		struct block b;
@@ -65,6 +68,12 @@ struct block_cache *block_cache_create(void)
 		bc->jit = jit_create();
 	env = getenv("MABO_JIT_HOT");
 	bc->jit_hot = env && atoi(env) > 0 ? (uint32_t)atoi(env) : JIT_HOT;
+	env = getenv("MABO_PERF_MAP");
+	if (env && strcmp(env, "1") == 0 && bc->jit) {
+		char path[64];
+		snprintf(path, sizeof(path), "/tmp/perf-%d.map", (int)getpid());
+		bc->perf_map = fopen(path, "a");
+	}
 	return bc;
 }
 
@@ -73,6 +82,8 @@ void block_cache_destroy(struct block_cache *bc)
 	if (!bc)
 		return;
 	jit_destroy(bc->jit);
+	if (bc->perf_map)
+		fclose(bc->perf_map);
 	free(bc->arena);
 	free(bc);
 }
@@ -219,7 +230,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	return b;
 }
 
-static void block_compile(struct hart *h, struct block *b)
+static void block_compile(struct hart *h, struct block *b, uint64_t pc0)
 {
 	const struct jit_link link = {
 		.succ = (void *const *)b->succ,
@@ -232,7 +243,11 @@ static void block_compile(struct hart *h, struct block *b)
 		.page_off = (uint32_t)(b->key & (PAGE_SIZE - 1)),
 	};
 	void *chain = NULL;
+	size_t before = jit_used(h->bc->jit);
 	jit_fn fn = jit_compile(h->bc->jit, b->insns, b->n, &link, &chain);
+	if (fn && h->bc->perf_map)
+		fprintf(h->bc->perf_map, "%lx %zx guest_%llx_%u\n", (unsigned long)(uintptr_t)fn,
+			jit_used(h->bc->jit) - before, (unsigned long long)pc0, b->n);
 	b->jit_chain = fn ? chain : NULL;
 	b->jit = fn;
 }
@@ -333,7 +348,7 @@ void hart_execute(struct hart *h)
 		link_slot = -1;
 		h->instret += b->n;
 		if (unlikely(!b->jit) && ++b->hits == h->bc->jit_hot && b->key && h->bc->jit)
-			block_compile(h, b);
+			block_compile(h, b, pc0);
 		if (b->jit) {
 			h->jit_block = b;
 			h->jit_pc0 = pc0;

@@ -6,6 +6,7 @@
 #define MABO_CPU_RISCV_JIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct hart;
@@ -49,6 +50,8 @@ void jit_reset(struct jit *j);
  * *chain_entry receives the entry that chained blocks jump to. */
 jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 		   const struct jit_link *link, void **chain_entry);
+/* Bytes of code generated so far (to describe a block's code to a profiler). */
+size_t jit_used(const struct jit *j);
 /* True when the buffer has no room left. */
 bool jit_full(const struct jit *j);
 

@@ -59,6 +59,11 @@ bool jit_full(const struct jit *j)
 	return !j || j->used + JIT_BLOCK_MAX > JIT_CODE_SIZE;
 }
 
+size_t jit_used(const struct jit *j)
+{
+	return j ? j->used : 0;
+}
+
 /* ---- emitter ---- */
 
 enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7 };
@@ -927,6 +932,12 @@ bool jit_full(const struct jit *j)
 {
 	(void)j;
 	return true;
+}
+
+size_t jit_used(const struct jit *j)
+{
+	(void)j;
+	return 0;
 }
 
 jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,

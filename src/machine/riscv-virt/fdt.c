@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,15 @@ static int virt_fdt_chosen(struct vm *vm, void *fdt, uint64_t initrd_start,
 		VIRT_FDT_TRY(fdt_property_u64(fdt, "linux,initrd-start", initrd_start));
 		VIRT_FDT_TRY(fdt_property_u64(fdt, "linux,initrd-end", initrd_end));
 	}
+	/* A seed for the guest kernel's random number generator, as QEMU gives: without it
+	 * the kernel spends guest CPU time gathering entropy long after boot. */
+	/* Drawn once per VM, so every tree built for it (the guest's, --dump-dtb's) agrees. */
+	if (!vm->rng_seed_set &&
+	    getrandom(vm->rng_seed, sizeof(vm->rng_seed), GRND_NONBLOCK) ==
+		    (ssize_t)sizeof(vm->rng_seed))
+		vm->rng_seed_set = true;
+	if (vm->rng_seed_set)
+		VIRT_FDT_TRY(fdt_property(fdt, "rng-seed", vm->rng_seed, sizeof(vm->rng_seed)));
 	VIRT_FDT_TRY(fdt_end_node(fdt));
 
 	/* serial0 = the console, so it is ttyS0 whatever the probe order. */

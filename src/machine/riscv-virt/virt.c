@@ -8,30 +8,41 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/console.h"
 #include "core/log.h"
 #include "core/vm.h"
 #include "machine/riscv-virt/boot.h"
 #include "machine/riscv-virt/clint.h"
+#include "machine/riscv-virt/fdt_util.h"
 #include "machine/riscv-virt/goldfish_rtc.h"
 #include "machine/riscv-virt/htif.h"
 #include "machine/riscv-virt/plic.h"
 #include "machine/riscv-virt/syscon.h"
 #include "machine/riscv-virt/uart.h"
+#include "virtio/mmio.h"
+#include "virtio/virtio.h"
 
+/* One row of the memory map: a device, or a row of identical slots (slot n at base +
+ * n * size, PLIC source irq + n) of which the first used(vm) hold a device. */
 struct virt_device {
 	const char *name;
 	uint64_t base;
 	uint64_t size;
-	int irq; /* PLIC source, 0 for none */
+	int irq; /* PLIC source (of slot 0), 0 for none */
 	const struct mmio_ops *ops;
-	/* Makes the device's state (the region's opaque) and wires it into vm. */
-	int (*create)(struct vm *vm, const struct mmio_region *where, void **opaque);
+	unsigned slots;                         /* 0 or 1: a single device */
+	unsigned (*used)(const struct vm *vm); /* slots in use; NULL: all */
+	/* Makes the device's state (the region's opaque) for a slot and wires it into vm. */
+	int (*create)(struct vm *vm, const struct mmio_region *where, unsigned slot,
+		      void **opaque);
 	void (*destroy)(struct vm *vm, void *opaque);
 };
 
-static int virt_create_syscon(struct vm *vm, const struct mmio_region *where, void **opaque)
+static int virt_create_syscon(struct vm *vm, const struct mmio_region *where, unsigned slot,
+			      void **opaque)
 {
 	struct syscon *s;
+	(void)slot;
 	int err = syscon_create(vm, where, &s);
 	if (!err)
 		*opaque = s;
@@ -44,9 +55,11 @@ static void virt_destroy_syscon(struct vm *vm, void *opaque)
 	syscon_destroy(opaque);
 }
 
-static int virt_create_rtc(struct vm *vm, const struct mmio_region *where, void **opaque)
+static int virt_create_rtc(struct vm *vm, const struct mmio_region *where, unsigned slot,
+			   void **opaque)
 {
 	struct goldfish_rtc *r;
+	(void)slot;
 	int err = goldfish_rtc_create(vm, where, &r);
 	if (!err)
 		*opaque = r;
@@ -59,8 +72,10 @@ static void virt_destroy_rtc(struct vm *vm, void *opaque)
 	goldfish_rtc_destroy(opaque);
 }
 
-static int virt_create_clint(struct vm *vm, const struct mmio_region *where, void **opaque)
+static int virt_create_clint(struct vm *vm, const struct mmio_region *where, unsigned slot,
+			     void **opaque)
 {
+	(void)slot;
 	int err = clint_create(vm, where, &vm->clint);
 	if (!err)
 		*opaque = vm->clint;
@@ -73,8 +88,10 @@ static void virt_destroy_clint(struct vm *vm, void *opaque)
 	vm->clint = NULL;
 }
 
-static int virt_create_plic(struct vm *vm, const struct mmio_region *where, void **opaque)
+static int virt_create_plic(struct vm *vm, const struct mmio_region *where, unsigned slot,
+			    void **opaque)
 {
+	(void)slot;
 	int err = plic_create(vm, where, &vm->plic);
 	if (!err)
 		*opaque = vm->plic;
@@ -87,9 +104,13 @@ static void virt_destroy_plic(struct vm *vm, void *opaque)
 	vm->plic = NULL;
 }
 
-static int virt_create_uart(struct vm *vm, const struct mmio_region *where, void **opaque)
+/* The UART prints on the host console, and reads it unless hvc0 was chosen for input. */
+static int virt_create_uart(struct vm *vm, const struct mmio_region *where, unsigned slot,
+			    void **opaque)
 {
-	int err = uart_create(vm, where, STDIN_FILENO, STDOUT_FILENO, &vm->uart);
+	(void)slot;
+	int err = uart_create_console(vm, where, vm->console,
+				      vm->cfg->console == VM_CONSOLE_SERIAL, &vm->uart);
 	if (!err)
 		*opaque = vm->uart;
 	return err;
@@ -101,48 +122,124 @@ static void virt_destroy_uart(struct vm *vm, void *opaque)
 	vm->uart = NULL;
 }
 
+/* Slot n holds the n-th device of the command line (vm->cfg->devices). */
+static int virt_create_virtio(struct vm *vm, const struct mmio_region *where, unsigned slot,
+			      void **opaque)
+{
+	const struct vm_device_config *dc = &vm->cfg->devices[slot];
+	const struct virtio_device_ops *ops = virtio_device_find(dc->type);
+	struct virtio_mmio *t;
+
+	if (!ops) {
+		log_error("device '%s': no such device type", dc->type);
+		return -EINVAL;
+	}
+	int err = virtio_mmio_create(vm, where, VIRT_PHANDLE_PLIC, ops, dc, &t);
+	if (!err)
+		*opaque = t;
+	return err;
+}
+
+static void virt_destroy_virtio(struct vm *vm, void *opaque)
+{
+	(void)vm;
+	virtio_mmio_destroy(opaque);
+}
+
+static unsigned virt_virtio_used(const struct vm *vm)
+{
+	return (unsigned)vm->cfg->ndevices;
+}
+
+#define VIRT_VIRTIO_SLOTS 8
+
 /* The memory map. Devices are created in this order and destroyed in reverse: the PLIC
- * exists before the devices that raise its sources, and the UART's input thread (which
- * raises one) stops before the PLIC goes. RAM is at RAM_BASE (0x80000000), mapped by the
- * caller, cfg->memory bytes long. */
+ * exists before the devices that raise its sources, and the UART and the virtio devices
+ * (whose threads raise them) stop before the PLIC goes. RAM is at RAM_BASE (0x80000000),
+ * mapped by the caller, cfg->memory bytes long. */
 static const struct virt_device virt_devices[] = {
-	{ "test", 0x00100000, 0x1000, 0, &syscon_ops, virt_create_syscon, virt_destroy_syscon },
-	{ "rtc", 0x00101000, 0x1000, 11, &goldfish_rtc_ops, virt_create_rtc, virt_destroy_rtc },
-	{ "clint", 0x02000000, 0x10000, 0, &clint_ops, virt_create_clint, virt_destroy_clint },
-	{ "plic", 0x0c000000, 0x4000000, 0, &plic_ops, virt_create_plic, virt_destroy_plic },
-	{ "uart0", 0x10000000, 0x100, 10, &uart_ops, virt_create_uart, virt_destroy_uart },
-	/* virtio-mmio slots go here: slot n (0..7) at 0x10001000 + n * 0x1000, size 0x1000,
-	 * PLIC source 1 + n, as on QEMU's virt. */
+	{ .name = "test", .base = 0x00100000, .size = 0x1000, .ops = &syscon_ops,
+	  .create = virt_create_syscon, .destroy = virt_destroy_syscon },
+	{ .name = "rtc", .base = 0x00101000, .size = 0x1000, .irq = 11, .ops = &goldfish_rtc_ops,
+	  .create = virt_create_rtc, .destroy = virt_destroy_rtc },
+	{ .name = "clint", .base = 0x02000000, .size = 0x10000, .ops = &clint_ops,
+	  .create = virt_create_clint, .destroy = virt_destroy_clint },
+	{ .name = "plic", .base = 0x0c000000, .size = 0x4000000, .ops = &plic_ops,
+	  .create = virt_create_plic, .destroy = virt_destroy_plic },
+	{ .name = "uart0", .base = 0x10000000, .size = 0x100, .irq = 10, .ops = &uart_ops,
+	  .create = virt_create_uart, .destroy = virt_destroy_uart },
+	/* virtio-mmio slots 0..7 at 0x10001000 + n * 0x1000, PLIC sources 1 + n, as on QEMU's
+	 * virt; the devices of the command line fill them in order. */
+	{ .name = "virtio_mmio", .base = 0x10001000, .size = 0x1000, .irq = 1,
+	  .ops = &virtio_mmio_ops, .slots = VIRT_VIRTIO_SLOTS, .used = virt_virtio_used,
+	  .create = virt_create_virtio, .destroy = virt_destroy_virtio },
 };
 
 #define VIRT_NDEVICES (sizeof(virt_devices) / sizeof(virt_devices[0]))
 
-/* The bus slot holding device d, or -1. */
-static int virt_find_region(const struct vm *vm, const struct virt_device *d)
+static unsigned virt_slots(const struct virt_device *d)
 {
+	return d->slots ? d->slots : 1;
+}
+
+/* The bus entry holding slot n of d, or -1. */
+static int virt_find_region(const struct vm *vm, const struct virt_device *d, unsigned n)
+{
+	uint64_t base = d->base + (uint64_t)n * d->size;
+
 	for (int i = 0; i < vm->bus.count; i++) {
 		const struct mmio_region *r = &vm->bus.regions[i];
-		if (r->base == d->base && r->ops == d->ops)
+		if (r->base == base && r->ops == d->ops)
 			return i;
 	}
 	return -1;
 }
 
 /* Destroys the devices of the table that are on the bus, last first, and takes their
- * regions off the bus so nothing can reach freed state. */
+ * regions off the bus so nothing can reach freed state; then the host console. */
 static void virt_destroy_devices(struct vm *vm)
 {
 	for (size_t k = VIRT_NDEVICES; k-- > 0;) {
 		const struct virt_device *d = &virt_devices[k];
-		int i = virt_find_region(vm, d);
-		if (i < 0)
-			continue;
-		void *opaque = vm->bus.regions[i].opaque;
-		memmove(&vm->bus.regions[i], &vm->bus.regions[i + 1],
-			(size_t)(vm->bus.count - i - 1) * sizeof(vm->bus.regions[0]));
-		vm->bus.count--;
-		d->destroy(vm, opaque);
+		for (unsigned n = virt_slots(d); n-- > 0;) {
+			int i = virt_find_region(vm, d, n);
+			if (i < 0)
+				continue;
+			void *opaque = vm->bus.regions[i].opaque;
+			memmove(&vm->bus.regions[i], &vm->bus.regions[i + 1],
+				(size_t)(vm->bus.count - i - 1) * sizeof(vm->bus.regions[0]));
+			vm->bus.count--;
+			d->destroy(vm, opaque);
+		}
 	}
+	console_destroy(vm->console);
+	vm->console = NULL;
+}
+
+/* Creates slot n of d and maps it. 0 or -errno (after logging one line). */
+static int virt_create_slot(struct vm *vm, const struct virt_device *d, unsigned n)
+{
+	struct mmio_region r = {
+		.base = d->base + (uint64_t)n * d->size,
+		.size = d->size,
+		.ops = d->ops,
+		.name = d->name,
+		.irq = d->irq ? d->irq + (int)n : 0,
+	};
+	int err = d->create(vm, &r, n, &r.opaque);
+
+	if (err) {
+		log_error("machine: cannot create %s at 0x%" PRIx64 ": %s", d->name, r.base,
+			  strerror(-err));
+		return err;
+	}
+	err = bus_register(&vm->bus, &r);
+	if (err) {
+		log_error("machine: cannot map %s at 0x%" PRIx64 ": %s", d->name, r.base,
+			  err == -EEXIST ? "overlaps another region" : strerror(-err));
+		d->destroy(vm, r.opaque);
+	}
+	return err;
 }
 
 int virt_create(struct vm *vm)
@@ -160,28 +257,23 @@ int virt_create(struct vm *vm)
 		return -EINVAL;
 	}
 
+	if (vm->cfg->ndevices > VIRT_VIRTIO_SLOTS) {
+		log_error("machine: %d devices requested, the virt machine has %d virtio slots",
+			  vm->cfg->ndevices, VIRT_VIRTIO_SLOTS);
+		return -EINVAL;
+	}
+	/* The guest's consoles share standard input and output. */
+	err = console_create(vm, STDIN_FILENO, STDOUT_FILENO, &vm->console);
+	if (err)
+		return err;
+
 	for (size_t k = 0; k < VIRT_NDEVICES; k++) {
 		const struct virt_device *d = &virt_devices[k];
-		struct mmio_region r = {
-			.base = d->base,
-			.size = d->size,
-			.ops = d->ops,
-			.name = d->name,
-			.irq = d->irq,
-		};
-
-		err = d->create(vm, &r, &r.opaque);
-		if (err) {
-			log_error("machine: cannot create %s at 0x%" PRIx64 ": %s", d->name,
-				  d->base, strerror(-err));
-			goto err_devices;
-		}
-		err = bus_register(&vm->bus, &r);
-		if (err) {
-			log_error("machine: cannot map %s at 0x%" PRIx64 ": %s", d->name, d->base,
-				  err == -EEXIST ? "overlaps another region" : strerror(-err));
-			d->destroy(vm, r.opaque);
-			goto err_devices;
+		unsigned used = d->used ? d->used(vm) : virt_slots(d);
+		for (unsigned n = 0; n < used && n < virt_slots(d); n++) {
+			err = virt_create_slot(vm, d, n);
+			if (err)
+				goto err_devices;
 		}
 	}
 	return 0;

@@ -7,8 +7,10 @@
 
 struct vm;
 
-/* Creates the machine's devices (CLINT, PLIC, UART, syscon, RTC) on vm->bus; vm->ram,
- * vm->harts and vm->cfg are already set up. 0 or -errno (after logging one line). */
+/* Creates the host console (vm->console, on standard input and output) and the machine's
+ * devices on vm->bus: CLINT, PLIC, UART, syscon, RTC, and the command line's devices
+ * (vm->cfg->devices) in virtio-mmio slots, in order. vm->ram, vm->harts, vm->cfg and
+ * vm->loop are already set up. 0 or -errno (after logging one line). */
 int virt_create(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Loads what vm->cfg names into guest RAM (firmware + kernel + initramfs + DTB, or a
@@ -23,7 +25,8 @@ int virt_build_fdt(struct vm *vm, void *buf, size_t size) __attribute__((warn_un
  * --dump-dtb. 0 or -errno (after logging one line). */
 int virt_dump_fdt(struct vm *vm, const char *path) __attribute__((warn_unused_result));
 
-/* Stops device threads and frees what virt_create made. */
+/* Stops device threads and frees what virt_create made (the devices take themselves off
+ * vm->loop). */
 void virt_destroy(struct vm *vm);
 
 #endif
