@@ -18,7 +18,7 @@
 
 #define BLOCK_MAX 64
 #define BC_HASH_BITS 14
-#define BC_ARENA_SIZE (8u << 20)
+#define BC_ARENA_SIZE (64u << 20) /* address space: pages are touched as blocks fill it */
 #define JIT_HOT 32 /* runs of a block before it is translated to host code */
 
 struct block {

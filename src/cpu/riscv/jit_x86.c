@@ -18,7 +18,7 @@
 
 #include <sys/mman.h>
 
-#define JIT_CODE_SIZE (32u << 20)
+#define JIT_CODE_SIZE (128u << 20)
 #define JIT_BLOCK_MAX 16384 /* bytes of host code one block may need at most */
 
 struct jit {
@@ -32,7 +32,7 @@ struct jit *jit_create(void)
 	if (!j)
 		return NULL;
 	j->code = mmap(NULL, JIT_CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (j->code == MAP_FAILED) {
 		free(j);
 		return NULL;
@@ -78,6 +78,8 @@ struct emit {
 	uint8_t *p;
 	int8_t host[33];  /* guest register -> host register, or -1 */
 	bool dirty[33];
+	uint8_t *body;    /* the block's first instruction, cached registers loaded */
+	uint32_t n;       /* the block's instruction count */
 };
 
 static inline void e8(struct emit *e, unsigned b)
@@ -676,6 +678,23 @@ static void emit_indirect_exit(struct emit *e, const struct jit_link *link, cons
 static void emit_direct_exit(struct emit *e, int64_t off, int slot, const struct jit_link *link,
 			     const uint8_t *epi)
 {
+	if (off == 0) {
+		/* A loop back to the block's own start: stay in this code, registers cached,
+		 * unless a kick is pending. */
+		e8(e, 0x83);
+		modrm_mem(e, 7, RBX, (int32_t)offsetof(struct hart, kick));
+		e8(e, 0); /* cmp dword [rbx + kick], 0 */
+		uint8_t *leave = jcc_fwd(e, CC_NE);
+		e8(e, 0x48);
+		e8(e, 0x81);
+		modrm_mem(e, 0, RBX, (int32_t)offsetof(struct hart, instret));
+		e32(e, e->n); /* add qword [instret], n */
+		/* The body's exits write back only what they see written before them. */
+		flush_cache(e);
+		e8(e, 0xe9);
+		e32(e, (uint32_t)(e->body - (e->p + 4))); /* jmp body */
+		patch_here(e, leave);
+	}
 	pc_plus(e, RCX, off);
 	st_h(e, RCX, (int32_t)offsetof(struct hart, pc));
 	if ((((int64_t)link->page_off + off) >> PAGE_SHIFT) == 0)
@@ -887,6 +906,8 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 	/* Chained blocks enter here with rbx, r12, r13 and the stack frame already set. */
 	*chain_entry = e.p;
 	load_cache(&e);
+	e.body = e.p;
+	e.n = n;
 
 	uint32_t k;
 	bool ended = false;
