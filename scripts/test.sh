@@ -38,6 +38,11 @@ if tools/mabo-image --out build/guest; then
 		--guest build/guest --log build/boot-2cpu.log
 	suite virtio python3 tests/integration/virtio.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/virtio-logs
+	suite reboot python3 tests/integration/reboot.py --vmm build/mabo-vmm --guest build/guest \
+		--log-dir build/reboot-logs
+	# Linux on 2 vCPUs with every block translated before its first run.
+	suite boot-2cpu-jit env MABO_JIT_HOT=1 python3 tests/integration/console.py \
+		--vmm build/mabo-vmm --cpus 2 --guest build/guest --log build/boot-2cpu-jit.log
 else
 	echo "=== guest image could not be built"
 	failed=$((failed + 1))
