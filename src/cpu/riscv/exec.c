@@ -28,6 +28,7 @@ struct block {
 	uint64_t epoch;        /* the cache epoch in which the code bytes were last checked */
 	jit_fn jit;            /* translated host code, or NULL */
 	void *jit_chain;       /* its entry for chained jumps from other translated blocks */
+	void *jit_entry;       /* its entry for patched direct jumps (does the checks itself) */
 	uint32_t n;            /* instructions, not counting the closing END */
 	uint32_t hits;         /* runs so far, until it is hot enough to translate */
 	struct insn insns[];
@@ -176,6 +177,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 		b->epoch = bc->epoch;
 		b->jit = NULL;
 		b->jit_chain = NULL;
+		b->jit_entry = NULL;
 		b->hits = 0;
 		b->n = 1;
 		enum rv_op op = rv_decode(raw, &b->insns[0]);
@@ -219,6 +221,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	b->epoch = bc->epoch;
 	b->jit = NULL;
 	b->jit_chain = NULL;
+	b->jit_entry = NULL;
 	b->hits = 0;
 	b->n = n;
 	b->succ[0] = b->succ[1] = NULL;
@@ -241,14 +244,17 @@ static void block_compile(struct hart *h, struct block *b, uint64_t pc0)
 		.hash = (void *const *)h->bc->hash,
 		.hash_bits = BC_HASH_BITS,
 		.page_off = (uint32_t)(b->key & (PAGE_SIZE - 1)),
+		.self = b,
+		.off_entry = offsetof(struct block, jit_entry),
 	};
-	void *chain = NULL;
+	void *chain = NULL, *entry = NULL;
 	size_t before = jit_used(h->bc->jit);
-	jit_fn fn = jit_compile(h->bc->jit, b->insns, b->n, &link, &chain);
+	jit_fn fn = jit_compile(h->bc->jit, b->insns, b->n, &link, &chain, &entry);
 	if (fn && h->bc->perf_map)
 		fprintf(h->bc->perf_map, "%lx %zx guest_%llx_%u\n", (unsigned long)(uintptr_t)fn,
 			jit_used(h->bc->jit) - before, (unsigned long long)pc0, b->n);
 	b->jit_chain = fn ? chain : NULL;
+	b->jit_entry = fn ? entry : NULL;
 	b->jit = fn;
 }
 

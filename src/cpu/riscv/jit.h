@@ -38,6 +38,9 @@ struct jit_link {
 	void *const *hash;     /* the block cache's hash table, for indirect jumps: */
 	uint32_t hash_bits;    /* bucket = ((key >> 1) ^ (key >> (1 + hash_bits))) & mask */
 	uint32_t page_off;     /* the block's offset in its page: which exits leave the page */
+	void *self;            /* the block itself */
+	uint32_t off_entry;    /* offset in a block of its checked entry point (void *): what a
+				* patched direct jump from a linked predecessor enters */
 };
 
 /* A code buffer for one hart; NULL when the host has no code generator or no memory. */
@@ -47,9 +50,10 @@ void jit_destroy(struct jit *j);
 void jit_reset(struct jit *j);
 /* Translates the block's n instructions (and its closing END); NULL when the first one
  * cannot be translated or the buffer is full (the caller then resets the cache).
- * *chain_entry receives the entry that chained blocks jump to. */
+ * *chain_entry receives the entry that chained blocks jump to once they have done the
+ * checks; *checked_entry the entry that does them (kick, epoch, instruction count). */
 jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
-		   const struct jit_link *link, void **chain_entry);
+		   const struct jit_link *link, void **chain_entry, void **checked_entry);
 /* Bytes of code generated so far (to describe a block's code to a profiler). */
 size_t jit_used(const struct jit *j);
 /* True when the buffer has no room left. */

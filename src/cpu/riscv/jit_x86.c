@@ -82,6 +82,16 @@ struct emit {
 	uint32_t n;       /* the block's instruction count */
 };
 
+/* Called once by a chain exit's slow path when it finds its successor translated: from then
+ * on the exit jumps straight to the successor's checked entry. */
+static void jit_patch_link(uint8_t *site_rel, uint8_t *fast, uint8_t *fast_rel, uint8_t *target)
+{
+	int32_t rel = (int32_t)(target - (fast_rel + 4));
+	memcpy(fast_rel, &rel, 4);
+	rel = (int32_t)(fast - (site_rel + 4));
+	memcpy(site_rel, &rel, 4);
+}
+
 static inline void e8(struct emit *e, unsigned b)
 {
 	*e->p++ = (uint8_t)b;
@@ -545,7 +555,7 @@ static void emit_set(struct emit *e, const struct insn *in, unsigned cc, bool im
  * when it is current (its epoch), translated, and no kick is pending, account for it and
  * jump into its code. Failure jumps are added to fails[] for the caller to patch. */
 static void emit_try_enter(struct emit *e, const struct jit_link *link, uint8_t **fails,
-			   int *nfails)
+			   int *nfails, uint8_t *site_rel, uint8_t *fast, uint8_t *fast_rel)
 {
 	e8(e, 0x48);
 	e8(e, 0xba);
@@ -580,18 +590,48 @@ static void emit_try_enter(struct emit *e, const struct jit_link *link, uint8_t 
 	e8(e, 0x4c);
 	e8(e, 0x89);
 	modrm_mem(e, 4, RBX, (int32_t)offsetof(struct hart, jit_pc0)); /* mov [jit_pc0], r12 */
+	if (site_rel) {
+		e8(e, 0x50); /* push rax */
+		e8(e, 0x51); /* push rcx */
+		e8(e, 0x48);
+		e8(e, 0xbf);
+		e64(e, (uint64_t)(uintptr_t)site_rel); /* mov rdi, site_rel */
+		e8(e, 0x48);
+		e8(e, 0xbe);
+		e64(e, (uint64_t)(uintptr_t)fast); /* mov rsi, fast */
+		e8(e, 0x48);
+		e8(e, 0xba);
+		e64(e, (uint64_t)(uintptr_t)fast_rel); /* mov rdx, fast_rel */
+		e8(e, 0x48);
+		e8(e, 0x8b);
+		modrm_mem(e, RCX, RAX, (int32_t)link->off_entry); /* mov rcx, [rax + entry] */
+		call_abs(e, (const void *)jit_patch_link);
+		e8(e, 0x59); /* pop rcx */
+		e8(e, 0x58); /* pop rax */
+	}
 	e8(e, 0xff);
 	e8(e, 0xe1); /* jmp rcx */
 }
 
 /* Leaves through successor slot `slot` (h->pc is set): straight into the linked
  * successor's code when it can, else back to the dispatcher with `slot`. */
-static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *link,
+static void emit_chain_exit(struct emit *e, int slot, int64_t off, const struct jit_link *link,
 			    const uint8_t *epi)
 {
 	uint8_t *fails[4];
 	int nfails = 0;
 	flush_cache(e);
+	/* A patchable direct jump: to the slow path below until the successor is known, then
+	 * to `fast`, which moves pc0 on and jumps into the successor's checked entry. */
+	uint8_t *site_rel = jmp_fwd(e);
+	uint8_t *fast = e->p;
+	e8(e, 0x49);
+	e8(e, 0x81);
+	e8(e, 0xc4);
+	e32(e, (uint32_t)(int32_t)off); /* add r12, off */
+	uint8_t *fast_rel = jmp_fwd(e);
+	patch_here(e, site_rel);
+	patch_here(e, fast_rel); /* harmless until patched: never reached before */
 	e8(e, 0x48);
 	e8(e, 0xb8);
 	e64(e, (uint64_t)(uintptr_t)&link->succ[slot]); /* mov rax, &succ[slot] */
@@ -602,7 +642,7 @@ static void emit_chain_exit(struct emit *e, int slot, const struct jit_link *lin
 	e8(e, 0x85);
 	e8(e, 0xc0); /* test rax, rax */
 	fails[nfails++] = jcc_fwd(e, CC_E);
-	emit_try_enter(e, link, fails, &nfails);
+	emit_try_enter(e, link, fails, &nfails, site_rel, fast, fast_rel);
 	for (int k = 0; k < nfails; k++)
 		patch_here(e, fails[k]);
 	exit_to(e, (uint32_t)slot, epi);
@@ -666,7 +706,7 @@ static void emit_indirect_exit(struct emit *e, const struct jit_link *link, cons
 	e8(e, 0x3b);
 	e8(e, 0x10); /* cmp rdx, [rax]: the block's key */
 	fails[nfails++] = jcc_fwd(e, CC_NE);
-	emit_try_enter(e, link, fails, &nfails);
+	emit_try_enter(e, link, fails, &nfails, NULL, NULL, NULL);
 	for (int k = 0; k < nfails; k++)
 		patch_here(e, fails[k]);
 	exit_to(e, JIT_EXIT_NOLINK, epi);
@@ -698,7 +738,7 @@ static void emit_direct_exit(struct emit *e, int64_t off, int slot, const struct
 	pc_plus(e, RCX, off);
 	st_h(e, RCX, (int32_t)offsetof(struct hart, pc));
 	if ((((int64_t)link->page_off + off) >> PAGE_SHIFT) == 0)
-		emit_chain_exit(e, slot, link, epi);
+		emit_chain_exit(e, slot, off, link, epi);
 	else
 		emit_indirect_exit(e, link, epi);
 }
@@ -832,7 +872,7 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 }
 
 jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
-		   const struct jit_link *link, void **chain_entry)
+		   const struct jit_link *link, void **chain_entry, void **checked_entry)
 {
 	if (jit_full(j))
 		return NULL;
@@ -902,6 +942,44 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 	e8(&e, 0x5c); /* pop r12 */
 	e8(&e, 0x5b); /* pop rbx */
 	e8(&e, 0xc3);
+	/* Checked entry, for patched direct jumps from linked predecessors (r12 = this block's
+	 * pc0, their registers written back): what the dispatcher and the slow chain path
+	 * check before entering, done here. */
+	*checked_entry = e.p;
+	e8(&e, 0x83);
+	modrm_mem(&e, 7, RBX, (int32_t)offsetof(struct hart, kick));
+	e8(&e, 0); /* cmp dword [rbx + kick], 0 */
+	uint8_t *bail1 = jcc_fwd(&e, CC_NE);
+	e8(&e, 0x48);
+	e8(&e, 0xb8);
+	e64(&e, (uint64_t)(uintptr_t)link->epoch); /* mov rax, &epoch */
+	e8(&e, 0x48);
+	e8(&e, 0x8b);
+	e8(&e, 0x00); /* mov rax, [rax] */
+	e8(&e, 0x48);
+	e8(&e, 0xba);
+	e64(&e, (uint64_t)(uintptr_t)link->self); /* mov rdx, self */
+	e8(&e, 0x48);
+	e8(&e, 0x3b);
+	modrm_mem(&e, RAX, RDX, (int32_t)link->off_epoch); /* cmp rax, [rdx + epoch] */
+	uint8_t *bail2 = jcc_fwd(&e, CC_NE);
+	e8(&e, 0x48);
+	e8(&e, 0x81);
+	modrm_mem(&e, 0, RBX, (int32_t)offsetof(struct hart, instret));
+	e32(&e, n); /* add qword [instret], n */
+	st_h(&e, RDX, (int32_t)offsetof(struct hart, jit_block));
+	e8(&e, 0x4c);
+	e8(&e, 0x89);
+	modrm_mem(&e, 4, RBX, (int32_t)offsetof(struct hart, jit_pc0)); /* mov [jit_pc0], r12 */
+	uint8_t *go = jmp_fwd(&e);
+	/* Bail out: the dispatcher looks this pc up again, as after an indirect jump. */
+	patch_here(&e, bail1);
+	patch_here(&e, bail2);
+	e8(&e, 0x4c);
+	e8(&e, 0x89);
+	modrm_mem(&e, 4, RBX, (int32_t)offsetof(struct hart, pc)); /* mov [pc], r12 */
+	exit_to(&e, JIT_EXIT_NOLINK, epi);
+	patch_here(&e, go);
 	patch_here(&e, skip);
 	/* Chained blocks enter here with rbx, r12, r13 and the stack frame already set. */
 	*chain_entry = e.p;
@@ -921,6 +999,7 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 	}
 	if (k == 0 && !ended) {
 		*chain_entry = NULL;
+		*checked_entry = NULL;
 		return NULL; /* nothing to gain: the block starts with an untranslated op */
 	}
 	if (!ended) {
@@ -962,13 +1041,14 @@ size_t jit_used(const struct jit *j)
 }
 
 jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
-		   const struct jit_link *link, void **chain_entry)
+		   const struct jit_link *link, void **chain_entry, void **checked_entry)
 {
 	(void)j;
 	(void)insns;
 	(void)n;
 	(void)link;
 	*chain_entry = NULL;
+	*checked_entry = NULL;
 	return NULL;
 }
 
