@@ -729,8 +729,6 @@ static void emit_direct_exit(struct emit *e, int64_t off, int slot, const struct
 		e8(e, 0x81);
 		modrm_mem(e, 0, RBX, (int32_t)offsetof(struct hart, instret));
 		e32(e, e->n); /* add qword [instret], n */
-		/* The body's exits write back only what they see written before them. */
-		flush_cache(e);
 		e8(e, 0xe9);
 		e32(e, (uint32_t)(e->body - (e->p + 4))); /* jmp body */
 		patch_here(e, leave);
@@ -898,6 +896,12 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 			break;
 		e.host[best] = (int8_t)cache_regs[c];
 	}
+	/* Every exit writes back each cached register the block writes anywhere, written yet
+	 * or not (the host register always holds the current value): so a loop back to the
+	 * body needs no write-back, whatever the iteration. */
+	for (uint32_t k = 0; k <= n; k++)
+		if (e.host[insns[k].rd] >= 0)
+			e.dirty[insns[k].rd] = true;
 
 	/* Prologue: save rbx, r12, r13 and the cache registers, keep the stack 16-byte aligned
 	 * for calls. */
