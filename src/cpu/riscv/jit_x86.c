@@ -497,8 +497,36 @@ static void emit_call2(struct emit *e, const struct insn *in, uint64_t (*fn)(uin
 
 /* rax = x[rs1] OP x[rs2] for the two-operand ALU opcodes (add 03, sub 2b, and 23, or 0b,
  * xor 33), 64- or 32-bit (then sign-extended). */
+/* x[rd] = x[src], a move (mv, and addi/add with a zero operand). */
+static void emit_mv(struct emit *e, int rd, int src)
+{
+	int hd = e->host[rd];
+	if (hd >= 0 && src != 0) {
+		op_reg_x(e, 1, 0x8b, hd, src); /* mov host_rd, x[src] */
+		e->dirty[rd] = true;
+		return;
+	}
+	ld_x(e, RAX, src);
+	st_x(e, RAX, rd);
+}
+
+/* In-place forms when rd == rs1 lives in a host register: one host instruction. */
+static bool emit_inplace(struct emit *e, const struct insn *in)
+{
+	return in->rd == in->rs1 && e->host[in->rd] >= 0;
+}
+
 static void emit_rr(struct emit *e, const struct insn *in, unsigned opcode, int w)
 {
+	if (w && opcode == 0x03 && (in->rs1 == 0 || in->rs2 == 0)) {
+		emit_mv(e, in->rd, in->rs1 ? in->rs1 : in->rs2);
+		return;
+	}
+	if (w && emit_inplace(e, in) && in->rs2 != in->rd) {
+		op_reg_x(e, 1, opcode, e->host[in->rd], in->rs2); /* op host_rd, x[rs2] */
+		e->dirty[in->rd] = true;
+		return;
+	}
 	ld_x(e, RAX, in->rs1);
 	op_reg_x(e, w, opcode, RAX, in->rs2);
 	if (!w)
@@ -508,6 +536,19 @@ static void emit_rr(struct emit *e, const struct insn *in, unsigned opcode, int 
 
 static void emit_ri(struct emit *e, const struct insn *in, int digit, int w)
 {
+	if (w && digit == 0 && in->imm == 0) {
+		emit_mv(e, in->rd, in->rs1);
+		return;
+	}
+	if (w && emit_inplace(e, in)) {
+		int hr = e->host[in->rd];
+		e8(e, 0x48 | (hr >= 8 ? 1 : 0));
+		e8(e, 0x81);
+		e8(e, 0xc0 | digit << 3 | (hr & 7)); /* op host_rd, imm32 */
+		e32(e, (uint32_t)(int32_t)in->imm);
+		e->dirty[in->rd] = true;
+		return;
+	}
 	ld_x(e, RAX, in->rs1);
 	alu_imm(e, w, digit, RAX, (int32_t)in->imm);
 	if (!w)
