@@ -388,12 +388,11 @@ static void emit_addr(struct emit *e, const struct insn *in)
  * flags = tag compare. */
 static void emit_tlb_probe(struct emit *e, int32_t arr, unsigned size)
 {
-	e8(e, 0x48);
+	_Static_assert(TLB_SIZE == 256 && sizeof(struct tlb_entry) == 16, "index arithmetic");
 	e8(e, 0x89);
-	e8(e, 0xf8); /* mov rax, rdi */
-	shift_imm(e, 1, 5, RAX, PAGE_SHIFT);
-	alu_imm(e, 0, 4, RAX, TLB_SIZE - 1); /* and eax, 255 */
-	shift_imm(e, 0, 4, RAX, 4);          /* entries are 16 bytes */
+	e8(e, 0xf8);                    /* mov eax, edi */
+	shift_imm(e, 0, 5, RAX, 8);     /* shr eax, 8 */
+	alu_imm(e, 0, 4, RAX, 0xff0);   /* and eax, 0xff0: ((va >> 12) & 255) * 16 */
 	e8(e, 0x4c);
 	e8(e, 0x01);
 	e8(e, 0xe8); /* add rax, r13 */
@@ -457,13 +456,16 @@ static void emit_store(struct emit *e, const struct insn *in, unsigned size, uin
 	e8(e, 0x48);
 	e8(e, 0x03);
 	modrm_mem(e, RDI, RAX, (int32_t)offsetof(struct tlb, w) + 8); /* rdi += addend */
-	ld_x(e, RDX, in->rs2);
-	switch (size) {
-	case 1: e8(e, 0x88); e8(e, 0x17); break;             /* mov [rdi], dl */
-	case 2: e8(e, 0x66); e8(e, 0x89); e8(e, 0x17); break; /* mov [rdi], dx */
-	case 4: e8(e, 0x89); e8(e, 0x17); break;             /* mov [rdi], edx */
-	case 8: e8(e, 0x48); e8(e, 0x89); e8(e, 0x17); break; /* mov [rdi], rdx */
-	}
+	int src = e->host[in->rs2] >= 0 ? e->host[in->rs2] : RDX;
+	if (src == RDX)
+		ld_x(e, RDX, in->rs2);
+	unsigned rex = (size == 8 ? 8 : 0) | (src >= 8 ? 4 : 0);
+	if (size == 2)
+		e8(e, 0x66);
+	if (rex || (size == 1 && src >= 4))
+		e8(e, 0x40 | rex); /* REX (also makes bpl, not ch, the byte register) */
+	e8(e, size == 1 ? 0x88 : 0x89);
+	e8(e, (src & 7) << 3 | RDI); /* mov [rdi], src */
 	uint8_t *done = jmp_fwd(e);
 	patch_here(e, miss);
 	e8(e, 0x48);
@@ -785,8 +787,12 @@ static void emit_direct_exit(struct emit *e, int64_t off, int slot, const struct
 static void emit_branch(struct emit *e, const struct insn *in, unsigned cc_taken,
 			const struct jit_link *link, const uint8_t *epi)
 {
-	ld_x(e, RAX, in->rs1);
-	op_reg_x(e, 1, 0x3b, RAX, in->rs2); /* cmp rax, x[rs2] */
+	if (e->host[in->rs1] >= 0) {
+		op_reg_x(e, 1, 0x3b, e->host[in->rs1], in->rs2); /* cmp host_rs1, x[rs2] */
+	} else {
+		ld_x(e, RAX, in->rs1);
+		op_reg_x(e, 1, 0x3b, RAX, in->rs2); /* cmp rax, x[rs2] */
+	}
 	uint8_t *taken = jcc_fwd(e, cc_taken);
 	emit_direct_exit(e, in->pcoff + in->len, JIT_EXIT_FALL, link, epi);
 	patch_here(e, taken);
