@@ -17,7 +17,7 @@
 #include "cpu/riscv/jit.h"
 
 #define BLOCK_MAX 64
-#define BC_HASH_BITS 14
+#define BC_HASH_BITS 16
 #define BC_ARENA_SIZE (64u << 20) /* address space: pages are touched as blocks fill it */
 #define JIT_HOT 32 /* runs of a block before it is translated to host code */
 
@@ -109,11 +109,20 @@ static inline unsigned bc_hash(uintptr_t key)
 	return (unsigned)((key >> 1) ^ (key >> (1 + BC_HASH_BITS))) & ((1u << BC_HASH_BITS) - 1);
 }
 
+/* Finds the block at key and moves it to the front of its bucket (translated code looks at
+ * the first block of a bucket only). */
 static inline struct block *bc_lookup(struct block_cache *bc, uintptr_t key)
 {
-	struct block *b = bc->hash[bc_hash(key)];
-	while (b && b->key != key)
-		b = b->hnext;
+	struct block **head = &bc->hash[bc_hash(key)];
+	struct block **pp = head;
+	struct block *b;
+	while ((b = *pp) && b->key != key)
+		pp = &b->hnext;
+	if (b && pp != head) {
+		*pp = b->hnext;
+		b->hnext = *head;
+		*head = b;
+	}
 	return b;
 }
 
@@ -145,7 +154,9 @@ static inline struct block *bc_find(struct block_cache *bc, uintptr_t key)
 	struct block *b = bc_lookup(bc, key);
 	if (b && unlikely(b->epoch != bc->epoch)) {
 		if (!block_unchanged(b)) {
-			b->key = 0; /* stale: unreachable from now on */
+			/* Stale: off its bucket (it is at the front) and unreachable. */
+			bc->hash[bc_hash(key)] = b->hnext;
+			b->key = 0;
 			return NULL;
 		}
 		b->epoch = bc->epoch;
