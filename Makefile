@@ -52,7 +52,9 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Isrc \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 # Each target with the sources it exercises.
 FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c
-FUZZ_NAMES := virtqueue
+# The code generator against the interpreter: the input is a guest program.
+FUZZ_jit_SRCS := $(LIB_SRCS)
+FUZZ_NAMES := virtqueue jit
 FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
 fuzz: $(FUZZ_BINS)
@@ -60,7 +62,7 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) -lfdt -lm -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

@@ -25,8 +25,9 @@ suite unit make -s unit
 suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
-# The virtqueue fuzzer (libFuzzer, clang), for a bounded time; the corpus stays in build/fuzz.
-suite fuzz-virtqueue make -s fuzz-run FUZZ_TIME=30
+# The libFuzzer targets (clang): the virtqueue, and the code generator against the
+# interpreter; 30 s each, the corpus stays in build/fuzz.
+suite fuzz make -s fuzz-run FUZZ_TIME=30
 # Every block translated to host code at its first run, then the interpreter alone.
 suite isa-jit env MABO_JIT_HOT=1 tests/isa/run.sh
 suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
@@ -40,6 +41,8 @@ if tools/mabo-image --out build/guest; then
 		--log-dir build/virtio-logs
 	suite reboot python3 tests/integration/reboot.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/reboot-logs
+	suite disk python3 tests/integration/disk.py --vmm build/mabo-vmm --guest build/guest \
+		--log-dir build/disk-logs
 	# Linux on 2 vCPUs with every block translated before its first run.
 	suite boot-2cpu-jit env MABO_JIT_HOT=1 python3 tests/integration/console.py \
 		--vmm build/mabo-vmm --cpus 2 --guest build/guest --log build/boot-2cpu-jit.log

@@ -55,12 +55,17 @@ static void usage(FILE *f)
 		"  --timeout SECONDS   end the run with status 3 after this long\n"
 		"  --dump-dtb FILE     write the machine's device tree blob to FILE and exit\n"
 		"  --rng               add a virtio-rng device, the guest's /dev/hwrng (default: none)\n"
+		"  --disk path=FILE[,readonly=on][,id=SERIAL]\n"
+		"                      add a virtio-blk disk backed by FILE (a raw image, size a\n"
+		"                      multiple of 512, or a block device); repeatable: the\n"
+		"                      guest sees vda, vdb, ... in order; readonly=on refuses\n"
+		"                      writes; id sets the serial (default: the file name)\n"
 		"  --console MODE      which guest console gets standard input: 'serial' (the\n"
 		"                      UART, ttyS0; default) or 'virtio' (adds a virtio-console,\n"
 		"                      hvc0; boot with console=hvc0; the UART still prints)\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
-		"Devices (--rng, --console virtio) take virtio-mmio slots in command-line order,\n"
+		"Devices (--rng, --console virtio, --disk) take virtio-mmio slots in command-line order,\n"
 		"at most %d.\n\n"
 		"Exit status: 0 guest powered off (or bare-metal test passed); 1 test failed or\n"
 		"error; 2 bad usage; 3 timeout. On the console, Ctrl-A x quits.\n",
@@ -70,9 +75,9 @@ static void usage(FILE *f)
 /* Appends a device to the ordered list; -EINVAL (after one line) when it is full or when
  * the type may appear only once and is there already. */
 static int config_add_device(struct vm_config *cfg, const char *option, const char *type,
-			     const char *arg)
+			     const char *arg, bool repeatable)
 {
-	for (int i = 0; i < cfg->ndevices; i++) {
+	for (int i = 0; i < cfg->ndevices && !repeatable; i++) {
 		if (strcmp(cfg->devices[i].type, type) == 0) {
 			log_error("%s: given twice (the machine takes one %s)", option, type);
 			return -EINVAL;
@@ -87,12 +92,85 @@ static int config_add_device(struct vm_config *cfg, const char *option, const ch
 	return 0;
 }
 
+/* Copies the value of key (n bytes at v) into dst of size cap; -EINVAL when it is empty or
+ * too long. */
+static int config_disk_value(const char *arg, const char *key, const char *v, size_t n,
+			     char *dst, size_t cap)
+{
+	if (n == 0) {
+		log_error("--disk '%s': %s needs a value", arg, key);
+		return -EINVAL;
+	}
+	if (n >= cap) {
+		log_error("--disk '%s': %s is longer than %zu characters", arg, key, cap - 1);
+		return -EINVAL;
+	}
+	memcpy(dst, v, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int config_parse_disk(const char *arg, struct vm_disk_config *out)
+{
+	bool have_ro = false;
+
+	memset(out, 0, sizeof(*out));
+	for (const char *p = arg; *p;) {
+		const char *end = p + strcspn(p, ",");
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+		if (!eq) {
+			log_error("--disk '%s': '%.*s' is not key=value (keys: path, readonly, id)",
+				  arg, (int)(end - p), p);
+			return -EINVAL;
+		}
+		size_t klen = (size_t)(eq - p), vlen = (size_t)(end - eq - 1);
+		const char *v = eq + 1;
+		if (klen == 4 && strncmp(p, "path", 4) == 0) {
+			if (out->path[0]) {
+				log_error("--disk '%s': path given twice", arg);
+				return -EINVAL;
+			}
+			if (config_disk_value(arg, "path", v, vlen, out->path, sizeof(out->path)))
+				return -EINVAL;
+		} else if (klen == 2 && strncmp(p, "id", 2) == 0) {
+			if (config_disk_value(arg, "id", v, vlen, out->id, sizeof(out->id)))
+				return -EINVAL;
+		} else if (klen == 8 && strncmp(p, "readonly", 8) == 0) {
+			if (have_ro) {
+				log_error("--disk '%s': readonly given twice", arg);
+				return -EINVAL;
+			}
+			have_ro = true;
+			if ((vlen == 2 && strncmp(v, "on", 2) == 0) ||
+			    (vlen == 3 && strncmp(v, "yes", 3) == 0) ||
+			    (vlen == 4 && strncmp(v, "true", 4) == 0))
+				out->readonly = true;
+			else if (!((vlen == 3 && strncmp(v, "off", 3) == 0) ||
+				   (vlen == 2 && strncmp(v, "no", 2) == 0) ||
+				   (vlen == 5 && strncmp(v, "false", 5) == 0))) {
+				log_error("--disk '%s': readonly must be 'on' or 'off'", arg);
+				return -EINVAL;
+			}
+		} else {
+			log_error("--disk '%s': unknown key '%.*s' (keys: path, readonly, id)", arg,
+				  (int)klen, p);
+			return -EINVAL;
+		}
+		p = *end ? end + 1 : end;
+	}
+	if (!out->path[0]) {
+		log_error("--disk '%s': no path=FILE given", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 #define DEFAULT_FIRMWARE "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
 
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
-	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE };
+	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initramfs", required_argument, NULL, O_INITRD },
@@ -108,6 +186,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "dump-dtb", required_argument, NULL, O_DUMPDTB },
 		{ "rng", no_argument, NULL, O_RNG },
 		{ "console", required_argument, NULL, O_CONSOLE },
+		{ "disk", required_argument, NULL, O_DISK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -169,7 +248,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		}
 		case O_DUMPDTB: cfg->dump_dtb = optarg; break;
 		case O_RNG:
-			if (config_add_device(cfg, "--rng", "virtio-rng", NULL) < 0)
+			if (config_add_device(cfg, "--rng", "virtio-rng", NULL, false) < 0)
 				return -EINVAL;
 			break;
 		case O_CONSOLE:
@@ -181,7 +260,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			console_given = true;
 			if (strcmp(optarg, "virtio") == 0) {
 				if (config_add_device(cfg, "--console 'virtio'", "virtio-console",
-						      NULL) < 0)
+						      NULL, false) < 0)
 					return -EINVAL;
 				cfg->console = VM_CONSOLE_VIRTIO;
 			} else if (strcmp(optarg, "serial") != 0) {
@@ -189,6 +268,14 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 				return -EINVAL;
 			}
 			break;
+		case O_DISK: {
+			struct vm_disk_config disk;
+			if (config_parse_disk(optarg, &disk) < 0 ||
+			    config_add_device(cfg, "--disk", "virtio-blk", optarg, true) < 0)
+				return -EINVAL;
+			cfg->devices[cfg->ndevices - 1].disk = disk;
+			break;
+		}
 		case 'v': cfg->verbose++; break;
 		case 'h':
 			usage(stdout);

@@ -2,6 +2,7 @@
 #ifndef MABO_CORE_CONFIG_H
 #define MABO_CORE_CONFIG_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,12 +16,23 @@ enum vm_console {
 	VM_CONSOLE_VIRTIO,     /* virtio-console's hvc0; the UART still prints, without input */
 };
 
+/* A disk's serial number (virtio-blk GET_ID) is at most this long. */
+#define VM_DISK_ID_MAX 20
+
+/* --disk's options, parsed. */
+struct vm_disk_config {
+	char path[PATH_MAX];          /* a file or block device (later: a URI) */
+	char id[VM_DISK_ID_MAX + 1];  /* serial; "" = from the file name */
+	bool readonly;
+};
+
 /* One device of the command line. The list keeps command-line order, and the machine gives
  * devices their slots in that order, so the guest always sees them the same way (later,
  * disks become vda, vdb, ... in the order given). */
 struct vm_device_config {
 	const char *type; /* a registered device type: "virtio-rng", "virtio-console" */
-	const char *arg;  /* the type's argument (later: a disk's file or URI); may be NULL */
+	const char *arg;  /* the type's argument, as given; may be NULL */
+	struct vm_disk_config disk; /* "virtio-blk" */
 };
 
 struct vm_config {
@@ -42,6 +54,10 @@ struct vm_config {
 
 /* Parses "512M", "2G", "1048576", "64K": a positive size in bytes. 0 or -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);
+
+/* Parses --disk's argument "path=FILE[,readonly=on|off][,id=SERIAL]" into out. 0, or
+ * -EINVAL after logging one line. */
+int config_parse_disk(const char *arg, struct vm_disk_config *out);
 
 /* Fills cfg from argv; on a bad option prints one line and returns -EINVAL.
  * Returns 1 when --help or --version was handled (exit 0). */

@@ -294,8 +294,10 @@ int virtio_mmio_create(struct vm *vm, const struct mmio_region *where, uint32_t 
 		return -EINVAL;
 	}
 	struct virtio_mmio *t = calloc(1, sizeof(*t));
-	if (!t)
+	if (!t) {
+		log_error("%s: out of memory", label);
 		return -ENOMEM;
+	}
 	t->vm = vm;
 	t->base = where->base;
 	t->size = where->size;

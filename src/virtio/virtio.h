@@ -203,5 +203,6 @@ void virtio_dev_config_changed(struct virtio_dev *vdev);
 /* ---- Device types ---- */
 extern const struct virtio_device_ops virtio_rng_ops;     /* virtio/rng.c */
 extern const struct virtio_device_ops virtio_console_ops; /* virtio/console.c */
+extern const struct virtio_device_ops virtio_blk_ops;     /* virtio/blk.c */
 
 #endif

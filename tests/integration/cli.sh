@@ -62,6 +62,33 @@ check "bad console" 2 "console 'hvc'.*'serial' or 'virtio'" -- --kernel "$image"
 check "console twice" 2 "console 'serial'.*given already" -- --kernel "$image" --console virtio --console serial
 check "rng twice" 2 "rng: given twice" -- --kernel "$image" --rng --rng
 
+# Disks: bad --disk syntax is a usage error (2); a file that cannot be a disk fails (1)
+# before the guest starts.
+truncate -s 1M "$tmp/disk.raw"
+printf 'abc' >"$tmp/odd.raw"
+mkdir "$tmp/dir"
+check "disk without path" 2 "disk 'readonly=on': no path=FILE" -- --kernel "$image" --disk readonly=on
+check "disk unknown key" 2 "disk 'path=$tmp/disk.raw,cache=none': unknown key 'cache'" -- --kernel "$image" --disk "path=$tmp/disk.raw,cache=none"
+check "disk bad readonly" 2 "readonly must be 'on' or 'off'" -- --kernel "$image" --disk "path=$tmp/disk.raw,readonly=maybe"
+check "disk not key=value" 2 "'$tmp/disk.raw' is not key=value" -- --kernel "$image" --disk "$tmp/disk.raw"
+check "disk empty path" 2 "path needs a value" -- --kernel "$image" --disk path=
+check "disk id too long" 2 "id is longer than 20" -- --kernel "$image" --disk "path=$tmp/disk.raw,id=abcdefghijklmnopqrstuvwxyz"
+check "too many disks" 2 "disk: too many devices" -- --kernel "$image" $(for i in 1 2 3 4 5 6 7 8 9; do echo --disk "path=$tmp/disk.raw,readonly=on"; done)
+check "missing disk" 1 "disk '/nonexistent': No such file" -- --kernel "$image" --firmware "$fw" --disk path=/nonexistent
+check "disk is a directory" 1 "disk '$tmp/dir': not a regular file or block device" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/dir"
+check "disk is a character device" 1 "disk '/dev/null': not a regular file or block device" -- --kernel "$image" --firmware "$fw" --disk path=/dev/null
+check "disk unknown scheme" 1 "disk 'nbdx://host/export': unknown URI scheme 'nbdx'" -- --kernel "$image" --firmware "$fw" --disk path=nbdx://host/export
+check "disk size not sectors" 1 "disk '$tmp/odd.raw': size 3 bytes is not a multiple of 512" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/odd.raw"
+if [ "$(id -u)" -ne 0 ]; then
+	cp "$tmp/disk.raw" "$tmp/locked.raw"
+	chmod 000 "$tmp/locked.raw"
+	check "unreadable disk" 1 "disk '$tmp/locked.raw': cannot open: Permission denied" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/locked.raw,readonly=on"
+	chmod 400 "$tmp/locked.raw"
+	check "read-only file as writable disk" 1 "disk '$tmp/locked.raw': cannot open for writing.*readonly=on" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/locked.raw"
+else
+	echo "skipped: unreadable disk cases (running as root reads any file)"
+fi
+
 # A bare-metal program that spins forever ("j .") must end with the timeout status.
 python3 - "$tmp/spin.elf" <<'PY'
 import struct, sys
