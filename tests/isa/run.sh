@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the official riscv-tests ISA binaries (../shared/riscv-tests/isa) bare-metal on
 # mabo-vmm. Each must report a pass through HTIF. Prints one line per failure and a
-# closing "N passed, M failed" line; exits non-zero on any failure.
+# closing "N passed, M failed" line; exits non-zero on any failure, and 77 (skipped) when the
+# binaries are absent.
 #   usage: tests/isa/run.sh [VMM] [ISA_DIR] [PATTERN]
 set -uo pipefail
 
@@ -12,7 +13,7 @@ pattern=${3:-rv64*}
 
 if [ ! -d "$isa" ]; then
 	echo "isa: SKIPPED: $isa is absent (the riscv-tests binaries live in ../shared)"
-	exit 0
+	exit 77
 fi
 if [ ! -x "$vmm" ]; then
 	echo "isa: $vmm not found: run make first" >&2

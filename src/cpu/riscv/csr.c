@@ -372,7 +372,7 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 			h->pmpaddr[csr - 0x3b0] =
 				((old & ~wmask) | (wval & wmask)) & ((1ULL << 54) - 1);
 		break;
-	case 0x3c0 ... 0x3ef: /* pmpaddr16..63: not implemented, read as zero */
+	case 0x3c0 ... 0x3ef: /* pmpaddr16..63: this hart has 16 PMP entries; the rest read as zero */
 		old = 0;
 		break;
 	case 0x7a0:
