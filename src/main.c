@@ -18,6 +18,7 @@
 #include "cpu/riscv/cpu.h"
 #include "machine/riscv-virt/htif.h"
 #include "machine/riscv-virt/virt.h"
+#include "migration/migration.h"
 
 static void *hart_thread(void *arg)
 {
@@ -34,6 +35,7 @@ static void vm_free(struct vm *vm)
 	if (vm->ram.host)
 		munmap(vm->ram.host, vm->ram.size);
 	event_loop_destroy(vm->loop);
+	vm_pause_uninit(vm);
 	pthread_mutex_destroy(&vm->exit_lock);
 	pthread_cond_destroy(&vm->exit_cond);
 }
@@ -49,6 +51,7 @@ static int vm_init(struct vm *vm, const struct vm_config *cfg)
 	pthread_cond_init(&vm->exit_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	vm->clock_base_ns = host_now_ns();
+	vm_pause_init(vm);
 
 	int err = event_loop_create(&vm->loop);
 	if (err) {
@@ -111,35 +114,66 @@ out:
 	return ret;
 }
 
+static void restart_queues(void *opaque)
+{
+	virt_unquiesce(opaque);
+}
+
 /* Runs the VM once; returns the exit reason (or a negative errno on setup failure). */
 static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 {
 	struct vm vm;
 	pthread_t threads[VM_MAX_CPUS];
+	struct migration *mig = NULL;
 	int started = 0;
+	bool arrives = cfg->incoming || cfg->restore;
 	int ret = vm_init(&vm, cfg);
 	if (ret < 0)
 		return ret;
 	ret = virt_create(&vm);
 	if (ret < 0)
 		goto out;
-	ret = virt_load(&vm);
-	if (ret < 0)
+	if (!arrives) {
+		ret = virt_load(&vm);
+		if (ret < 0)
+			goto out_virt;
+	}
+	ret = migration_create(&vm, &mig);
+	if (ret < 0) {
+		log_error("out of memory");
 		goto out_virt;
+	}
 
 	/* Devices run on the loop: it is up before any vCPU can notify one. */
 	ret = event_loop_start(vm.loop);
 	if (ret < 0)
 		goto out_virt;
+	if (arrives) {
+		/* The VM's memory and state come from the stream; nothing runs until they
+		 * are all there. */
+		ret = cfg->restore ? migration_restore(&vm, cfg->restore)
+				   : migration_incoming(&vm, cfg->incoming);
+		if (ret < 0) {
+			event_loop_stop(vm.loop);
+			goto out_virt;
+		}
+	}
+	vm.running_harts = vm.nharts;
 	for (int i = 0; i < vm.nharts; i++) {
 		int e = pthread_create(&threads[i], NULL, hart_thread, vm.harts[i]);
 		if (e) {
 			log_error("cannot start vCPU %d: %s", i, strerror(e));
 			vm_request_exit(&vm, VM_EXIT_ERROR, 0);
+			for (int k = i; k < vm.nharts; k++)
+				vm_hart_leave(&vm);
 			break;
 		}
 		started++;
 	}
+	/* Restored devices look at their queues once: requests may have been made
+	 * available just before the pause. */
+	if (arrives && event_loop_run(vm.loop, restart_queues, &vm))
+		log_warn("cannot restart the devices' queues");
 
 	uint64_t deadline = cfg->timeout > 0 ? host_now_ns() + (uint64_t)(cfg->timeout * 1e9) : 0;
 	pthread_mutex_lock(&vm.exit_lock);
@@ -160,10 +194,13 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	pthread_mutex_unlock(&vm.exit_lock);
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
+	migration_destroy(mig);
+	mig = NULL;
 	event_loop_stop(vm.loop);
 	ret = atomic_load(&vm.exit_reason);
 	*code = vm.exit_code;
 out_virt:
+	migration_destroy(mig);
 	virt_destroy(&vm);
 out:
 	vm_free(&vm);
@@ -187,13 +224,21 @@ int main(int argc, char **argv)
 	for (;;) {
 		uint64_t code = 0;
 		int reason = vm_run_once(&cfg, &code);
+		/* A reboot boots afresh, not from the snapshot or migration again. */
+		cfg.incoming = NULL;
+		cfg.restore = NULL;
 		switch (reason) {
 		case VM_EXIT_POWEROFF:
 		case VM_EXIT_PASS:
+		case VM_EXIT_MIGRATED:
 			return 0;
 		case VM_EXIT_REBOOT:
 			if (cfg.no_reboot)
 				return 0;
+			if (!cfg.kernel) {
+				log_error("guest reboot: no --kernel to boot again");
+				return 1;
+			}
 			log_info("guest reboot: restarting the VM");
 			continue;
 		case VM_EXIT_FAIL:

@@ -63,6 +63,10 @@ static void usage(FILE *f)
 		"  --console MODE      which guest console gets standard input: 'serial' (the\n"
 		"                      UART, ttyS0; default) or 'virtio' (adds a virtio-console,\n"
 		"                      hvc0; boot with console=hvc0; the UART still prints)\n"
+		"  --incoming URI      wait for a live migration on tcp:ADDR:PORT or unix:PATH\n"
+		"                      instead of booting (give the same VM options as the source)\n"
+		"  --restore FILE      resume the VM saved in the snapshot FILE instead of booting\n"
+		"                      (give the same VM options as when it was saved)\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
 		"Devices (--rng, --console virtio, --disk) take virtio-mmio slots in command-line order,\n"
@@ -170,7 +174,7 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
-	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK };
+	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK, O_INCOMING, O_RESTORE };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initramfs", required_argument, NULL, O_INITRD },
@@ -187,6 +191,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "rng", no_argument, NULL, O_RNG },
 		{ "console", required_argument, NULL, O_CONSOLE },
 		{ "disk", required_argument, NULL, O_DISK },
+		{ "incoming", required_argument, NULL, O_INCOMING },
+		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -276,6 +282,15 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			cfg->devices[cfg->ndevices - 1].disk = disk;
 			break;
 		}
+		case O_INCOMING:
+			if (strncmp(optarg, "tcp:", 4) != 0 && strncmp(optarg, "unix:", 5) != 0) {
+				log_error("--incoming '%s': must be tcp:ADDR:PORT or unix:PATH",
+					  optarg);
+				return -EINVAL;
+			}
+			cfg->incoming = optarg;
+			break;
+		case O_RESTORE: cfg->restore = optarg; break;
 		case 'v': cfg->verbose++; break;
 		case 'h':
 			usage(stdout);
@@ -292,7 +307,12 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		log_error("unexpected argument '%s' (see --help)", argv[optind]);
 		return -EINVAL;
 	}
-	if (!cfg->kernel && !cfg->dump_dtb) {
+	if (cfg->incoming && cfg->restore) {
+		log_error("--incoming and --restore: choose one");
+		return -EINVAL;
+	}
+	/* A VM that arrives by migration or from a snapshot boots nothing. */
+	if (!cfg->kernel && !cfg->dump_dtb && !cfg->incoming && !cfg->restore) {
 		log_error("no kernel given: use --kernel FILE (see --help)");
 		return -EINVAL;
 	}

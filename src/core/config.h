@@ -48,6 +48,8 @@ struct vm_config {
 	const char *dump_dtb;  /* write the DTB here and exit */
 	bool bare_metal;       /* firmware "none" */
 	enum vm_console console;
+	const char *incoming;  /* tcp:ADDR:PORT or unix:PATH: wait for a migration */
+	const char *restore;   /* a snapshot file to resume from */
 	int ndevices;
 	struct vm_device_config devices[VM_MAX_DEVICES];
 };

@@ -17,8 +17,13 @@ int vm_guest_read(const struct vm *vm, uint64_t gpa, void *buf, size_t len)
 
 void *vm_guest_ptr_for_write(struct vm *vm, uint64_t gpa, uint64_t len)
 {
-	/* Dirty tracking goes here: mark the pages of [gpa, gpa+len) once it exists. */
-	return vm_ram_ptr(vm, gpa, len);
+	void *p = vm_ram_ptr(vm, gpa, len);
+
+	/* Marked before the write lands: safe because device writes run on the event loop,
+	 * and the log is harvested there too (vm_dirty_log_sync), never between the two. */
+	if (p)
+		vm_dirty_mark(vm, gpa, len);
+	return p;
 }
 
 int vm_guest_write(struct vm *vm, uint64_t gpa, const void *buf, size_t len)

@@ -35,6 +35,7 @@ enum vm_exit_reason {
 	VM_EXIT_FAIL,     /* test reported failure: exit_code is an HTIF exit value ((n << 1) | 1) */
 	VM_EXIT_TIMEOUT,
 	VM_EXIT_ERROR,    /* host-side failure */
+	VM_EXIT_MIGRATED, /* the VM now runs on another host */
 };
 
 struct guest_ram {
@@ -69,6 +70,19 @@ struct vm {
 
 	/* Guest clock origin (CLOCK_MONOTONIC ns at mtime 0). */
 	uint64_t clock_base_ns;
+
+	/* Pausing (vm_pause): a request every hart honours at its next block boundary by
+	 * parking in vm_hart_park until vm_resume. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	_Atomic int pause_req; /* pauses requested and not yet resumed */
+	int parked;            /* harts parked now (under pause_lock) */
+	int running_harts;     /* harts whose threads run hart_run (under pause_lock) */
+
+	/* Dirty-page log for live migration: one bit per guest page, set by device writes
+	 * (vm_guest_write) and by harts when they fill a write TLB entry; NULL when off.
+	 * See vm_dirty_log_start. */
+	_Atomic(uint64_t *) dirty_log;
 
 	/* Set once by whoever ends the run; the main thread waits on exit_cond. */
 	pthread_mutex_t exit_lock;
@@ -125,5 +139,45 @@ void *vm_guest_ptr_for_write(struct vm *vm, uint64_t gpa, uint64_t len);
 
 /* Ends the run with a reason (first caller wins) and wakes every hart. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, uint64_t code);
+
+/* Initialises the pause and dirty-log state of vm (its other fields untouched). */
+void vm_pause_init(struct vm *vm);
+void vm_pause_uninit(struct vm *vm);
+
+/* Stops every running hart at a block boundary and waits until all are parked (or the VM
+ * is exiting). Nested pauses count: each needs its vm_resume. Not from a hart thread. */
+void vm_pause(struct vm *vm);
+/* Undoes one vm_pause; the harts run again when the last one is undone. */
+void vm_resume(struct vm *vm);
+/* A hart thread saw vm->pause_req: waits until resumed or the VM exits. */
+void vm_hart_park(struct vm *vm);
+/* A hart thread is about to start (called before creating it) / has stopped running guest
+ * code (hart_run, on its way out): vm_pause waits only for running harts. */
+void vm_hart_enter(struct vm *vm);
+void vm_hart_leave(struct vm *vm);
+
+/* Starts logging dirty pages: every page counts as dirty at first. 0 or -ENOMEM. */
+int vm_dirty_log_start(struct vm *vm) __attribute__((warn_unused_result));
+/* Stops logging and frees the log. */
+void vm_dirty_log_stop(struct vm *vm);
+/* Marks the pages of [gpa, gpa + len) dirty when logging (any thread). */
+static inline void vm_dirty_mark(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	uint64_t *log = atomic_load_explicit(&vm->dirty_log, memory_order_acquire);
+	if (!log || !len || gpa < vm->ram.base)
+		return;
+	uint64_t first = (gpa - vm->ram.base) >> PAGE_SHIFT;
+	uint64_t last = (gpa - vm->ram.base + len - 1) >> PAGE_SHIFT;
+	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
+	for (uint64_t p = first; p <= last && p < npages; p++) {
+		_Atomic uint64_t *w = (_Atomic uint64_t *)&log[p / 64];
+		if (!(atomic_load_explicit(w, memory_order_relaxed) & (1ULL << (p % 64))))
+			atomic_fetch_or(w, 1ULL << (p % 64));
+	}
+}
+/* With the harts paused: moves the log into out (npages bits, which it ORs in) and clears
+ * it, and flushes every hart's write TLB so that their next write to any page marks it
+ * again. */
+void vm_dirty_log_sync(struct vm *vm, uint64_t *out);
 
 #endif

@@ -99,6 +99,12 @@ struct blk_dev {
 	unsigned errors;   /* I/O errors logged */
 	char serial[BLK_ID_BYTES];
 	uint8_t config[BLK_CONFIG_SIZE];
+
+	/* Quiesced for a snapshot or a migration (under vdev->lock): no new chains; then a
+	 * flush of the backend (qflush) once nothing is in flight. */
+	bool quiesced;
+	int qflush_state; /* 0 not sent, 1 in flight, 2 done */
+	struct block_request qflush;
 };
 
 static void put_le32(uint8_t *p, uint32_t v)
@@ -416,6 +422,9 @@ static void blk_queue_notify(struct virtio_dev *vdev, unsigned qi)
 	bool pushed = false;
 	int r;
 
+	if (b->quiesced)
+		return; /* unquiescing looks at the queue again */
+
 	do {
 		virtq_disable_notify(q);
 		while ((r = virtq_pop(q, segs, BLK_MAX_SEGS, &c)) > 0) {
@@ -436,6 +445,54 @@ static void blk_queue_notify(struct virtio_dev *vdev, unsigned qi)
 		virtio_dev_signal_used(vdev, qi);
 }
 
+/* The quiescing flush finished: on the event loop, without vdev->lock. */
+static void blk_qflush_done(struct block_request *breq)
+{
+	struct blk_dev *b = breq->opaque;
+
+	pthread_mutex_lock(&b->vdev->lock);
+	if (breq->result) {
+		log_warn("%s: flush before saving state: %s (retrying)", b->vdev->name,
+			 strerror(-breq->result));
+		b->qflush_state = 0;
+	} else {
+		b->qflush_state = 2;
+	}
+	pthread_mutex_unlock(&b->vdev->lock);
+}
+
+static unsigned blk_quiesce(struct virtio_dev *vdev)
+{
+	struct blk_dev *b = vdev->priv;
+	unsigned busy = 0;
+
+	b->quiesced = true;
+	for (struct blk_req *r = b->inflight; r; r = r->next)
+		busy++;
+	if (busy)
+		return busy;
+	if (b->qflush_state == 2 || b->bb->readonly)
+		return 0;
+	if (b->qflush_state == 0) {
+		memset(&b->qflush, 0, sizeof(b->qflush));
+		b->qflush.op = BLOCK_OP_FLUSH;
+		b->qflush.done = blk_qflush_done;
+		b->qflush.opaque = b;
+		if (block_backend_submit(b->bb, &b->qflush) == 0)
+			b->qflush_state = 1;
+	}
+	return 1;
+}
+
+static void blk_unquiesce(struct virtio_dev *vdev)
+{
+	struct blk_dev *b = vdev->priv;
+
+	b->quiesced = false;
+	if (b->qflush_state == 2)
+		b->qflush_state = 0;
+}
+
 const struct virtio_device_ops virtio_blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -450,4 +507,6 @@ const struct virtio_device_ops virtio_blk_ops = {
 	.config_read = blk_config_read,
 	.queue_notify = blk_queue_notify,
 	.reset = blk_reset,
+	.quiesce = blk_quiesce,
+	.unquiesce = blk_unquiesce,
 };

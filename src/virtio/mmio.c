@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "core/vm.h"
+#include "migration/sbuf.h"
 #include "machine/riscv-virt/plic.h"
 #include "virtio/virtio.h"
 
@@ -320,4 +321,44 @@ void virtio_mmio_destroy(struct virtio_mmio *t)
 	if (t->irq_level)
 		plic_set_irq(t->vm->plic, t->irq, false);
 	free(t);
+}
+
+void virtio_mmio_save(struct virtio_mmio *t, struct sbuf *b)
+{
+	pthread_mutex_lock(&t->vdev.lock);
+	sbuf_u32(b, t->device_features_sel);
+	sbuf_u32(b, t->driver_features_sel);
+	sbuf_u32(b, t->queue_sel);
+	sbuf_u32(b, t->interrupt_status);
+	sbuf_bool(b, t->irq_level);
+	pthread_mutex_unlock(&t->vdev.lock);
+	virtio_dev_save(&t->vdev, b);
+}
+
+int virtio_mmio_load(struct virtio_mmio *t, struct sreader *r)
+{
+	uint32_t dsel = sreader_u32(r), gsel = sreader_u32(r), qsel = sreader_u32(r);
+	uint32_t isr = sreader_u32(r);
+	bool level = sreader_bool(r);
+
+	if (!sreader_ok(r))
+		return -EINVAL;
+	int err = virtio_dev_load(&t->vdev, r);
+	if (err)
+		return err;
+	pthread_mutex_lock(&t->vdev.lock);
+	t->device_features_sel = dsel;
+	t->driver_features_sel = gsel;
+	t->queue_sel = qsel;
+	t->interrupt_status = isr & (VIRTIO_INT_USED | VIRTIO_INT_CONFIG);
+	/* The PLIC's copy of the line was restored with it. */
+	t->irq_level = level;
+	virtio_mmio_update_irq(t);
+	pthread_mutex_unlock(&t->vdev.lock);
+	return 0;
+}
+
+struct virtio_dev *virtio_mmio_dev(struct virtio_mmio *t)
+{
+	return &t->vdev;
 }

@@ -12,6 +12,9 @@ struct vm;
 struct vm_device_config;
 struct virtio_device_ops;
 struct virtio_mmio;
+struct virtio_dev;
+struct sbuf;
+struct sreader;
 
 /* Register offsets. */
 #define VIRTIO_MMIO_MAGIC_VALUE 0x000 /* "virt" */
@@ -62,5 +65,14 @@ int virtio_mmio_create(struct vm *vm, const struct mmio_region *where, uint32_t 
  * its interrupt and frees the transport. Not while holding the device's lock. NULL is
  * fine. */
 void virtio_mmio_destroy(struct virtio_mmio *t);
+
+/* Saved state: the transport's registers, then the device (virtio_dev_save). Load is for
+ * a device just created, after the PLIC is loaded. 0 or -EINVAL (r->err says why). */
+void virtio_mmio_save(struct virtio_mmio *t, struct sbuf *b);
+int virtio_mmio_load(struct virtio_mmio *t, struct sreader *r)
+	__attribute__((warn_unused_result));
+
+/* The device behind the transport (to quiesce it). */
+struct virtio_dev *virtio_mmio_dev(struct virtio_mmio *t);
 
 #endif

@@ -14,6 +14,7 @@
 #include "core/event.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "migration/sbuf.h"
 
 #define VIRTIO_FAILURES_LOGGED 10
 
@@ -276,4 +277,106 @@ void virtio_dev_config_changed(struct virtio_dev *vdev)
 	vdev->config_generation++;
 	if (vdev->status & VIRTIO_STATUS_DRIVER_OK)
 		vdev->transport_ops->interrupt(vdev->transport, VIRTIO_INT_CONFIG, 0);
+}
+
+unsigned virtio_dev_quiesce(struct virtio_dev *vdev)
+{
+	unsigned busy = 0;
+
+	pthread_mutex_lock(&vdev->lock);
+	if (vdev->ops->quiesce)
+		busy = vdev->ops->quiesce(vdev);
+	pthread_mutex_unlock(&vdev->lock);
+	return busy;
+}
+
+void virtio_dev_unquiesce(struct virtio_dev *vdev)
+{
+	pthread_mutex_lock(&vdev->lock);
+	if (vdev->ops->unquiesce)
+		vdev->ops->unquiesce(vdev);
+	pthread_mutex_unlock(&vdev->lock);
+	/* Notifications that came while quiet were taken without work: look again. */
+	for (unsigned q = 0; q < vdev->ops->num_queues; q++)
+		virtio_dev_notify(vdev, q);
+}
+
+void virtio_dev_save(struct virtio_dev *vdev, struct sbuf *b)
+{
+	pthread_mutex_lock(&vdev->lock);
+	sbuf_str(b, vdev->ops->name);
+	sbuf_u64(b, vdev->host_features);
+	sbuf_u64(b, vdev->guest_features);
+	sbuf_u8(b, vdev->status);
+	sbuf_u32(b, vdev->config_generation);
+	sbuf_u32(b, vdev->ops->num_queues);
+	for (unsigned q = 0; q < vdev->ops->num_queues; q++)
+		virtq_save(&vdev->queues[q], b);
+	struct sbuf dev;
+	sbuf_init(&dev);
+	if (vdev->ops->save)
+		vdev->ops->save(vdev, &dev);
+	sbuf_u32(b, (uint32_t)dev.len);
+	sbuf_put(b, dev.data, dev.len);
+	if (dev.oom)
+		b->oom = true;
+	sbuf_free(&dev);
+	pthread_mutex_unlock(&vdev->lock);
+}
+
+int virtio_dev_load(struct virtio_dev *vdev, struct sreader *r)
+{
+	char name[64];
+	int err = -EINVAL;
+
+	sreader_str(r, name, sizeof(name));
+	uint64_t host = sreader_u64(r);
+	uint64_t guest = sreader_u64(r);
+	uint8_t status = sreader_u8(r);
+	uint32_t gen = sreader_u32(r);
+	uint32_t nq = sreader_u32(r);
+	if (!sreader_ok(r))
+		return -EINVAL;
+	if (strcmp(name, vdev->ops->name) != 0) {
+		sreader_fail(r, "virtio: device type mismatch");
+		return -EINVAL;
+	}
+	/* The destination must offer what the driver may have accepted. */
+	if (nq != vdev->ops->num_queues || (guest & ~vdev->host_features) ||
+	    (host & ~vdev->host_features)) {
+		sreader_fail(r, "virtio: features or queues differ");
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vdev->lock);
+	vdev->guest_features = guest;
+	vdev->status = status;
+	vdev->config_generation = gen;
+	for (unsigned q = 0; q < nq; q++) {
+		err = virtq_load(&vdev->queues[q], vdev->ops->queue_max, r);
+		if (err)
+			goto out;
+	}
+	uint32_t len = sreader_len(r, 1U << 20, "virtio: device state too long");
+	const uint8_t *p = sreader_take(r, len);
+	err = -EINVAL;
+	if (!sreader_ok(r))
+		goto out;
+	err = 0;
+	if (vdev->ops->load) {
+		struct sreader dr;
+		sreader_init(&dr, p, len);
+		err = vdev->ops->load(vdev, &dr);
+		if (!err && dr.left)
+			sreader_fail(&dr, "virtio: trailing device state");
+		if (dr.err) {
+			sreader_fail(r, dr.err);
+			err = -EINVAL;
+		}
+	} else if (len) {
+		sreader_fail(r, "virtio: unexpected device state");
+		err = -EINVAL;
+	}
+out:
+	pthread_mutex_unlock(&vdev->lock);
+	return err;
 }

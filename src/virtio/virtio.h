@@ -24,6 +24,8 @@
 struct vm;
 struct vm_device_config;
 struct virtio_dev;
+struct sbuf;
+struct sreader;
 
 /* Device status (2.1). */
 #define VIRTIO_STATUS_ACKNOWLEDGE 0x01
@@ -82,6 +84,17 @@ struct virtio_device_ops {
 	/* The driver reset the device: forget requests in flight (the queues are reset by the
 	 * core afterwards). May be NULL. */
 	void (*reset)(struct virtio_dev *vdev);
+
+	/* Snapshots and migration; all may be NULL (a device with no state of its own that
+	 * finishes its work at once). On the event loop with the lock held, vCPUs paused.
+	 * quiesce: stop taking new chains, finish what is in flight, make completed writes
+	 * durable; returns how much is still in progress (called again until 0).
+	 * unquiesce: take chains again (the migration failed or the snapshot is written).
+	 * save/load: the device's own state after quiescing; load returns 0 or -EINVAL. */
+	unsigned (*quiesce)(struct virtio_dev *vdev);
+	void (*unquiesce)(struct virtio_dev *vdev);
+	void (*save)(struct virtio_dev *vdev, struct sbuf *b);
+	int (*load)(struct virtio_dev *vdev, struct sreader *r);
 };
 
 /* What a transport provides to the core. */
@@ -161,6 +174,17 @@ void virtio_dev_notify(struct virtio_dev *vdev, unsigned q);
 void virtio_dev_config_read(struct virtio_dev *vdev, uint32_t off, void *buf, uint32_t len);
 void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *buf,
 			     uint32_t len);
+
+/* Snapshots and migration (vCPUs paused). quiesce: on the event loop, the number of
+ * requests the device still has in progress (0: quiet and durable); call until 0.
+ * unquiesce: on the event loop, the device takes chains again and looks at every queue.
+ * save/load: the common state (features, status, queues) and the device's own. Load is
+ * for a device just created on an idle VM, before the vCPUs run: 0 or -EINVAL (r->err). */
+unsigned virtio_dev_quiesce(struct virtio_dev *vdev);
+void virtio_dev_unquiesce(struct virtio_dev *vdev);
+void virtio_dev_save(struct virtio_dev *vdev, struct sbuf *b);
+int virtio_dev_load(struct virtio_dev *vdev, struct sreader *r)
+	__attribute__((warn_unused_result));
 
 /* ---- For devices ---- */
 

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/vm.h"
+#include "migration/sbuf.h"
 
 struct virtq_desc {
 	uint64_t addr;
@@ -442,4 +443,55 @@ ssize_t virtq_chain_write(struct virtq *q, const struct virtq_chain *chain, size
 		off = 0;
 	}
 	return (ssize_t)done;
+}
+
+void virtq_save(const struct virtq *q, struct sbuf *b)
+{
+	sbuf_u16(b, q->size);
+	sbuf_u64(b, q->desc);
+	sbuf_u64(b, q->avail);
+	sbuf_u64(b, q->used);
+	sbuf_bool(b, q->ready);
+	sbuf_bool(b, q->broken);
+	sbuf_bool(b, q->event_idx);
+	sbuf_bool(b, q->indirect);
+	sbuf_bool(b, q->notify_enabled);
+	sbuf_u16(b, q->last_avail);
+	sbuf_u16(b, q->used_idx);
+	sbuf_u16(b, q->signalled_used);
+	sbuf_bool(b, q->signalled_used_valid);
+}
+
+int virtq_load(struct virtq *q, uint16_t max_size, struct sreader *r)
+{
+	struct virtq t = *q;
+
+	t.size = sreader_u16(r);
+	t.desc = sreader_u64(r);
+	t.avail = sreader_u64(r);
+	t.used = sreader_u64(r);
+	t.ready = sreader_bool(r);
+	t.broken = sreader_bool(r);
+	t.event_idx = sreader_bool(r);
+	t.indirect = sreader_bool(r);
+	t.notify_enabled = sreader_bool(r);
+	t.last_avail = sreader_u16(r);
+	t.used_idx = sreader_u16(r);
+	t.signalled_used = sreader_u16(r);
+	t.signalled_used_valid = sreader_bool(r);
+	if (!sreader_ok(r))
+		return -EINVAL;
+	/* A ready queue must pass the checks virtq_enable made on the source. */
+	if (t.ready) {
+		uint16_t n = t.size;
+		if (n == 0 || n > max_size || (n & (n - 1)) || (t.desc & 15) || (t.avail & 1) ||
+		    (t.used & 3) || !vm_ram_ptr(q->vm, t.desc, VIRTQ_DESC_BYTES(n)) ||
+		    !vm_ram_ptr(q->vm, t.avail, VIRTQ_AVAIL_BYTES(n)) ||
+		    !vm_ram_ptr(q->vm, t.used, VIRTQ_USED_BYTES(n))) {
+			sreader_fail(r, "virtqueue: bad ring layout");
+			return -EINVAL;
+		}
+	}
+	*q = t;
+	return 0;
 }

@@ -27,6 +27,8 @@
 
 struct vm;
 struct virtq;
+struct sbuf;
+struct sreader;
 
 /* Descriptor flags. */
 #define VIRTQ_DESC_F_NEXT 1
@@ -149,5 +151,12 @@ static inline bool virtq_need_event(uint16_t event_idx, uint16_t new_idx, uint16
 {
 	return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old);
 }
+
+/* Saved state: the driver's ring addresses and the device's indices (never host
+ * pointers). Load checks a ready queue's rings as virtq_enable does and writes nothing
+ * into guest memory (which is restored as it was). 0 or -EINVAL (r->err says why). */
+void virtq_save(const struct virtq *q, struct sbuf *b);
+int virtq_load(struct virtq *q, uint16_t max_size, struct sreader *r)
+	__attribute__((warn_unused_result));
 
 #endif

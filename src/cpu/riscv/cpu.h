@@ -30,6 +30,10 @@ void hart_set_irq(struct hart *h, uint64_t mask, bool level);
 /* Makes the hart leave its run loop soon (to notice vm exit, pause, ...), from any thread. */
 void hart_kick(struct hart *h);
 
+/* Drops every write translation the hart has cached, so its next store to any page goes
+ * through the slow path (which logs the page dirty). Only while the hart is paused. */
+void hart_flush_write_tlb(struct hart *h);
+
 /* Runs the hart on the calling thread until the VM exits. */
 void hart_run(struct hart *h);
 

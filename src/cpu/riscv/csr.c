@@ -24,6 +24,12 @@ void tlb_flush(struct hart *h)
 	memset(h->tlb_super, 0, sizeof(h->tlb_super));
 }
 
+void hart_flush_write_tlb(struct hart *h)
+{
+	for (int p = 0; p < 4; p++)
+		memset(h->tlbs[p].w, 0xff, sizeof(h->tlbs[p].w));
+}
+
 void tlb_flush_page(struct hart *h, uint64_t va)
 {
 	unsigned idx = (va >> PAGE_SHIFT) & (TLB_SIZE - 1);

@@ -325,6 +325,14 @@ void hart_execute(struct hart *h)
 			atomic_store(&h->kick, 0);
 			if (atomic_load(&h->vm->exit_reason))
 				return;
+			if (atomic_load(&h->vm->pause_req)) {
+				/* A block boundary: the state is whole. The TLBs may change
+				 * meanwhile (vm_dirty_log_sync); the lookup below reloads. */
+				vm_hart_park(h->vm);
+				if (atomic_load(&h->vm->exit_reason))
+					return;
+				link_slot = -1;
+			}
 			hart_check_interrupts(h);
 		}
 	lookup: {
@@ -1150,4 +1158,5 @@ void hart_set_irq(struct hart *h, uint64_t mask, bool level)
 void hart_run(struct hart *h)
 {
 	hart_execute(h);
+	vm_hart_leave(h->vm);
 }

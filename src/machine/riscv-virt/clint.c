@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "core/vm.h"
+#include "migration/sbuf.h"
 #include "cpu/riscv/cpu.h"
 #include "machine/riscv-virt/fdt_util.h"
 
@@ -226,4 +227,45 @@ void clint_destroy(struct clint *c)
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
+}
+
+void clint_save(struct clint *c, struct sbuf *b)
+{
+	pthread_mutex_lock(&c->lock);
+	sbuf_u32(b, (uint32_t)c->nharts);
+	for (int h = 0; h < c->nharts; h++) {
+		sbuf_u32(b, c->msip[h]);
+		sbuf_u64(b, c->mtimecmp[h]);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+int clint_load(struct clint *c, struct sreader *r)
+{
+	uint32_t msip[VM_MAX_CPUS];
+	uint64_t cmp[VM_MAX_CPUS];
+
+	if (sreader_u32(r) != (uint32_t)c->nharts) {
+		sreader_fail(r, "clint: hart count mismatch");
+		return -EINVAL;
+	}
+	for (int h = 0; h < c->nharts; h++) {
+		msip[h] = sreader_u32(r) & 1;
+		cmp[h] = sreader_u64(r);
+	}
+	if (!sreader_ok(r))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	for (int h = 0; h < c->nharts; h++) {
+		c->msip[h] = msip[h];
+		c->mtimecmp[h] = cmp[h];
+		c->mtip[h] = false;
+		hart_set_irq(c->vm->harts[h], MIP_MSIP, msip[h]);
+		hart_set_irq(c->vm->harts[h], MIP_MTIP, false);
+	}
+	/* The timer thread recomputes every MTIP line against the restored clock. */
+	clint_update_timers_locked(c, vm_mtime(c->vm));
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
 }

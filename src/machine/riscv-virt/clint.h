@@ -5,6 +5,8 @@
 #include "core/bus.h"
 
 struct vm;
+struct sbuf;
+struct sreader;
 struct clint;
 
 /* Register map (offsets from the CLINT base). */
@@ -21,5 +23,10 @@ int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **
 
 /* Stops and joins the timer thread, then frees. NULL is fine. */
 void clint_destroy(struct clint *c);
+
+/* Saved state: msip and mtimecmp of every hart (snapshots, migration). Load drives the
+ * lines again for the current guest clock. 0 or -EINVAL (r->err says why). */
+void clint_save(struct clint *c, struct sbuf *b);
+int clint_load(struct clint *c, struct sreader *r);
 
 #endif

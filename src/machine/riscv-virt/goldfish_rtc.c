@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/vm.h"
+#include "migration/sbuf.h"
 #include "machine/riscv-virt/fdt_util.h"
 
 #include <libfdt.h>
@@ -160,4 +161,38 @@ void goldfish_rtc_destroy(struct goldfish_rtc *r)
 		return;
 	pthread_mutex_destroy(&r->lock);
 	free(r);
+}
+
+/* The guest's wall clock is the host's plus an offset; the offset travels, so a guest
+ * that set its clock keeps it on the other side (whose host clock is assumed right). */
+void goldfish_rtc_save(struct goldfish_rtc *r, struct sbuf *b)
+{
+	pthread_mutex_lock(&r->lock);
+	sbuf_u64(b, (uint64_t)r->offset_ns);
+	sbuf_u32(b, r->time_high);
+	sbuf_u32(b, r->set_high);
+	sbuf_u64(b, r->alarm_ns);
+	sbuf_bool(b, r->alarm_running);
+	sbuf_u32(b, r->irq_enabled);
+	pthread_mutex_unlock(&r->lock);
+}
+
+int goldfish_rtc_load(struct goldfish_rtc *r, struct sreader *rd)
+{
+	int64_t off = (int64_t)sreader_u64(rd);
+	uint32_t th = sreader_u32(rd), sh = sreader_u32(rd);
+	uint64_t alarm = sreader_u64(rd);
+	bool running = sreader_bool(rd);
+	uint32_t en = sreader_u32(rd);
+	if (!sreader_ok(rd))
+		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
+	r->offset_ns = off;
+	r->time_high = th;
+	r->set_high = sh;
+	r->alarm_ns = alarm;
+	r->alarm_running = running;
+	r->irq_enabled = en & 1;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
 }

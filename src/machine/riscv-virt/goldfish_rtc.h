@@ -5,6 +5,8 @@
 #include "core/bus.h"
 
 struct vm;
+struct sbuf;
+struct sreader;
 struct goldfish_rtc;
 
 #define GOLDFISH_RTC_TIME_LOW 0x00  /* reading it latches TIME_HIGH */
@@ -21,5 +23,9 @@ extern const struct mmio_ops goldfish_rtc_ops;
 int goldfish_rtc_create(struct vm *vm, const struct mmio_region *where,
 			struct goldfish_rtc **out) __attribute__((warn_unused_result));
 void goldfish_rtc_destroy(struct goldfish_rtc *r);
+
+/* Saved state (the clock's offset from the host's, the alarm registers). 0 or -EINVAL. */
+void goldfish_rtc_save(struct goldfish_rtc *r, struct sbuf *b);
+int goldfish_rtc_load(struct goldfish_rtc *r, struct sreader *rd);
 
 #endif

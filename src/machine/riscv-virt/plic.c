@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "core/vm.h"
+#include "migration/sbuf.h"
 #include "cpu/riscv/cpu.h"
 #include "machine/riscv-virt/fdt_util.h"
 
@@ -281,4 +282,63 @@ void plic_destroy(struct plic *p)
 		return;
 	pthread_mutex_destroy(&p->lock);
 	free(p);
+}
+
+void plic_save(struct plic *p, struct sbuf *b)
+{
+	pthread_mutex_lock(&p->lock);
+	sbuf_u32(b, PLIC_NSOURCES);
+	sbuf_u32(b, (uint32_t)p->ncontexts);
+	for (int s = 0; s < PLIC_NSOURCES; s++)
+		sbuf_u32(b, p->priority[s]);
+	for (unsigned w = 0; w < PLIC_NWORDS; w++) {
+		sbuf_u32(b, p->level[w]);
+		sbuf_u32(b, p->pending[w]);
+		sbuf_u32(b, p->active[w]);
+	}
+	for (int c = 0; c < p->ncontexts; c++) {
+		sbuf_u32(b, p->threshold[c]);
+		for (unsigned w = 0; w < PLIC_NWORDS; w++)
+			sbuf_u32(b, p->enable[c][w]);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+int plic_load(struct plic *p, struct sreader *r)
+{
+	struct plic t;
+
+	if (sreader_u32(r) != PLIC_NSOURCES || sreader_u32(r) != (uint32_t)p->ncontexts) {
+		sreader_fail(r, "plic: shape mismatch");
+		return -EINVAL;
+	}
+	for (int s = 0; s < PLIC_NSOURCES; s++)
+		t.priority[s] = sreader_u32(r) & PLIC_PRIORITY_MAX;
+	for (unsigned w = 0; w < PLIC_NWORDS; w++) {
+		t.level[w] = sreader_u32(r) & plic_valid_mask(w);
+		t.pending[w] = sreader_u32(r) & plic_valid_mask(w);
+		t.active[w] = sreader_u32(r) & plic_valid_mask(w);
+	}
+	for (int c = 0; c < p->ncontexts; c++) {
+		t.threshold[c] = sreader_u32(r) & PLIC_PRIORITY_MAX;
+		for (unsigned w = 0; w < PLIC_NWORDS; w++)
+			t.enable[c][w] = sreader_u32(r) & plic_valid_mask(w);
+	}
+	if (!sreader_ok(r))
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	memcpy(p->priority, t.priority, sizeof(p->priority));
+	memcpy(p->level, t.level, sizeof(p->level));
+	memcpy(p->pending, t.pending, sizeof(p->pending));
+	memcpy(p->active, t.active, sizeof(p->active));
+	for (int c = 0; c < p->ncontexts; c++) {
+		p->threshold[c] = t.threshold[c];
+		memcpy(p->enable[c], t.enable[c], sizeof(p->enable[c]));
+		/* Drive every output again: the harts' lines start low after a load. */
+		p->out[c] = false;
+		hart_set_irq(p->vm->harts[c / 2], c & 1 ? MIP_SEIP : MIP_MEIP, false);
+	}
+	plic_update_locked(p);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
 }

@@ -7,6 +7,8 @@
 #include "core/bus.h"
 
 struct vm;
+struct sbuf;
+struct sreader;
 struct plic;
 
 /* Sources 1 .. PLIC_NSOURCES - 1 (source 0 means "none"); riscv,ndev = PLIC_NSOURCES - 1. */
@@ -33,5 +35,9 @@ void plic_destroy(struct plic *p);
 /* Sets the level of a level-triggered source (1 .. PLIC_NSOURCES - 1), from any thread.
  * p may be NULL (no PLIC yet): the call is then ignored. */
 void plic_set_irq(struct plic *p, int src, bool level);
+
+/* Saved state (snapshots, migration); load drives the harts' lines again. 0 or -EINVAL. */
+void plic_save(struct plic *p, struct sbuf *b);
+int plic_load(struct plic *p, struct sreader *r);
 
 #endif

@@ -21,6 +21,7 @@
 #include "core/console.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "migration/sbuf.h"
 #include "machine/riscv-virt/fdt_util.h"
 #include "machine/riscv-virt/plic.h"
 
@@ -363,4 +364,48 @@ void uart_destroy(struct uart *u)
 		console_destroy(u->con);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
+}
+
+void uart_save(struct uart *u, struct sbuf *b)
+{
+	pthread_mutex_lock(&u->lock);
+	const uint8_t regs[7] = { u->ier, u->lcr, u->mcr, u->scr, u->dll, u->dlm, u->fcr };
+	sbuf_put(b, regs, sizeof(regs));
+	sbuf_bool(b, u->thr_ipending);
+	sbuf_bool(b, u->irq_level);
+	sbuf_u32(b, (uint32_t)u->rx_count);
+	for (size_t i = 0; i < u->rx_count; i++)
+		sbuf_u8(b, u->rx[(u->rx_head + i) % UART_RX_CAP]);
+	pthread_mutex_unlock(&u->lock);
+}
+
+int uart_load(struct uart *u, struct sreader *r)
+{
+	uint8_t regs[7];
+
+	sreader_get(r, regs, sizeof(regs));
+	bool thr = sreader_bool(r);
+	bool level = sreader_bool(r);
+	uint32_t n = sreader_len(r, UART_RX_CAP, "uart: receive buffer too long");
+	const uint8_t *rx = sreader_take(r, n);
+	if (!sreader_ok(r))
+		return -EINVAL;
+	pthread_mutex_lock(&u->lock);
+	u->ier = regs[0];
+	u->lcr = regs[1];
+	u->mcr = regs[2];
+	u->scr = regs[3];
+	u->dll = regs[4];
+	u->dlm = regs[5];
+	u->fcr = regs[6];
+	u->thr_ipending = thr;
+	u->rx_head = 0;
+	u->rx_count = n;
+	if (n)
+		memcpy(u->rx, rx, n);
+	/* The PLIC's copy of the line was restored with it. */
+	u->irq_level = level;
+	uart_update_irq_locked(u);
+	pthread_mutex_unlock(&u->lock);
+	return 0;
 }

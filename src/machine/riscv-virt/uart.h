@@ -8,6 +8,8 @@
 #include "core/bus.h"
 
 struct vm;
+struct sbuf;
+struct sreader;
 struct uart;
 struct console;
 
@@ -35,5 +37,9 @@ void uart_destroy(struct uart *u);
 
 /* The UART's device-tree path ("/soc/serial@10000000"), for /chosen stdout-path. */
 int uart_fdt_path(const struct uart *u, char *buf, size_t len);
+
+/* Saved state (registers and unread input); the PLIC is loaded first. 0 or -EINVAL. */
+void uart_save(struct uart *u, struct sbuf *b);
+int uart_load(struct uart *u, struct sreader *r);
 
 #endif

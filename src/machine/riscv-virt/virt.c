@@ -5,12 +5,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/console.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "migration/sbuf.h"
 #include "machine/riscv-virt/boot.h"
 #include "machine/riscv-virt/clint.h"
 #include "machine/riscv-virt/fdt_util.h"
@@ -39,7 +41,21 @@ struct virt_device {
 	/* create logs its failures itself, naming what failed (a disk's file): the machine
 	 * adds no second line. */
 	bool logs_errors;
+	/* Saved state (snapshots, migration); NULL: the device has none. */
+	void (*save)(void *opaque, struct sbuf *b);
+	int (*load)(void *opaque, struct sreader *r);
 };
+
+static void virt_save_clint(void *o, struct sbuf *b) { clint_save(o, b); }
+static int virt_load_clint(void *o, struct sreader *r) { return clint_load(o, r); }
+static void virt_save_plic(void *o, struct sbuf *b) { plic_save(o, b); }
+static int virt_load_plic(void *o, struct sreader *r) { return plic_load(o, r); }
+static void virt_save_uart(void *o, struct sbuf *b) { uart_save(o, b); }
+static int virt_load_uart(void *o, struct sreader *r) { return uart_load(o, r); }
+static void virt_save_rtc(void *o, struct sbuf *b) { goldfish_rtc_save(o, b); }
+static int virt_load_rtc(void *o, struct sreader *r) { return goldfish_rtc_load(o, r); }
+static void virt_save_virtio(void *o, struct sbuf *b) { virtio_mmio_save(o, b); }
+static int virt_load_virtio(void *o, struct sreader *r) { return virtio_mmio_load(o, r); }
 
 static int virt_create_syscon(struct vm *vm, const struct mmio_region *where, unsigned slot,
 			      void **opaque)
@@ -164,18 +180,23 @@ static const struct virt_device virt_devices[] = {
 	{ .name = "test", .base = 0x00100000, .size = 0x1000, .ops = &syscon_ops,
 	  .create = virt_create_syscon, .destroy = virt_destroy_syscon },
 	{ .name = "rtc", .base = 0x00101000, .size = 0x1000, .irq = 11, .ops = &goldfish_rtc_ops,
-	  .create = virt_create_rtc, .destroy = virt_destroy_rtc },
+	  .create = virt_create_rtc, .destroy = virt_destroy_rtc,
+	  .save = virt_save_rtc, .load = virt_load_rtc },
 	{ .name = "clint", .base = 0x02000000, .size = 0x10000, .ops = &clint_ops,
-	  .create = virt_create_clint, .destroy = virt_destroy_clint },
+	  .create = virt_create_clint, .destroy = virt_destroy_clint,
+	  .save = virt_save_clint, .load = virt_load_clint },
 	{ .name = "plic", .base = 0x0c000000, .size = 0x4000000, .ops = &plic_ops,
-	  .create = virt_create_plic, .destroy = virt_destroy_plic },
+	  .create = virt_create_plic, .destroy = virt_destroy_plic,
+	  .save = virt_save_plic, .load = virt_load_plic },
 	{ .name = "uart0", .base = 0x10000000, .size = 0x100, .irq = 10, .ops = &uart_ops,
-	  .create = virt_create_uart, .destroy = virt_destroy_uart },
+	  .create = virt_create_uart, .destroy = virt_destroy_uart,
+	  .save = virt_save_uart, .load = virt_load_uart },
 	/* virtio-mmio slots 0..7 at 0x10001000 + n * 0x1000, PLIC sources 1 + n, as on QEMU's
 	 * virt; the devices of the command line fill them in order. */
 	{ .name = "virtio_mmio", .base = 0x10001000, .size = 0x1000, .irq = 1,
 	  .ops = &virtio_mmio_ops, .slots = VIRT_VIRTIO_SLOTS, .used = virt_virtio_used,
-	  .create = virt_create_virtio, .destroy = virt_destroy_virtio, .logs_errors = true },
+	  .create = virt_create_virtio, .destroy = virt_destroy_virtio, .logs_errors = true,
+	  .save = virt_save_virtio, .load = virt_load_virtio },
 };
 
 #define VIRT_NDEVICES (sizeof(virt_devices) / sizeof(virt_devices[0]))
@@ -303,4 +324,92 @@ void virt_destroy(struct vm *vm)
 		vm->htif = NULL;
 	}
 	virt_destroy_devices(vm);
+}
+
+/* The devices' saved state, in table order (the PLIC before the devices whose lines it
+ * holds): for each device on the bus, its name, slot and a length-prefixed blob. */
+void virt_save_state(struct vm *vm, struct sbuf *b)
+{
+	for (size_t k = 0; k < VIRT_NDEVICES; k++) {
+		const struct virt_device *d = &virt_devices[k];
+		if (!d->save)
+			continue;
+		for (unsigned n = 0; n < virt_slots(d); n++) {
+			int i = virt_find_region(vm, d, n);
+			if (i < 0)
+				continue;
+			struct sbuf dev;
+			sbuf_init(&dev);
+			d->save(vm->bus.regions[i].opaque, &dev);
+			sbuf_str(b, d->name);
+			sbuf_u32(b, n);
+			sbuf_u32(b, (uint32_t)dev.len);
+			sbuf_put(b, dev.data, dev.len);
+			if (dev.oom)
+				b->oom = true;
+			sbuf_free(&dev);
+		}
+	}
+}
+
+int virt_load_state(struct vm *vm, struct sreader *r)
+{
+	static char why[160];
+
+	for (size_t k = 0; k < VIRT_NDEVICES; k++) {
+		const struct virt_device *d = &virt_devices[k];
+		if (!d->load)
+			continue;
+		for (unsigned n = 0; n < virt_slots(d); n++) {
+			int i = virt_find_region(vm, d, n);
+			if (i < 0)
+				continue;
+			char name[32];
+			sreader_str(r, name, sizeof(name));
+			uint32_t slot = sreader_u32(r);
+			uint32_t len = sreader_len(r, 16U << 20, "device state too long");
+			const uint8_t *p = sreader_take(r, len);
+			if (!sreader_ok(r))
+				return -EINVAL;
+			if (strcmp(name, d->name) != 0 || slot != n) {
+				snprintf(why, sizeof(why), "expected the state of %s %u, found %s %u",
+					 d->name, n, name, slot);
+				sreader_fail(r, why);
+				return -EINVAL;
+			}
+			struct sreader dr;
+			sreader_init(&dr, p, len);
+			int err = d->load(vm->bus.regions[i].opaque, &dr);
+			if (!err && dr.left)
+				sreader_fail(&dr, "trailing bytes");
+			if (err || dr.err) {
+				snprintf(why, sizeof(why), "%s %u: %s", d->name, n,
+					 dr.err ? dr.err : "cannot load");
+				sreader_fail(r, why);
+				return -EINVAL;
+			}
+		}
+	}
+	if (r->left) {
+		sreader_fail(r, "state of a device this machine does not have");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+unsigned virt_quiesce(struct vm *vm)
+{
+	unsigned busy = 0;
+
+	for (int i = 0; i < vm->bus.count; i++)
+		if (vm->bus.regions[i].ops == &virtio_mmio_ops)
+			busy += virtio_dev_quiesce(virtio_mmio_dev(vm->bus.regions[i].opaque));
+	return busy;
+}
+
+void virt_unquiesce(struct vm *vm)
+{
+	for (int i = 0; i < vm->bus.count; i++)
+		if (vm->bus.regions[i].ops == &virtio_mmio_ops)
+			virtio_dev_unquiesce(virtio_mmio_dev(vm->bus.regions[i].opaque));
 }

@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 struct vm;
+struct sbuf;
+struct sreader;
 
 /* Creates the host console (vm->console, on standard input and output) and the machine's
  * devices on vm->bus: CLINT, PLIC, UART, syscon, RTC, and the command line's devices
@@ -28,5 +30,15 @@ int virt_dump_fdt(struct vm *vm, const char *path) __attribute__((warn_unused_re
 /* Stops device threads and frees what virt_create made (the devices take themselves off
  * vm->loop). */
 void virt_destroy(struct vm *vm);
+
+/* Snapshots and migration, with the vCPUs paused. virt_quiesce (event loop): asks every
+ * device to finish its I/O and make it durable; returns how much is still in progress (call
+ * until 0). virt_unquiesce (event loop): devices take requests again. virt_save_state: every
+ * device's state. virt_load_state: into the devices of a VM just made with the same
+ * configuration, before its vCPUs run; 0 or -EINVAL with r->err naming the problem. */
+unsigned virt_quiesce(struct vm *vm);
+void virt_unquiesce(struct vm *vm);
+void virt_save_state(struct vm *vm, struct sbuf *b);
+int virt_load_state(struct vm *vm, struct sreader *r) __attribute__((warn_unused_result));
 
 #endif

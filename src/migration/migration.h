@@ -1,0 +1,81 @@
+/* Live migration and snapshots of a VM.
+ *
+ * Source side: a job on its own thread (migration_start, migration_snapshot_start) that
+ * the control socket starts, watches (migration_get_status) and cancels. A migration
+ * sends the guest's memory while it runs (pre-copy: a full pass, then passes of the pages
+ * dirtied meanwhile), then pauses the vCPUs, drains and flushes the disks, sends the last
+ * pages with the CPU and device state, and waits for the destination's acknowledgement.
+ * Any failure before it resumes the guest here as if nothing happened; after it the VM
+ * ends here (the process exits 0) and runs on the destination.
+ *
+ * Destination side: migration_incoming (mabo-vmm --incoming) and migration_restore
+ * (--restore) fill a VM made with the same options but not started; the caller then starts
+ * its vCPUs. See docs/migration.md for the stream. */
+#ifndef MABO_MIGRATION_MIGRATION_H
+#define MABO_MIGRATION_MIGRATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+struct migration;
+
+struct migrate_params {
+	char uri[256];            /* tcp:HOST:PORT or unix:PATH */
+	uint32_t downtime_ms;     /* target for the final pause; 0: the default (300) */
+	uint32_t bandwidth_mibps; /* cap; 0: none */
+	bool compress;            /* zstd on non-zero pages */
+	bool postcopy;            /* not supported yet: refused */
+};
+
+enum migrate_state {
+	MIGRATE_NONE,
+	MIGRATE_ACTIVE,
+	MIGRATE_COMPLETED,
+	MIGRATE_FAILED,
+	MIGRATE_CANCELLED,
+};
+
+struct migrate_status {
+	enum migrate_state state;
+	bool snapshot;              /* the job is a snapshot, not a migration */
+	unsigned pass;              /* current pre-copy pass (1 = the full pass) */
+	uint64_t remaining_pages;   /* dirty pages not yet sent at the last count */
+	uint64_t dirty_rate_pps;    /* pages dirtied per second in the last pass */
+	uint64_t bandwidth_mibps;   /* measured in the last pass */
+	uint64_t expected_downtime_ms;
+	uint64_t total_ms;          /* since the start (to the end once finished) */
+	uint64_t downtime_ms;       /* vCPUs paused here to running there (when known) */
+	uint64_t bytes;             /* sent */
+	unsigned rounds;            /* pre-copy passes done */
+	unsigned throttle_pct;      /* auto-converge: share of time the vCPUs are held */
+	char error[200];
+};
+
+const char *migrate_state_name(enum migrate_state s);
+
+/* The source side of vm (one per VM). 0 or -ENOMEM. */
+int migration_create(struct vm *vm, struct migration **out) __attribute__((warn_unused_result));
+/* Cancels a job in progress and waits for it; NULL is fine. */
+void migration_destroy(struct migration *m);
+
+/* Starts a migration (returns at once). 0, or -errno with a one-line reason in err. */
+int migration_start(struct migration *m, const struct migrate_params *p, char *err,
+		    size_t errlen);
+/* Starts writing a snapshot to path (the guest pauses while it is written, then runs
+ * on). 0, or -errno with a reason in err. */
+int migration_snapshot_start(struct migration *m, const char *path, char *err, size_t errlen);
+/* Asks the job to stop; the guest keeps running here. -ENOENT when nothing runs, -EBUSY
+ * when the migration is past the point of no return (its state is sent). */
+int migration_cancel(struct migration *m);
+void migration_get_status(struct migration *m, struct migrate_status *st);
+
+/* Destination: waits on uri for a migration into vm (made, devices created, vCPUs not
+ * started, event loop running) and loads it. 0 when the VM is complete and may run; -errno
+ * after logging one line (the VM must not run). */
+int migration_incoming(struct vm *vm, const char *uri) __attribute__((warn_unused_result));
+/* Loads the snapshot at path into vm (as migration_incoming). */
+int migration_restore(struct vm *vm, const char *path) __attribute__((warn_unused_result));
+
+#endif

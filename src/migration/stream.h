@@ -1,0 +1,73 @@
+/* The saved-state stream: what a snapshot file holds and what a live migration sends.
+ *
+ * A stream is a header, then records. Everything is little-endian.
+ *
+ *   header:  "MABOSTRM" (8 bytes), u32 format version, u32 kind (1 snapshot, 2 migration)
+ *   record:  u8 type, u8 flags (0), u16 section version, u32 payload length (at most
+ *            STREAM_MAX_PAYLOAD), payload, u32 CRC-32C of the 8 header bytes and the payload
+ *
+ * The reader checks the magic, accepts format versions STREAM_VERSION_MIN ..
+ * STREAM_VERSION, bounds every length before reading it and checks every record's CRC
+ * before handing out its payload. docs/migration.md describes the records. */
+#ifndef MABO_MIGRATION_STREAM_H
+#define MABO_MIGRATION_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STREAM_MAGIC "MABOSTRM"
+#define STREAM_VERSION 1
+#define STREAM_VERSION_MIN 1
+#define STREAM_MAX_PAYLOAD (8U << 20)
+
+enum stream_kind {
+	STREAM_SNAPSHOT = 1,
+	STREAM_MIGRATION = 2,
+};
+
+enum stream_record {
+	REC_CONFIG = 1,    /* the VM's shape: memory, harts, devices */
+	REC_PAGES = 2,     /* guest pages (see ram.c) */
+	REC_PASS_END = 3,  /* the end of a pre-copy pass */
+	REC_CLOCK = 4,     /* guest clock and host stamps at the pause */
+	REC_CPU = 5,       /* one hart */
+	REC_DEVICES = 6,   /* the machine's devices */
+	REC_END = 7,       /* the state is complete */
+	REC_ACK = 8,       /* destination to source: loaded, running now */
+	REC_NACK = 9,      /* destination to source: refused (payload: a message) */
+};
+
+/* A buffered stream over a file descriptor (a file or a connected socket). */
+struct stream {
+	int fd;
+	uint8_t *buf; /* write buffer, or read buffer */
+	size_t len;   /* bytes in buf */
+	size_t pos;   /* read position in buf */
+	size_t cap;
+	uint64_t bytes;       /* sent or received so far */
+	uint64_t rate_bps;    /* 0, or a cap on bytes per second for writes */
+	uint64_t rate_start_ns, rate_bytes;
+	volatile int cancelled; /* set from another thread: the next I/O fails */
+	char err[160];          /* the first error, for messages */
+};
+
+/* Sets s up on fd (not owned). 0 or -ENOMEM. */
+int stream_init(struct stream *s, int fd) __attribute__((warn_unused_result));
+void stream_free(struct stream *s);
+
+/* Writing: the header, then records; stream_flush pushes buffered bytes out. Each returns 0
+ * or -errno (with s->err set). */
+int stream_write_header(struct stream *s, enum stream_kind kind);
+int stream_write_record(struct stream *s, uint8_t type, uint16_t version, const void *payload,
+			uint32_t len);
+int stream_flush(struct stream *s);
+
+/* Reading: the header (kind must match), then records one at a time into *payload (a buffer
+ * the stream reuses: valid until the next read). 0 or -errno: -EPROTO for a malformed
+ * stream, -ENODATA for an end of file before a record, -EIO/-ETIMEDOUT etc. for I/O. */
+int stream_read_header(struct stream *s, enum stream_kind kind, uint32_t *version);
+int stream_read_record(struct stream *s, uint8_t *type, uint16_t *version,
+		       const uint8_t **payload, uint32_t *len);
+
+#endif
