@@ -22,6 +22,10 @@ void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, uint64_t code)
 		vm->exit_code = code;
 	pthread_cond_broadcast(&vm->exit_cond);
 	pthread_mutex_unlock(&vm->exit_lock);
+	/* Parked harts and a waiting vm_pause look at exit_reason too. */
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (int i = 0; i < vm->nharts; i++)
 		if (vm->harts[i])
 			hart_kick(vm->harts[i]);
