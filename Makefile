@@ -49,12 +49,15 @@ sanitize:
 FUZZ_CC ?= clang
 FUZZ_TIME ?= 60
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Isrc \
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 # Each target with the sources it exercises.
-FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c
+FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c src/migration/sbuf.c
 # The code generator against the interpreter: the input is a guest program.
 FUZZ_jit_SRCS := $(LIB_SRCS)
-FUZZ_NAMES := virtqueue jit
+# The saved-state reader, loading into a whole machine.
+FUZZ_stream_SRCS := $(LIB_SRCS)
+FUZZ_NAMES := virtqueue jit stream
 FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
 fuzz: $(FUZZ_BINS)
@@ -62,7 +65,7 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) -lfdt -lm -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) -lfdt -lzstd -lm -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

@@ -140,6 +140,12 @@ void *vm_guest_ptr_for_write(struct vm *vm, uint64_t gpa, uint64_t len);
 /* Ends the run with a reason (first caller wins) and wakes every hart. */
 void vm_request_exit(struct vm *vm, enum vm_exit_reason reason, uint64_t code);
 
+/* Sets vm up for cfg: guest RAM (mapped, untouched pages cost nothing), the event loop (not
+ * started), the harts; no devices. 0 or -errno after logging one line. vm_free undoes it
+ * (after the machine is destroyed). */
+int vm_init(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
+void vm_free(struct vm *vm);
+
 /* Initialises the pause and dirty-log state of vm (its other fields untouched). */
 void vm_pause_init(struct vm *vm);
 void vm_pause_uninit(struct vm *vm);
