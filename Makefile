@@ -54,7 +54,9 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Isrc \
 FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c
 # The code generator against the interpreter: the input is a guest program.
 FUZZ_jit_SRCS := $(LIB_SRCS)
-FUZZ_NAMES := virtqueue jit
+# The JSON parser and writer: the control socket's requests come from any local client.
+FUZZ_json_SRCS := src/core/json.c
+FUZZ_NAMES := virtqueue jit json
 FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
 fuzz: $(FUZZ_BINS)
