@@ -11,10 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/api.h"
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "core/vmm_api.h"
 #include "cpu/riscv/cpu.h"
 #include "machine/riscv-virt/htif.h"
 #include "machine/riscv-virt/virt.h"
@@ -116,6 +118,7 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 {
 	struct vm vm;
 	pthread_t threads[VM_MAX_CPUS];
+	struct api *api = NULL;
 	int started = 0;
 	int ret = vm_init(&vm, cfg);
 	if (ret < 0)
@@ -126,11 +129,16 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	ret = virt_load(&vm);
 	if (ret < 0)
 		goto out_virt;
+	if (cfg->api_socket) {
+		ret = vmm_api_create(&vm, cfg->api_socket, &api);
+		if (ret < 0)
+			goto out_virt;
+	}
 
 	/* Devices run on the loop: it is up before any vCPU can notify one. */
 	ret = event_loop_start(vm.loop);
 	if (ret < 0)
-		goto out_virt;
+		goto out_api;
 	for (int i = 0; i < vm.nharts; i++) {
 		int e = pthread_create(&threads[i], NULL, hart_thread, vm.harts[i]);
 		if (e) {
@@ -163,6 +171,8 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	event_loop_stop(vm.loop);
 	ret = atomic_load(&vm.exit_reason);
 	*code = vm.exit_code;
+out_api:
+	api_destroy(api);
 out_virt:
 	virt_destroy(&vm);
 out:
