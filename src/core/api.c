@@ -46,7 +46,10 @@ struct api_client {
 	char *out;
 	size_t out_len, out_off, out_cap;
 	uint32_t events;   /* what the loop waits for on fd */
-	bool closing;      /* end of input seen, or a fatal error sent: flush, then close */
+	bool closing;      /* end of input seen: flush, then close */
+	bool rejecting;    /* a fatal error queued: flush, end output, drain input, close */
+	bool shut;         /* our side of the connection ended (rejecting) */
+	size_t drained;    /* bytes thrown away while rejecting */
 	bool dead;         /* drop at the end of the current callback */
 	bool subscribed;   /* wants migration events */
 	struct api_client *next;
@@ -174,8 +177,15 @@ static void api_client_update(struct api_client *c)
 		api_client_free(c);
 		return;
 	}
+	/* A rejected client's error is out: end our side, and read (and discard) what it
+	 * still sends until it closes, since closing with unread input would reset the
+	 * connection and could lose the error on its way. */
+	if (c->rejecting && !pending && !c->shut) {
+		shutdown(c->fd, SHUT_WR);
+		c->shut = true;
+	}
 	uint32_t events = 0;
-	if (!c->closing && c->out_len - c->out_off < API_READ_PAUSE)
+	if (c->rejecting ? !pending : !c->closing && c->out_len - c->out_off < API_READ_PAUSE)
 		events |= EPOLLIN;
 	if (pending)
 		events |= EPOLLOUT;
@@ -526,6 +536,19 @@ static void api_client_lines(struct api_client *c)
 	c->in_len -= start;
 }
 
+/* Reads and throws away input from a rejected client, up to a bound. */
+static void api_client_drain(struct api_client *c)
+{
+	ssize_t n = recv(c->fd, c->in, API_MAX_LINE + 1, MSG_DONTWAIT);
+
+	if (n == 0)
+		c->closing = true;
+	else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+		c->dead = true;
+	else if (n > 0 && (c->drained += (size_t)n) > 4 * (API_MAX_LINE + 1))
+		c->dead = true;
+}
+
 static void api_client_read(struct api_client *c)
 {
 	ssize_t n = recv(c->fd, c->in + c->in_len, API_MAX_LINE + 1 - c->in_len, MSG_DONTWAIT);
@@ -550,7 +573,7 @@ static void api_client_read(struct api_client *c)
 		char msg[96];
 		snprintf(msg, sizeof(msg), "bad request: line longer than %d bytes", API_MAX_LINE);
 		api_send_error(c->api, c, msg);
-		c->closing = true;
+		c->rejecting = true;
 		c->in_len = 0;
 	}
 }
@@ -560,7 +583,9 @@ static void api_client_event(void *opaque, uint32_t events)
 	struct api_client *c = opaque;
 
 	c->api->current = c;
-	if ((events & EPOLLIN) && !c->closing)
+	if ((events & EPOLLIN) && c->rejecting)
+		api_client_drain(c);
+	else if ((events & EPOLLIN) && !c->closing)
 		api_client_read(c);
 	if (events & EPOLLOUT)
 		api_client_flush(c);
