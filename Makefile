@@ -8,19 +8,27 @@ LDLIBS += -lfdt -lm -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-SRCS := $(shell find src -name '*.c' | sort)
+# src/cli is the command-line client build/mabo, a program of its own.
+SRCS := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
 OBJS := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+# The client links only what it uses.
+CLI_SRCS := src/cli/mabo.c src/core/json.c
+CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/mabo-vmm $(UNIT_BINS)
+all: $(BUILD)/mabo-vmm $(BUILD)/mabo $(UNIT_BINS)
 
 $(BUILD)/mabo-vmm: $(OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/mabo: $(CLI_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ -lm $(SAN)
 
 $(BUILD)/libmabo.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -80,4 +88,4 @@ fuzz-run: fuzz
 	done
 
 .PHONY: all unit sanitize fuzz fuzz-run clean
--include $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(BUILD)/obj/src/cli/mabo.d
