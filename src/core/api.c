@@ -677,21 +677,24 @@ static bool api_push_status(struct api *api)
 		log_debug("api: migration status: %s", err[0] ? err : "failed");
 		return true;
 	}
-	struct json_writer *w = &api->w;
-	json_writer_reset(w);
-	json_begin_object(w);
-	json_kv_string(w, "event", "migration");
-	api_write_status(w, &st);
-	json_end_object(w);
-	if (json_writer_error(w))
+	/* A writer of its own: a callback may notify while api->w holds its response. */
+	struct json_writer w;
+	json_writer_init(&w);
+	json_begin_object(&w);
+	json_kv_string(&w, "event", "migration");
+	api_write_status(&w, &st);
+	json_end_object(&w);
+	if (json_writer_error(&w)) {
+		json_writer_free(&w);
 		return true;
+	}
 	bool over = st.state != API_MIGRATE_ACTIVE;
 	any = false;
 	for (struct api_client *c = api->clients, *next; c; c = next) {
 		next = c->next;
 		if (!c->subscribed)
 			continue;
-		api_client_send(c, json_writer_str(w));
+		api_client_send(c, json_writer_str(&w));
 		if (over)
 			c->subscribed = false;
 		any |= c->subscribed;
@@ -701,6 +704,7 @@ static bool api_push_status(struct api *api)
 		if (c != api->current)
 			api_client_update(c);
 	}
+	json_writer_free(&w);
 	return any;
 }
 
@@ -882,25 +886,7 @@ void api_destroy(struct api *api)
 	event_timer_destroy(api->timer);
 	api->timer = NULL;
 	/* Whoever waits for a migration's outcome hears the last word. */
-	for (struct api_client *c = api->clients; c; c = c->next) {
-		if (c->subscribed) {
-			struct api_migrate_status s;
-			char err[API_ERR_MAX] = "";
-			if (api_get_status(api, &s, err, sizeof(err)) == 0) {
-				struct json_writer *w = &api->w;
-				json_writer_reset(w);
-				json_begin_object(w);
-				json_kv_string(w, "event", "migration");
-				api_write_status(w, &s);
-				json_end_object(w);
-				for (struct api_client *d = api->clients; d; d = d->next) {
-					if (d->subscribed && !json_writer_error(w))
-						api_client_send(d, json_writer_str(w));
-				}
-			}
-			break;
-		}
-	}
+	api_push_status(api);
 	api_flush_all(api);
 	while (api->clients)
 		api_client_free(api->clients);

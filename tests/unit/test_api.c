@@ -42,6 +42,8 @@ struct fake {
 	int active_polls; /* migrate_status reports active this many times, then the outcome */
 	enum api_migrate_state outcome;
 	bool cancelled;
+	struct api *api;
+	bool notify; /* cancel tells the server at once, from inside the callback */
 };
 
 static int fake_pause(void *opaque, char *err, size_t errlen)
@@ -97,6 +99,8 @@ static int fake_cancel(void *opaque, char *err, size_t errlen)
 	(void)errlen;
 	f->cancelled = true;
 	atomic_fetch_add(&f->cancels, 1);
+	if (f->notify)
+		api_migration_notify(f->api);
 	return 0;
 }
 
@@ -157,6 +161,7 @@ static int rig_setup(void **state)
 	snprintf(r->path, sizeof(r->path), "%s/api.sock", r->dir);
 	assert_int_equal(event_loop_create(&r->el), 0);
 	assert_int_equal(api_create(r->el, r->path, &fake_ops, &r->fake, &r->api), 0);
+	r->fake.api = r->api;
 	assert_int_equal(event_loop_start(r->el), 0);
 	*state = r;
 	return 0;
@@ -542,6 +547,26 @@ static void test_migration_failed_and_cancel(void **state)
 	}
 	assert_true(answered);
 	assert_int_equal(atomic_load(&r->fake.cancels), 1);
+	close(fd);
+
+	/* The callback notifies at once, while the server builds cancel's response: the
+	 * outcome comes first, then the intact response. */
+	r->fake.cancelled = false;
+	r->fake.notify = true;
+	fd = client_connect(r->path);
+	expect(fd, "{\"cmd\":\"migrate\",\"uri\":\"unix:/x\",\"events\":true}\n", "{\"ok\":true}");
+	assert_true(client_line(fd, buf, sizeof(buf)) > 0);
+	assert_non_null(strstr(buf, "\"status\":\"active\""));
+	client_send(fd, "{\"cmd\":\"cancel\"}\n");
+	for (;;) {
+		assert_true(client_line(fd, buf, sizeof(buf)) > 0);
+		if (strstr(buf, "\"status\":\"cancelled\""))
+			break;
+		assert_non_null(strstr(buf, "\"status\":\"active\""));
+	}
+	assert_true(client_line(fd, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, "{\"ok\":true}");
+	r->fake.notify = false;
 	close(fd);
 
 	/* A failure carries its error. */
