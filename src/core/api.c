@@ -52,7 +52,17 @@ struct api_client {
 	size_t drained;    /* bytes thrown away while rejecting */
 	bool dead;         /* drop at the end of the current callback */
 	bool subscribed;   /* wants migration events */
+	struct api_pending *waiting; /* a request answered later: read no further until then */
+	bool resume;       /* lines wait in the input buffer since a deferred request ended */
 	struct api_client *next;
+};
+
+/* A request whose callback finishes later (api_defer). */
+struct api_pending {
+	struct api *api;
+	struct api_client *client; /* NULL once the client is gone */
+	char cmd[32];
+	struct api_pending *next;
 };
 
 struct api {
@@ -68,6 +78,9 @@ struct api {
 	struct event_timer *timer;
 	bool accept_paused;
 	struct api_client *current; /* whose handler is running (it updates itself at the end) */
+	struct api_pending *pending; /* deferred requests not yet completed */
+	struct api_pending *deferring; /* made by api_defer in the running callback */
+	bool in_callback;
 	struct json_writer w; /* the response being built */
 };
 
@@ -107,6 +120,8 @@ static void api_client_free(struct api_client *c)
 		}
 	}
 	api->nclients--;
+	if (c->waiting)
+		c->waiting->client = NULL;
 	event_loop_remove_fd(api->loop, c->fd);
 	close(c->fd);
 	free(c->in);
@@ -173,7 +188,7 @@ static void api_client_update(struct api_client *c)
 {
 	bool pending = c->out_len > c->out_off;
 
-	if (c->dead || (c->closing && !pending)) {
+	if (c->dead || (c->closing && !pending && !c->waiting)) {
 		api_client_free(c);
 		return;
 	}
@@ -185,7 +200,8 @@ static void api_client_update(struct api_client *c)
 		c->shut = true;
 	}
 	uint32_t events = 0;
-	if (c->rejecting ? !pending : !c->closing && c->out_len - c->out_off < API_READ_PAUSE)
+	if (c->rejecting ? !pending
+			 : !c->closing && !c->waiting && c->out_len - c->out_off < API_READ_PAUSE)
 		events |= EPOLLIN;
 	if (pending)
 		events |= EPOLLOUT;
@@ -426,16 +442,17 @@ static const struct api_command {
 	const char *name;
 	api_cmd_fn fn;
 	const char *const *fields; /* members the request may have besides "cmd" */
+	bool can_defer;            /* its callback may answer later (api_defer) */
 } api_commands[] = {
-	{ "info", api_cmd_info, api_no_fields },
-	{ "pause", api_cmd_pause, api_no_fields },
-	{ "resume", api_cmd_resume, api_no_fields },
-	{ "snapshot", api_cmd_snapshot, api_snapshot_fields },
-	{ "migrate", api_cmd_migrate, api_migrate_fields },
-	{ "migrate-status", api_cmd_migrate_status, api_status_fields },
-	{ "cancel", api_cmd_cancel, api_no_fields },
-	{ "migrate-cancel", api_cmd_cancel, api_no_fields },
-	{ "quit", api_cmd_quit, api_no_fields },
+	{ "info", api_cmd_info, api_no_fields, false },
+	{ "pause", api_cmd_pause, api_no_fields, true },
+	{ "resume", api_cmd_resume, api_no_fields, true },
+	{ "snapshot", api_cmd_snapshot, api_snapshot_fields, true },
+	{ "migrate", api_cmd_migrate, api_migrate_fields, false },
+	{ "migrate-status", api_cmd_migrate_status, api_status_fields, false },
+	{ "cancel", api_cmd_cancel, api_no_fields, true },
+	{ "migrate-cancel", api_cmd_cancel, api_no_fields, true },
+	{ "quit", api_cmd_quit, api_no_fields, true },
 };
 
 /* Runs one request line and queues its response. */
@@ -486,7 +503,27 @@ static void api_handle_line(struct api *api, struct api_client *c, const char *l
 	json_writer_reset(w);
 	json_begin_object(w);
 	json_kv_bool(w, "ok", true);
+	api->deferring = NULL;
+	api->in_callback = true;
 	ret = command->fn(api, c, req, err, sizeof(err));
+	api->in_callback = false;
+	struct api_pending *p = api->deferring;
+	api->deferring = NULL;
+	if (p && ret == -EINPROGRESS && command->can_defer) {
+		/* Answered by api_complete; later requests wait in the buffer. */
+		p->client = c;
+		snprintf(p->cmd, sizeof(p->cmd), "%s", cmd);
+		p->next = api->pending;
+		api->pending = p;
+		c->waiting = p;
+		goto out;
+	}
+	free(p);
+	if (ret == -EINPROGRESS) {
+		log_error("api: %s: the callback returned -EINPROGRESS without api_defer", cmd);
+		ret = -EIO;
+		snprintf(err, sizeof(err), "internal error");
+	}
 	json_end_object(w);
 	if (!ret && json_writer_error(w)) {
 		ret = json_writer_error(w) == -ENOMEM ? -ENOMEM : -EIO;
@@ -517,7 +554,7 @@ static void api_client_lines(struct api_client *c)
 {
 	size_t start = 0;
 
-	while (!c->dead) {
+	while (!c->dead && !c->waiting) {
 		char *nl = memchr(c->in + start, '\n', c->in_len - start);
 		if (!nl)
 			break;
@@ -585,10 +622,15 @@ static void api_client_event(void *opaque, uint32_t events)
 	c->api->current = c;
 	if ((events & EPOLLIN) && c->rejecting)
 		api_client_drain(c);
-	else if ((events & EPOLLIN) && !c->closing)
+	else if ((events & EPOLLIN) && !c->closing && !c->waiting)
 		api_client_read(c);
 	if (events & EPOLLOUT)
 		api_client_flush(c);
+	/* Requests that came in while a deferred one ran. */
+	if (c->resume && !c->waiting && !c->dead) {
+		c->resume = false;
+		api_client_lines(c);
+	}
 	if (events & EPOLLERR)
 		c->dead = true;
 	/* Both directions closed: nothing more can be read or sent. */
@@ -596,6 +638,70 @@ static void api_client_event(void *opaque, uint32_t events)
 		c->dead = true;
 	c->api->current = NULL;
 	api_client_update(c);
+}
+
+struct api_pending *api_defer(struct api *api)
+{
+	if (!api->in_callback || api->deferring)
+		return NULL;
+	api->deferring = calloc(1, sizeof(*api->deferring));
+	if (api->deferring)
+		api->deferring->api = api;
+	return api->deferring;
+}
+
+/* Sends a deferred request's response (when its client is still there) and frees p. */
+static void api_pending_answer(struct api_pending *p, int ret, const char *msg)
+{
+	struct api_client *c = p->client;
+	struct json_writer w;
+
+	if (p == p->api->deferring) {
+		/* Completed inside the very callback that deferred it: that callback's
+		 * request gets an internal error rather than a dangling pointer. */
+		log_error("api: %s completed before its callback returned", p->cmd);
+		p->api->deferring = NULL;
+	}
+	if (c) {
+		/* A writer of its own: this may run inside another request's callback. */
+		json_writer_init(&w);
+		json_begin_object(&w);
+		json_kv_bool(&w, "ok", ret == 0);
+		if (ret) {
+			char line[API_ERR_MAX + 64];
+			snprintf(line, sizeof(line), "%s: %s", p->cmd,
+				 msg && *msg ? msg : strerror(ret < 0 ? -ret : ret));
+			for (char *q = line; *q; q++) {
+				if (*q == '\n' || *q == '\r')
+					*q = ' ';
+			}
+			json_kv_string(&w, "error", line);
+		}
+		json_end_object(&w);
+		c->waiting = NULL;
+		if (json_writer_error(&w))
+			c->dead = true;
+		else
+			api_client_send(c, json_writer_str(&w));
+		json_writer_free(&w);
+		/* Wake the client's handler rather than running its buffered requests (or
+		 * dropping it) from here: a writable socket reports EPOLLOUT at once. */
+		c->resume = c->in_len > 0;
+		if (event_loop_modify_fd(p->api->loop, c->fd, c->events | EPOLLOUT) == 0)
+			c->events |= EPOLLOUT;
+	}
+	for (struct api_pending **pp = &p->api->pending; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	free(p);
+}
+
+void api_complete(struct api_pending *p, int ret, const char *msg)
+{
+	api_pending_answer(p, ret, msg);
 }
 
 /* The listening socket. */
@@ -885,8 +991,11 @@ void api_destroy(struct api *api)
 		return;
 	event_timer_destroy(api->timer);
 	api->timer = NULL;
-	/* Whoever waits for a migration's outcome hears the last word. */
+	/* Whoever waits for a migration's outcome hears the last word; requests still
+	 * deferred end with an error. */
 	api_push_status(api);
+	while (api->pending)
+		api_pending_answer(api->pending, -ECANCELED, "the VMM is exiting");
 	api_flush_all(api);
 	while (api->clients)
 		api_client_free(api->clients);

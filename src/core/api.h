@@ -95,6 +95,19 @@ struct api_ops {
 int api_create(struct event_loop *loop, const char *path, const struct api_ops *ops,
 	       void *opaque, struct api **out) __attribute__((warn_unused_result));
 
+/* Answering later. A pause, resume, snapshot, cancel or quit callback that cannot finish at
+ * once (it must wait for the loop itself, e.g. for disk requests to drain) calls api_defer,
+ * starts the work, and returns -EINPROGRESS; once done, api_complete(p, 0 or -errno,
+ * message or NULL) on the loop thread sends the response. Meanwhile the client's later
+ * requests wait, other clients are served. api_defer returns NULL outside a callback, when
+ * called twice, or without memory (then return -ENOMEM). Complete only after the callback
+ * has returned. Requests not completed when
+ * api_destroy runs are answered with an error, and p must not be used after that. */
+struct api_pending;
+
+struct api_pending *api_defer(struct api *api);
+void api_complete(struct api_pending *p, int ret, const char *msg);
+
 /* Sends every subscribed client a "migration" event now (and the final one if the
  * migration is over). On the loop thread. */
 void api_migration_notify(struct api *api);

@@ -44,6 +44,7 @@ struct fake {
 	bool cancelled;
 	struct api *api;
 	bool notify; /* cancel tells the server at once, from inside the callback */
+	struct api_pending *pending; /* a snapshot of "/defer" answers later */
 };
 
 static int fake_pause(void *opaque, char *err, size_t errlen)
@@ -78,6 +79,12 @@ static int fake_snapshot(void *opaque, const char *path, char *err, size_t errle
 	(void)err;
 	(void)errlen;
 	snprintf(f->snapshot_path, sizeof(f->snapshot_path), "%s", path);
+	if (strcmp(path, "/defer") == 0) {
+		f->pending = api_defer(f->api);
+		assert_non_null(f->pending);
+		assert_null(api_defer(f->api)); /* once per request */
+		return -EINPROGRESS;
+	}
 	return -EIO; /* no message: the server uses strerror */
 }
 
@@ -585,6 +592,69 @@ static void test_migration_failed_and_cancel(void **state)
 	close(fd);
 }
 
+static int complete_ret;
+
+static void complete_on_loop(void *opaque)
+{
+	struct fake *f = opaque;
+	api_complete(f->pending, complete_ret, complete_ret ? "disk full" : NULL);
+	f->pending = NULL;
+}
+
+/* A callback that answers later: the client's next requests wait, others are served. */
+static void test_deferred(void **state)
+{
+	struct rig *r = *state;
+	int fd = client_connect(r->path);
+	int other = client_connect(r->path);
+	char buf[4096];
+
+	/* Outside a callback there is nothing to defer. */
+	assert_null(api_defer(r->api));
+	client_send(fd, "{\"cmd\":\"snapshot\",\"path\":\"/defer\"}\n{\"cmd\":\"pause\"}\n");
+	usleep(100000);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	assert_int_equal(poll(&pfd, 1, 100), 0);
+	assert_int_equal(atomic_load(&r->fake.pauses), 0);
+	expect(other, "{\"cmd\":\"info\"}\n", "{\"ok\":true,\"state\":\"running\",\"cpus\":2}");
+	complete_ret = 0;
+	assert_int_equal(event_loop_run(r->el, complete_on_loop, &r->fake), 0);
+	assert_true(client_line(fd, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, "{\"ok\":true}");
+	/* The request that waited runs now. */
+	assert_true(client_line(fd, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, "{\"ok\":true}");
+	assert_int_equal(atomic_load(&r->fake.pauses), 1);
+
+	/* A failure, with the callback's message. */
+	client_send(fd, "{\"cmd\":\"snapshot\",\"path\":\"/defer\"}\n");
+	usleep(50000);
+	complete_ret = -ENOSPC;
+	assert_int_equal(event_loop_run(r->el, complete_on_loop, &r->fake), 0);
+	assert_true(client_line(fd, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, "{\"ok\":false,\"error\":\"snapshot: disk full\"}");
+	expect(fd, "{\"cmd\":\"pause\"}\n", "{\"ok\":true}");
+
+	/* The client leaves before the answer: completing is still fine. */
+	client_send(fd, "{\"cmd\":\"snapshot\",\"path\":\"/defer\"}\n");
+	usleep(50000);
+	close(fd);
+	usleep(50000);
+	complete_ret = 0;
+	assert_int_equal(event_loop_run(r->el, complete_on_loop, &r->fake), 0);
+	expect(other, "{\"cmd\":\"pause\"}\n", "{\"ok\":true}");
+
+	/* Still pending at teardown: answered with an error. */
+	client_send(other, "{\"cmd\":\"snapshot\",\"path\":\"/defer\"}\n");
+	usleep(50000);
+	event_loop_stop(r->el);
+	api_destroy(r->api);
+	r->api = NULL;
+	assert_true(client_line(other, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, "{\"ok\":false,\"error\":\"snapshot: the VMM is exiting\"}");
+	close(other);
+}
+
 /* At teardown, a client waiting for a migration gets its last event before the socket
  * closes (the source VMM exits right after a migration completes). */
 static void test_destroy_sends_outcome(void **state)
@@ -692,6 +762,7 @@ int main(void)
 						rig_teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_sends_outcome, rig_setup,
 						rig_teardown),
+		cmocka_unit_test_setup_teardown(test_deferred, rig_setup, rig_teardown),
 		cmocka_unit_test(test_socket_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
