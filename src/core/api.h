@@ -72,7 +72,8 @@ struct api_ops {
 	/* Adds members to the response object that w has open ({"ok":true, ...): at least
 	 * "state" ("running", "paused", "migrating", ...), "cpus", "memory" (bytes). */
 	int (*info)(void *opaque, struct json_writer *w, char *err, size_t errlen);
-	/* Saves the VM to the file path; returns once the file is complete. */
+	/* Saves the VM to the file path; answers once the file is complete (api_defer when
+	 * that needs the loop). */
 	int (*snapshot)(void *opaque, const char *path, char *err, size_t errlen);
 	/* Starts a migration and returns at once (-EBUSY when one is active); its progress
 	 * is then read with migrate_status. Call api_migration_notify on state changes so
