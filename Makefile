@@ -8,19 +8,27 @@ LDLIBS += -lfdt -lzstd -lm -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-SRCS := $(shell find src -name '*.c' | sort)
+# src/cli is the command-line client build/mabo, a program of its own.
+SRCS := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
 OBJS := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+# The client links only what it uses.
+CLI_SRCS := src/cli/mabo.c src/core/json.c
+CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/mabo-vmm $(UNIT_BINS)
+all: $(BUILD)/mabo-vmm $(BUILD)/mabo $(UNIT_BINS)
 
 $(BUILD)/mabo-vmm: $(OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/mabo: $(CLI_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ -lm $(SAN)
 
 $(BUILD)/libmabo.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -57,7 +65,9 @@ FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c src/migration/sb
 FUZZ_jit_SRCS := $(LIB_SRCS)
 # The saved-state reader, loading into a whole machine.
 FUZZ_stream_SRCS := $(LIB_SRCS)
-FUZZ_NAMES := virtqueue jit stream
+# The JSON parser and writer: the control socket's requests come from any local client.
+FUZZ_json_SRCS := src/core/json.c
+FUZZ_NAMES := virtqueue jit stream json
 FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
 fuzz: $(FUZZ_BINS)
@@ -81,4 +91,4 @@ fuzz-run: fuzz
 	done
 
 .PHONY: all unit sanitize fuzz fuzz-run clean
--include $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(BUILD)/obj/src/cli/mabo.d

@@ -31,14 +31,17 @@ suite unit make -s unit
 suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
-# The libFuzzer targets (clang): the virtqueue, and the code generator against the
-# interpreter; 30 s each, the corpus stays in build/fuzz.
+# The libFuzzer targets (clang): the virtqueue, the control socket's JSON parser, and the
+# code generator against the interpreter; 30 s each, the corpus stays in build/fuzz.
 suite fuzz make -s fuzz-run FUZZ_TIME=30
+# build/mabo against a fake control socket (no guest needed).
+suite mabo-client python3 tests/integration/mabo_client.py --mabo build/mabo
 # Every block translated to host code at its first run, then the interpreter alone.
 suite isa-jit env MABO_JIT_HOT=1 tests/isa/run.sh
 suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
 	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
+	suite api tests/integration/api.sh build/mabo-vmm build/guest build/mabo
 	suite boot-1cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 1 \
 		--guest build/guest --log build/boot-1cpu.log
 	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \

@@ -11,10 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/api.h"
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "core/vmm_api.h"
 #include "cpu/riscv/cpu.h"
 #include "machine/riscv-virt/htif.h"
 #include "machine/riscv-virt/virt.h"
@@ -66,6 +68,7 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	struct vm vm;
 	pthread_t threads[VM_MAX_CPUS];
 	struct migration *mig = NULL;
+	struct api *api = NULL;
 	int started = 0;
 	bool arrives = cfg->incoming || cfg->restore;
 	int ret = vm_init(&vm, cfg);
@@ -84,11 +87,17 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 		log_error("out of memory");
 		goto out_virt;
 	}
+	vm.migration = mig;
+	if (cfg->api_socket) {
+		ret = vmm_api_create(&vm, cfg->api_socket, &api);
+		if (ret < 0)
+			goto out_virt;
+	}
 
 	/* Devices run on the loop: it is up before any vCPU can notify one. */
 	ret = event_loop_start(vm.loop);
 	if (ret < 0)
-		goto out_virt;
+		goto out_api;
 	if (arrives) {
 		/* The VM's memory and state come from the stream; nothing runs until they
 		 * are all there. */
@@ -96,7 +105,7 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 				   : migration_incoming(&vm, cfg->incoming);
 		if (ret < 0) {
 			event_loop_stop(vm.loop);
-			goto out_virt;
+			goto out_api;
 		}
 	}
 	vm.running_harts = vm.nharts;
@@ -140,6 +149,8 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	event_loop_stop(vm.loop);
 	ret = atomic_load(&vm.exit_reason);
 	*code = vm.exit_code;
+out_api:
+	api_destroy(api);
 out_virt:
 	migration_destroy(mig);
 	virt_destroy(&vm);

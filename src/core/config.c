@@ -67,6 +67,8 @@ static void usage(FILE *f)
 		"                      instead of booting (give the same VM options as the source)\n"
 		"  --restore FILE      resume the VM saved in the snapshot FILE instead of booting\n"
 		"                      (give the same VM options as when it was saved)\n"
+		"  --api-socket PATH   serve the control socket (JSON lines) at PATH, mode 0600;\n"
+		"                      build/mabo is its client (docs/api.md)\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
 		"Devices (--rng, --console virtio, --disk) take virtio-mmio slots in command-line order,\n"
@@ -174,7 +176,7 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
-	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK, O_INCOMING, O_RESTORE };
+	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK, O_INCOMING, O_RESTORE, O_API };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initramfs", required_argument, NULL, O_INITRD },
@@ -193,6 +195,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "disk", required_argument, NULL, O_DISK },
 		{ "incoming", required_argument, NULL, O_INCOMING },
 		{ "restore", required_argument, NULL, O_RESTORE },
+		{ "api-socket", required_argument, NULL, O_API },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -253,6 +256,13 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		}
 		case O_DUMPDTB: cfg->dump_dtb = optarg; break;
+		case O_API:
+			if (!*optarg) {
+				log_error("--api-socket: needs a socket path");
+				return -EINVAL;
+			}
+			cfg->api_socket = optarg;
+			break;
 		case O_RNG:
 			if (config_add_device(cfg, "--rng", "virtio-rng", NULL, false) < 0)
 				return -EINVAL;

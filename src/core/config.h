@@ -46,6 +46,7 @@ struct vm_config {
 	double timeout;        /* seconds, 0 = none */
 	int verbose;
 	const char *dump_dtb;  /* write the DTB here and exit */
+	const char *api_socket; /* serve the control socket here (core/api.h); may be NULL */
 	bool bare_metal;       /* firmware "none" */
 	enum vm_console console;
 	const char *incoming;  /* tcp:ADDR:PORT or unix:PATH: wait for a migration */

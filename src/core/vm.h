@@ -19,6 +19,8 @@ struct clint;
 struct plic;
 struct uart;
 struct htif;
+struct migration;
+struct api;
 
 #define RAM_BASE 0x80000000ULL
 #define PAGE_SHIFT 12
@@ -70,6 +72,12 @@ struct vm {
 
 	/* Guest clock origin (CLOCK_MONOTONIC ns at mtime 0). */
 	uint64_t clock_base_ns;
+
+	/* The source side of migrations and snapshots (migration/migration.h), and the
+	 * control socket (core/api.h) when --api-socket was given; made by main. */
+	struct migration *migration;
+	struct api *api;
+	bool user_paused; /* paused from the control socket (on the loop thread) */
 
 	/* Pausing (vm_pause): a request every hart honours at its next block boundary by
 	 * parking in vm_hart_park until vm_resume. */

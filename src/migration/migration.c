@@ -77,6 +77,8 @@ struct migration {
 	struct stream *stream; /* the job's, while it runs (for cancel) */
 	volatile int cancel;
 	bool committing; /* the final state is sent: too late to cancel */
+	migration_done_fn done; /* the snapshot's caller, told when it ends */
+	void *done_opaque;
 
 	/* Auto-converge: a thread that holds the vCPUs throttle_pct % of the time. */
 	pthread_t throttle_thread;
@@ -1162,7 +1164,10 @@ static void *job_thread(void *arg)
 			 err == -ECANCELED ? "cancelled" : "failed", why);
 	} else if (m->is_snapshot) {
 		log_info("snapshot written to %s", m->snapshot_path);
-	} else {
+	}
+	if (m->is_snapshot && m->done)
+		m->done(m->done_opaque, err, why);
+	if (!err && !m->is_snapshot) {
 		log_info("migration completed: the VM runs on the destination");
 		/* Let a client read the final status, then end this process. */
 		uint64_t deadline = host_now_ns() + DONE_LINGER_NS;
@@ -1263,6 +1268,10 @@ static int job_start(struct migration *m, bool snapshot, char *err, size_t errle
 int migration_start(struct migration *m, const struct migrate_params *p, char *err,
 		    size_t errlen)
 {
+	pthread_mutex_lock(&m->lock);
+	if (!m->busy)
+		m->done = NULL;
+	pthread_mutex_unlock(&m->lock);
 	if (p->postcopy) {
 		snprintf(err, errlen, "post-copy is not supported yet");
 		return -ENOTSUP;
@@ -1283,7 +1292,8 @@ int migration_start(struct migration *m, const struct migrate_params *p, char *e
 	return job_start(m, false, err, errlen);
 }
 
-int migration_snapshot_start(struct migration *m, const char *path, char *err, size_t errlen)
+int migration_snapshot_start(struct migration *m, const char *path, migration_done_fn done,
+			     void *opaque, char *err, size_t errlen)
 {
 	if (!path[0] || strlen(path) >= sizeof(m->snapshot_path) - 8) {
 		snprintf(err, errlen, "bad snapshot path");
@@ -1294,6 +1304,8 @@ int migration_snapshot_start(struct migration *m, const char *path, char *err, s
 	if (!busy) {
 		snprintf(m->snapshot_path, sizeof(m->snapshot_path), "%s", path);
 		memset(&m->params, 0, sizeof(m->params));
+		m->done = done;
+		m->done_opaque = opaque;
 	}
 	pthread_mutex_unlock(&m->lock);
 	if (busy) {

@@ -64,8 +64,11 @@ void migration_destroy(struct migration *m);
 int migration_start(struct migration *m, const struct migrate_params *p, char *err,
 		    size_t errlen);
 /* Starts writing a snapshot to path (the guest pauses while it is written, then runs
- * on). 0, or -errno with a reason in err. */
-int migration_snapshot_start(struct migration *m, const char *path, char *err, size_t errlen);
+ * on). 0, or -errno with a reason in err. When done is not NULL it is called once the
+ * snapshot is written or has failed (err 0 or -errno, msg the reason), on the job's thread. */
+typedef void (*migration_done_fn)(void *opaque, int err, const char *msg);
+int migration_snapshot_start(struct migration *m, const char *path, migration_done_fn done,
+			     void *opaque, char *err, size_t errlen);
 /* Asks the job to stop; the guest keeps running here. -ENOENT when nothing runs, -EBUSY
  * when the migration is past the point of no return (its state is sent). */
 int migration_cancel(struct migration *m);

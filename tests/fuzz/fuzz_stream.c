@@ -69,7 +69,7 @@ static void write_seed(const char *dir)
 	if (access(path, F_OK) == 0 || migration_create(&vm, &mig))
 		return;
 	memset(vm.ram.host + 4096, 0x5a, 64);
-	if (migration_snapshot_start(mig, path, err, sizeof(err)) == 0) {
+	if (migration_snapshot_start(mig, path, NULL, NULL, err, sizeof(err)) == 0) {
 		do {
 			usleep(10000);
 			migration_get_status(mig, &st);

@@ -217,7 +217,7 @@ static void write_snapshot(struct machine *a)
 	char err[200] = "";
 
 	assert_int_equal(migration_create(&a->vm, &mig), 0);
-	assert_int_equal(migration_snapshot_start(mig, snap_path, err, sizeof(err)), 0);
+	assert_int_equal(migration_snapshot_start(mig, snap_path, NULL, NULL, err, sizeof(err)), 0);
 	assert_int_equal(wait_job(mig, &st), 0);
 	if (st.state != MIGRATE_COMPLETED)
 		fail_msg("snapshot failed: %s", st.error);

@@ -1,0 +1,223 @@
+/* The control socket's callbacks for a VM (core/api.h): info, pause and resume, snapshots,
+ * live migration (migration/migration.h) and quit. Every callback runs on the VM's event
+ * loop; a snapshot, which needs the loop to drain the disks, answers later (api_defer). */
+#include "core/vmm_api.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/api.h"
+#include "core/event.h"
+#include "core/json.h"
+#include "core/vm.h"
+#include "migration/migration.h"
+
+static int vmm_api_info(void *opaque, struct json_writer *w, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct migrate_status st;
+	const char *state = vm->user_paused ? "paused" : "running";
+	(void)err;
+	(void)errlen;
+
+	if (vm->migration) {
+		migration_get_status(vm->migration, &st);
+		if (st.state == MIGRATE_ACTIVE)
+			state = st.snapshot ? "saving" : "migrating";
+		else if (st.state == MIGRATE_COMPLETED && !st.snapshot)
+			state = "migrated";
+	}
+	json_kv_string(w, "state", state);
+	json_kv_int(w, "cpus", vm->nharts);
+	json_kv_uint(w, "memory", vm->ram.size);
+	json_kv_uint(w, "uptime_ms", vm_mtime(vm) / (VM_TIMEBASE_HZ / 1000));
+	json_kv_int(w, "pid", getpid());
+	return 0;
+}
+
+static int vmm_api_pause(void *opaque, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+
+	if (vm->user_paused) {
+		snprintf(err, errlen, "the VM is paused already");
+		return -EALREADY;
+	}
+	vm_pause(vm);
+	vm->user_paused = true;
+	return 0;
+}
+
+static int vmm_api_resume(void *opaque, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+
+	if (!vm->user_paused) {
+		snprintf(err, errlen, "the VM is not paused");
+		return -EINVAL;
+	}
+	vm->user_paused = false;
+	vm_resume(vm);
+	return 0;
+}
+
+/* A snapshot's answer: made on the job's thread, sent from the loop. */
+struct snapshot_done {
+	struct api_pending *pending;
+	int err;
+	char msg[200];
+};
+
+static void snapshot_answer(void *opaque)
+{
+	struct snapshot_done *d = opaque;
+
+	api_complete(d->pending, d->err, d->err ? d->msg : NULL);
+	free(d);
+}
+
+struct snapshot_ctx {
+	struct snapshot_done *d;
+	struct event_loop *loop;
+};
+
+static void snapshot_finished_post(void *opaque, int err, const char *msg)
+{
+	struct snapshot_ctx *c = opaque;
+
+	/* The loop outlives the job: main ends the job before it stops the loop. */
+	c->d->err = err;
+	snprintf(c->d->msg, sizeof(c->d->msg), "%s", msg ? msg : "");
+	if (event_loop_post(c->loop, snapshot_answer, c->d))
+		snapshot_answer(c->d); /* no memory to post: answer from here */
+	free(c);
+}
+
+static int vmm_api_snapshot(void *opaque, const char *path, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct snapshot_ctx *c = calloc(1, sizeof(*c));
+	struct snapshot_done *d = calloc(1, sizeof(*d));
+
+	if (!c || !d) {
+		free(c);
+		free(d);
+		return -ENOMEM;
+	}
+	d->pending = api_defer(vm->api);
+	if (!d->pending) {
+		free(c);
+		free(d);
+		return -ENOMEM;
+	}
+	c->d = d;
+	c->loop = vm->loop;
+	int ret = migration_snapshot_start(vm->migration, path, snapshot_finished_post, c, err,
+					   errlen);
+	if (ret) {
+		/* Not started: answer now, through the loop, after this callback returns. */
+		d->err = ret;
+		snprintf(d->msg, sizeof(d->msg), "%s", err);
+		free(c);
+		if (event_loop_post(vm->loop, snapshot_answer, d)) {
+			free(d);
+			return ret; /* the pending answer goes with api_destroy */
+		}
+	}
+	return -EINPROGRESS;
+}
+
+static int vmm_api_migrate(void *opaque, const struct api_migrate_params *p, char *err,
+			   size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct migrate_params mp = {
+		.downtime_ms = p->downtime_ms,
+		.bandwidth_mibps = p->bandwidth_mibps,
+		.compress = p->compress,
+		.postcopy = p->postcopy,
+	};
+
+	if (strlen(p->uri) >= sizeof(mp.uri)) {
+		snprintf(err, errlen, "the address is too long");
+		return -EINVAL;
+	}
+	snprintf(mp.uri, sizeof(mp.uri), "%s", p->uri);
+	return migration_start(vm->migration, &mp, err, errlen);
+}
+
+static int vmm_api_cancel(void *opaque, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	int ret = migration_cancel(vm->migration);
+
+	if (ret == -ENOENT)
+		snprintf(err, errlen, "no migration in progress");
+	else if (ret == -EBUSY)
+		snprintf(err, errlen, "too late: the state is sent, the destination decides");
+	return ret;
+}
+
+static int vmm_api_migrate_status(void *opaque, struct api_migrate_status *out, char *err,
+				  size_t errlen)
+{
+	struct vm *vm = opaque;
+	struct migrate_status st;
+	(void)err;
+	(void)errlen;
+
+	migration_get_status(vm->migration, &st);
+	if (st.snapshot)
+		return 0; /* snapshots answer their own request */
+	switch (st.state) {
+	case MIGRATE_ACTIVE: out->state = API_MIGRATE_ACTIVE; break;
+	case MIGRATE_COMPLETED: out->state = API_MIGRATE_COMPLETED; break;
+	case MIGRATE_FAILED: out->state = API_MIGRATE_FAILED; break;
+	case MIGRATE_CANCELLED: out->state = API_MIGRATE_CANCELLED; break;
+	default: out->state = API_MIGRATE_NONE; break;
+	}
+	out->pass = st.pass;
+	out->total_pages = vm->ram.size >> PAGE_SHIFT;
+	out->remaining_pages = st.remaining_pages;
+	out->dirty_rate_pps = st.dirty_rate_pps;
+	out->bandwidth_mibps = (double)st.bandwidth_mibps;
+	out->expected_downtime_ms = st.expected_downtime_ms;
+	out->total_ms = st.total_ms;
+	out->downtime_ms = st.downtime_ms;
+	out->bytes = st.bytes;
+	out->rounds = st.rounds;
+	snprintf(out->error, sizeof(out->error), "%s", st.error);
+	return 0;
+}
+
+static int vmm_api_quit(void *opaque, char *err, size_t errlen)
+{
+	(void)err;
+	(void)errlen;
+	/* Like a power-off: the vCPUs stop, the main thread tears the VM down and the
+	 * process exits with status 0. The response is flushed by api_destroy. */
+	vm_request_exit(opaque, VM_EXIT_POWEROFF, 0);
+	return 0;
+}
+
+static const struct api_ops vmm_api_ops = {
+	.info = vmm_api_info,
+	.pause = vmm_api_pause,
+	.resume = vmm_api_resume,
+	.snapshot = vmm_api_snapshot,
+	.migrate = vmm_api_migrate,
+	.migrate_cancel = vmm_api_cancel,
+	.migrate_status = vmm_api_migrate_status,
+	.quit = vmm_api_quit,
+};
+
+int vmm_api_create(struct vm *vm, const char *path, struct api **out)
+{
+	int ret = api_create(vm->loop, path, &vmm_api_ops, vm, out);
+	if (!ret)
+		vm->api = *out;
+	return ret;
+}
