@@ -88,6 +88,7 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 		goto out_virt;
 	}
 	vm.migration = mig;
+	atomic_store(&vm.arriving, arrives);
 	if (cfg->api_socket) {
 		ret = vmm_api_create(&vm, cfg->api_socket, &api);
 		if (ret < 0)
@@ -108,6 +109,7 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 			goto out_api;
 		}
 	}
+	atomic_store(&vm.arriving, false);
 	vm.running_harts = vm.nharts;
 	for (int i = 0; i < vm.nharts; i++) {
 		int e = pthread_create(&threads[i], NULL, hart_thread, vm.harts[i]);

@@ -78,6 +78,7 @@ struct vm {
 	struct migration *migration;
 	struct api *api;
 	bool user_paused; /* paused from the control socket (on the loop thread) */
+	_Atomic bool arriving; /* --incoming or --restore: the state is not loaded yet */
 
 	/* Pausing (vm_pause): a request every hart honours at its next block boundary by
 	 * parking in vm_hart_park until vm_resume. */

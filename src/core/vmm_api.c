@@ -19,7 +19,9 @@ static int vmm_api_info(void *opaque, struct json_writer *w, char *err, size_t e
 {
 	struct vm *vm = opaque;
 	struct migrate_status st;
-	const char *state = vm->user_paused ? "paused" : "running";
+	const char *state = atomic_load(&vm->arriving) ? "incoming"
+			    : vm->user_paused		 ? "paused"
+							 : "running";
 	(void)err;
 	(void)errlen;
 

@@ -399,10 +399,17 @@ int uart_load(struct uart *u, struct sreader *r)
 	u->dlm = regs[5];
 	u->fcr = regs[6];
 	u->thr_ipending = thr;
+	/* Input typed while the VM was loading follows what the guest had not read yet. */
+	uint8_t typed[UART_RX_CAP];
+	size_t ntyped = u->rx_count;
+	for (size_t i = 0; i < ntyped; i++)
+		typed[i] = u->rx[(u->rx_head + i) % UART_RX_CAP];
 	u->rx_head = 0;
 	u->rx_count = n;
 	if (n)
 		memcpy(u->rx, rx, n);
+	for (size_t i = 0; i < ntyped && u->rx_count < UART_RX_CAP; i++)
+		u->rx[u->rx_count++] = typed[i];
 	/* The PLIC's copy of the line was restored with it. */
 	u->irq_level = level;
 	uart_update_irq_locked(u);

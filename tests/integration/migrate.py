@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Live migration and snapshots, end to end, with the default guest (build/guest).
+
+- Snapshot: a running guest is saved (build/mabo snapshot), the VMM is killed, a new one
+  resumes from the file (--restore) and the guest goes on where it stopped; truncated and
+  corrupted snapshots are refused with one line and a non-zero exit.
+- Ping-pong: a guest runs a workload that keeps rewriting a checksummed pattern in memory,
+  appends numbered records to its disk with a sync after each, and prints its uptime; the VM
+  is migrated back and forth ROUNDS times while it runs. Afterwards every record is on the
+  disk in order with no gap, the memory pattern verifies, and the uptime never went
+  backwards.
+- Faults: the destination killed during a migration, a migration cancelled, the stream cut
+  at random points and corrupted (by a proxy between the two VMMs): each time the guest
+  keeps running on the source, and the next migration succeeds.
+
+    python3 tests/integration/migrate.py [--rounds 20] [--disk URI-or-file]
+
+Python 3 standard library only.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import console  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VMM = os.path.join(ROOT, "build", "mabo-vmm")
+MABO = os.path.join(ROOT, "build", "mabo")
+GUEST = os.path.join(ROOT, "build", "guest")
+
+passed = failed = 0
+
+
+def ok(msg):
+    global passed
+    passed += 1
+    print("ok: " + msg, flush=True)
+
+
+def bad(msg):
+    global failed
+    failed += 1
+    print("FAILED: " + msg, flush=True)
+
+
+def mabo(sock, *args, timeout=120):
+    p = subprocess.run([MABO, "--api-socket", sock] + list(args), capture_output=True,
+                       text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def last_json(out):
+    lines = [l for l in out.strip().splitlines() if l.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def wait_state(vm, state, timeout=60):
+    """Waits until the VMM's info says state (e.g. "running" once a restore is done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc, out, _ = mabo(vm.sock, "info")
+        if rc == 0 and json.loads(out).get("state") == state:
+            return
+        time.sleep(0.1)
+    raise console.ConsoleError("%s: never reached state %s" % (vm.name, state))
+
+
+def wait_socket(path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Cluster:
+    """VMM processes sharing one VM: the one running it, and destinations."""
+
+    def __init__(self, tmp, disk_arg, memory="256M", cpus=2):
+        self.tmp = tmp
+        self.n = 0
+        self.base = [VMM, "--kernel", GUEST + "/Image", "--initramfs",
+                     GUEST + "/initramfs.cpio.gz", "--firmware", GUEST + "/fw_dynamic.bin",
+                     "--cmdline", "console=ttyS0", "--memory", memory, "--cpus", str(cpus),
+                     "--disk", "path=" + disk_arg]
+
+    def start(self, extra=()):
+        self.n += 1
+        sock = os.path.join(self.tmp, "api%d.sock" % self.n)
+        log = os.path.join(self.tmp, "vmm%d.log" % self.n)
+        s = console.Session(self.base + ["--api-socket", sock] + list(extra), log=log)
+        s.sock = sock
+        s.name = "vmm%d" % self.n
+        if not wait_socket(sock):
+            raise console.ConsoleError("%s: no control socket:\n%s" % (s.name, s.tail()))
+        return s
+
+    def destination(self):
+        mig = os.path.join(self.tmp, "mig%d.sock" % (self.n + 1))
+        d = self.start(["--incoming", "unix:" + mig])
+        d.mig = mig
+        if not wait_socket(mig):
+            raise console.ConsoleError("%s: not listening:\n%s" % (d.name, d.tail()))
+        return d
+
+
+# The guest's workload, in the background: records to sectors 1, 2, ... of /dev/vda
+# (synced one by one); a 24 MiB pattern in tmpfs, checked against its checksum and
+# rewritten every 8 records; the uptime each time. touch /tmp/stop ends it.
+WORKLOAD = (
+    "rm -f /tmp/stop; (i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); "
+    "printf 'rec %08d\\n' $i | dd of=/dev/vda bs=512 seek=$i conv=notrunc,fsync 2>/dev/null"
+    " || echo DISK-ERROR $i; "
+    "if [ $((i % 8)) = 1 ]; then if [ -e /tmp/pat.md5 ]; then md5sum -c -s /tmp/pat.md5"
+    " || echo PATTERN-BAD $i; fi; dd if=/dev/urandom of=/tmp/pat bs=1M count=24 2>/dev/null;"
+    " md5sum /tmp/pat > /tmp/pat.md5; fi; "
+    "echo \"W $i $(cut -d' ' -f1 /proc/uptime)\"; sleep 0.1; done; echo WORKLOAD-STOPPED) &"
+)
+
+
+def uptimes(text):
+    return [(int(a), float(b)) for a, b in re.findall(r"^W (\d+) ([0-9.]+)\r?$", text, re.M)]
+
+
+def migrate(src, dst, *extra):
+    rc, out, err = mabo(src.sock, "migrate", "unix:" + dst.mig, *extra)
+    return rc, last_json(out), err.strip()
+
+
+def test_snapshot(tmp, disk):
+    cl = Cluster(tmp, disk)
+    vm = cl.start()
+    try:
+        vm.expect(console.PROMPT, 120)
+        vm.run("echo snapshot-marker-$((6*7)) > /tmp/marker")
+        snap = os.path.join(tmp, "vm.snap")
+        rc, out, err = mabo(vm.sock, "snapshot", snap)
+        if rc != 0 or not os.path.getsize(snap):
+            bad("snapshot: rc %d %s" % (rc, err))
+            return
+        # The VM runs on after a snapshot.
+        if vm.run("echo alive-$((1+1))").strip().endswith("alive-2"):
+            ok("snapshot written (%d bytes), the VM runs on" % os.path.getsize(snap))
+        vm.run("echo changed-after > /tmp/marker")
+        vm.close()
+        r = cl.start(["--restore", snap])
+        try:
+            wait_state(r, "running")
+            r.send("")
+            r.expect(console.PROMPT, 30)
+            out = r.run("cat /tmp/marker; echo up $(cut -d' ' -f1 /proc/uptime)")
+            if "snapshot-marker-42" in out and "changed-after" not in out:
+                ok("restored: the guest continues from the snapshot (%s)" %
+                   out.strip().splitlines()[-1])
+            else:
+                bad("restored guest says %r" % out)
+            r.send("poweroff")
+            rc = r.wait_exit(60)
+            ok("restored guest powers off, exit %d" % rc) if rc == 0 else bad("exit %d" % rc)
+        finally:
+            r.close()
+        # Truncated and corrupted snapshots: one line, non-zero exit, no guest.
+        data = open(snap, "rb").read()
+        cases = {"truncated": data[:len(data) // 2], "empty": b"",
+                 "corrupted": data[:5000] + bytes([data[5000] ^ 0xff]) + data[5001:],
+                 "not a snapshot": b"hello world\n" * 10}
+        for name, blob in cases.items():
+            path = os.path.join(tmp, "bad.snap")
+            with open(path, "wb") as f:
+                f.write(blob)
+            p = subprocess.run(cl.base + ["--restore", path], capture_output=True, text=True,
+                               timeout=60, stdin=subprocess.DEVNULL)
+            lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+            if p.returncode != 0 and len(lines) == 1 and "--restore" in lines[0]:
+                ok("%s snapshot refused: %s" % (name, lines[0].strip()))
+            else:
+                bad("%s snapshot: exit %d, stderr %r" % (name, p.returncode, p.stderr))
+    finally:
+        vm.close()
+
+
+class Proxy:
+    """A unix-socket proxy from listen to target that cuts the stream after cut bytes or
+    flips one byte at flip."""
+
+    def __init__(self, listen, target, cut=None, flip=None):
+        self.listen, self.target, self.cut, self.flip = listen, target, cut, flip
+        self.srv = socket.socket(socket.AF_UNIX)
+        self.srv.bind(listen)
+        self.srv.listen(1)
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        try:
+            a, _ = self.srv.accept()
+        except OSError:
+            return
+        b = socket.socket(socket.AF_UNIX)
+        b.connect(self.target)
+        n = 0
+
+        def back():
+            try:
+                while True:
+                    d = b.recv(65536)
+                    if not d:
+                        break
+                    a.sendall(d)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                if self.cut is not None and n + len(d) >= self.cut:
+                    b.sendall(d[:self.cut - n])
+                    break
+                if self.flip is not None and n <= self.flip < n + len(d):
+                    d = bytearray(d)
+                    d[self.flip - n] ^= 0x5a
+                    d = bytes(d)
+                n += len(d)
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def still_running(vm, what):
+    """The guest on vm answers and its workload goes on."""
+    before = len(uptimes(vm.output))
+    time.sleep(4)
+    after = len(uptimes(vm.output))
+    st = json.loads(mabo(vm.sock, "info")[1] or "{}").get("state")
+    if after > before and st == "running":
+        ok("%s: the guest runs on at the source (workload +%d lines)" % (what, after - before))
+        return True
+    bad("%s: the source guest state %s, workload lines %d -> %d" % (what, st, before, after))
+    return False
+
+
+def test_pingpong(tmp, disk, rounds):
+    cl = Cluster(tmp, disk)
+    cur = cl.start()
+    sessions = [cur]
+    outages = []
+    try:
+        cur.expect(console.PROMPT, 120)
+        cur.send(WORKLOAD)
+        cur.expect(r"W 3 ", 60)
+
+        # Faults first, each followed by a check that the source runs on.
+        dst = cl.destination()
+        sessions.append(dst)
+        killer = threading.Timer(0.4, lambda: dst.proc.kill())
+        killer.start()
+        rc, res, err = migrate(cur, dst)
+        killer.cancel()
+        dst.close()
+        if rc != 0 and res.get("status") == "failed":
+            ok("destination killed mid-migration: failed (%s)" % res.get("error"))
+        else:
+            bad("destination killed: rc %d %s %s" % (rc, res, err))
+        still_running(cur, "destination killed")
+
+        dst = cl.destination()
+        sessions.append(dst)
+        p = subprocess.Popen([MABO, "--api-socket", cur.sock, "migrate", "unix:" + dst.mig,
+                              "--bandwidth", "8"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        crc, _, cerr = mabo(cur.sock, "cancel")
+        out, err = p.communicate(timeout=60)
+        res = last_json(out)
+        if crc == 0 and p.returncode != 0 and res.get("status") == "cancelled":
+            ok("migration cancelled")
+        else:
+            bad("cancel: %d %s / migrate %d %s %s" % (crc, cerr, p.returncode, res, err))
+        dst.close()
+        still_running(cur, "cancelled")
+
+        for kind in ("cut", "cut", "flip", "flip"):
+            dst = cl.destination()
+            sessions.append(dst)
+            psock = dst.mig + ".proxy"
+            at = random.randint(100, 3000000)
+            proxy = Proxy(psock, dst.mig, **{kind: at})
+            rc, out, err = mabo(cur.sock, "migrate", "unix:" + psock)
+            res = last_json(out)
+            proxy.close()
+            dst_rc = dst.wait_exit(30) if rc != 0 else None
+            if rc != 0 and res.get("status") == "failed" and dst_rc not in (0, None):
+                ok("stream %s at byte %d: failed (%s); the destination gave up (exit %s)" %
+                   (kind, at, res.get("error"), dst_rc))
+            else:
+                bad("stream %s at %d: rc %d %s, destination exit %s" % (kind, at, rc, res,
+                                                                         dst_rc))
+            dst.close()
+            still_running(cur, "stream %s" % kind)
+
+        # Back and forth.
+        for r in range(rounds):
+            dst = cl.destination()
+            sessions.append(dst)
+            rc, res, err = migrate(cur, dst)
+            if rc != 0 or res.get("status") != "completed":
+                bad("round %d: rc %d %s %s\n%s" % (r + 1, rc, res, err, cur.tail(400)))
+                dst.close()
+                break
+            src_rc = cur.wait_exit(30)
+            outages.append(res.get("downtime_ms", -1))
+            cur = dst
+            if src_rc != 0:
+                bad("round %d: the source exited %d" % (r + 1, src_rc))
+            cur.expect(r"W \d+ ", 30)
+        else:
+            ok("%d migrations back and forth (outage ms: %s)" % (rounds, outages))
+
+        # Stop the workload, then check memory in the guest and the disk on the host.
+        time.sleep(1)
+        cur.send("touch /tmp/stop")
+        cur.expect("WORKLOAD-STOPPED", 60)
+        cur.send("")
+        cur.expect(console.PROMPT, 30)
+        out = cur.run("md5sum -c /tmp/pat.md5 && echo PATTERN-OK", timeout=60)
+        ok("memory pattern verifies") if "PATTERN-OK" in out else bad("pattern: %r" % out)
+        text = "".join(s.output for s in sessions)
+        ups = uptimes(text)
+        last = max(i for i, _ in ups)
+        by_rec = {}
+        for i, u in ups:
+            by_rec.setdefault(i, u)
+        seq = [by_rec[i] for i in sorted(by_rec)]
+        back = [(a, b) for a, b in zip(seq, seq[1:]) if b < a]
+        if not back:
+            ok("uptime never went backwards over %d records (%.1f s)" % (last, seq[-1]))
+        else:
+            bad("uptime went backwards: %s" % back[:5])
+        for word in ("DISK-ERROR", "PATTERN-BAD"):
+            hits = re.findall(r"^%s \d+" % word, text, re.M)
+            if hits:
+                bad("the guest reported %s" % hits[:5])
+            else:
+                ok("no %s reported by the guest" % word)
+        cur.send("sync; poweroff")
+        rc = cur.wait_exit(60)
+        if rc != 0:
+            bad("final poweroff exit %d" % rc)
+        return last, outages
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def check_records(disk_file, last):
+    with open(disk_file, "rb") as f:
+        data = f.read(512 * (last + 2))
+    missing = []
+    for i in range(1, last + 1):
+        want = b"rec %08d\n" % i
+        if data[512 * i:512 * i + len(want)] != want:
+            missing.append(i)
+    if not missing:
+        ok("all %d records on the disk, in order, no gap" % last)
+    else:
+        bad("records missing or wrong: %s" % missing[:10])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=20)
+    args = ap.parse_args()
+    for f in (VMM, MABO, GUEST + "/Image"):
+        if not os.path.exists(f):
+            print("missing %s: run make and tools/mabo-image" % f)
+            return 1
+    tmp = tempfile.mkdtemp(prefix="mabo-migrate-")
+    try:
+        disk = os.path.join(tmp, "disk.img")
+        with open(disk, "wb") as f:
+            f.truncate(64 << 20)
+        test_snapshot(tmp, disk)
+        last, _ = test_pingpong(tmp, disk, args.rounds)
+        check_records(disk, last)
+    except console.ConsoleError as e:
+        bad(str(e))
+    finally:
+        if failed:
+            print("logs kept in " + tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("migrate: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
