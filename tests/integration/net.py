@@ -283,7 +283,9 @@ def tap_part(args, c, log_dir):
         def boot_both():
             for i in (0, 1):
                 argv = ["ip", "netns", "exec", ns] + console.vmm_command(
-                    guest, 1, "256M", "console=ttyS0", vmm) + ["--net", "tap=tap%d" % i]
+                    guest, 1, "256M", "console=ttyS0", vmm) + [
+                    # Distinct MACs: each VM alone would default to the same one.
+                    "--net", "tap=tap%d,mac=52:54:00:00:03:%02x" % (i, i + 1)]
                 sessions.append(console.Session(argv, os.path.join(log_dir, "net-tap%d.log" % i)))
             for i, s in enumerate(sessions):
                 s.expect(console.READY, 400)
@@ -306,7 +308,10 @@ def tap_part(args, c, log_dir):
             b.run("dd if=/dev/urandom of=/tmp/x bs=1M count=4 2>/dev/null; echo made",
                   timeout=120)
             want = sha256_in(b.run("sha256sum /tmp/x", timeout=60))
-            listen_bg(a, "nc -l -p 9000 > /tmp/recv")
+            # busybox nc quits when the peer closes its side, and closes its own side at
+            # the end of its standard input: a FIFO held open for writing never ends.
+            a.run("rm -f /tmp/fifo; mkfifo /tmp/fifo")
+            listen_bg(a, "nc -l -p 9000 0<>/tmp/fifo > /tmp/recv")
             deadline = time.monotonic() + 30
             while "LISTEN" not in a.run("netstat -tln | grep ':9000 '"):
                 if time.monotonic() > deadline:
