@@ -525,7 +525,15 @@ static int user_open(struct net_backend *nb, const struct vm_net_config *cfg,
 	for (int i = 0; i < cfg->nfwd; i++) {
 		const struct vm_net_fwd *f = &cfg->fwd[i];
 		struct in_addr host = user_in_addr(f->host_addr);
-		struct in_addr guest = user_in_addr(f->guest_addr ? f->guest_addr : USER_GUEST);
+		uint32_t gaddr = f->guest_addr ? f->guest_addr : USER_GUEST;
+		struct in_addr guest = user_in_addr(gaddr);
+		if ((gaddr & USER_NETMASK) != USER_NETWORK || gaddr == USER_HOST ||
+		    gaddr == USER_DNS) {
+			log_error("net user: hostfwd '%s': the guest address must be on "
+				  "10.0.2.0/24 (the guest is 10.0.2.15)", f->text);
+			user_free(u);
+			return -EINVAL;
+		}
 		errno = 0;
 		if (slirp_add_hostfwd(u->slirp, f->udp, host, f->host_port, guest,
 				      f->guest_port) < 0) {

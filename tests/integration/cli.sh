@@ -106,6 +106,7 @@ holder=$!
 for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
 busy=$(cat "$tmp/port" 2>/dev/null)
 check "net hostfwd port in use" 1 "hostfwd 'tcp:127.0.0.1:$busy-:80': cannot listen on 127.0.0.1 port $busy: Address already in use" -- --kernel "$image" --firmware "$fw" --net "user,hostfwd=tcp:127.0.0.1:$busy-:80"
+check "net hostfwd guest address off the network" 1 "hostfwd 'tcp:127.0.0.1:$busy-192.168.1.5:80': the guest address must be on 10.0.2.0/24" -- --kernel "$image" --firmware "$fw" --net "user,hostfwd=tcp:127.0.0.1:$busy-192.168.1.5:80"
 kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
 if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
