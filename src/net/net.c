@@ -85,7 +85,10 @@ void net_backend_close(struct net_backend *nb)
 	/* On the loop, so no backend callback runs concurrently; nb itself is freed by a
 	 * function posted after it, behind any work still queued that names it. */
 	if (event_loop_run(nb->loop, net_backend_close_on_loop, nb) != 0) {
-		net_backend_close_on_loop(nb); /* out of memory: the loop is idle at teardown */
+		/* No memory to post it: close from here. At VM teardown the loop has stopped
+		 * already, so this races with nothing there. */
+		log_warn("net %s: closing off the event loop (out of memory)", nb->ops->name);
+		net_backend_close_on_loop(nb);
 	}
 	if (event_loop_post(nb->loop, net_backend_free, nb) != 0)
 		free(nb);
