@@ -4,7 +4,8 @@ BUILD ?= build
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Isrc -MMD -MP -pthread $(SAN)
-LDLIBS += -lfdt -lzstd -lm -pthread $(SAN)
+# libslirp: user-mode networking (--net user); zstd: compressed migration.
+LDLIBS += -lfdt -lslirp -lzstd -lm -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
@@ -75,7 +76,7 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) -lfdt -lzstd -lm -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) -lfdt -lslirp -lzstd -lm -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

@@ -9,6 +9,7 @@ PACKAGES=(
 	gcc make libc6-dev pkg-config
 	libfdt-dev        # device tree generation
 	libcmocka-dev     # unit tests
+	libslirp-dev      # user-mode networking (--net user): a TCP/IP stack in user space
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
@@ -16,6 +17,7 @@ PACKAGES=(
 	opensbi
 	# tests
 	python3 device-tree-compiler
+	iproute2          # the TAP test: network namespace, bridge, TAP devices
 )
 PACKAGES+=("$@")
 

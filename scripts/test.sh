@@ -52,6 +52,12 @@ if tools/mabo-image --out build/guest; then
 		--log-dir build/reboot-logs
 	suite disk python3 tests/integration/disk.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/disk-logs
+	# virtio-net: user-mode networking (no privileges), then two VMs on TAP devices in a
+	# bridge inside a network namespace (root and /dev/net/tun, else skipped).
+	suite net-user python3 tests/integration/net.py --only user --vmm build/mabo-vmm \
+		--guest build/guest --log-dir build/net-logs
+	suite net-tap python3 tests/integration/net.py --only tap --vmm build/mabo-vmm \
+		--guest build/guest --log-dir build/net-logs
 	# Linux on 2 vCPUs with every block translated before its first run.
 	suite boot-2cpu-jit env MABO_JIT_HOT=1 python3 tests/integration/console.py \
 		--vmm build/mabo-vmm --cpus 2 --guest build/guest --log build/boot-2cpu-jit.log

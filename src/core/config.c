@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -60,6 +62,15 @@ static void usage(FILE *f)
 		"                      multiple of 512, or a block device); repeatable: the\n"
 		"                      guest sees vda, vdb, ... in order; readonly=on refuses\n"
 		"                      writes; id sets the serial (default: the file name)\n"
+		"  --net user[,hostfwd=RULE]...[,mac=MAC]\n"
+		"                      add a virtio-net NIC on user-mode networking (no privileges):\n"
+		"                      the guest is 10.0.2.15/24 (DHCP), the host 10.0.2.2, DNS\n"
+		"                      10.0.2.3; RULE tcp:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT\n"
+		"                      (or udp:) forwards a host port to the guest (repeatable)\n"
+		"  --net tap=IFNAME[,mac=MAC]\n"
+		"                      add a virtio-net NIC on the host TAP interface IFNAME\n"
+		"                      (created if missing and allowed); --net is repeatable: eth0,\n"
+		"                      eth1, ...; MAC defaults to 52:54:00:12:34:56 plus the index\n"
 		"  --console MODE      which guest console gets standard input: 'serial' (the\n"
 		"                      UART, ttyS0; default) or 'virtio' (adds a virtio-console,\n"
 		"                      hvc0; boot with console=hvc0; the UART still prints)\n"
@@ -71,8 +82,8 @@ static void usage(FILE *f)
 		"                      build/mabo is its client (docs/api.md)\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
-		"Devices (--rng, --console virtio, --disk) take virtio-mmio slots in command-line order,\n"
-		"at most %d.\n\n"
+		"Devices (--rng, --console virtio, --disk, --net) take virtio-mmio slots in\n"
+		"command-line order, at most %d.\n\n"
 		"Exit status: 0 guest powered off (or bare-metal test passed); 1 test failed or\n"
 		"error; 2 bad usage; 3 timeout. On the console, Ctrl-A x quits.\n",
 		VM_MAX_CPUS, VM_MAX_DEVICES);
@@ -171,12 +182,189 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 	return 0;
 }
 
+/* Parses a MAC "52:54:00:12:34:56" (n bytes at s) into mac. 0 or -EINVAL. */
+static int config_parse_mac(const char *s, size_t n, uint8_t mac[6])
+{
+	if (n != 17)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++) {
+		const char *p = s + 3 * i;
+		if (!isxdigit((unsigned char)p[0]) || !isxdigit((unsigned char)p[1]) ||
+		    (i < 5 && p[2] != ':'))
+			return -EINVAL;
+		char hex[3] = { p[0], p[1], '\0' };
+		mac[i] = (uint8_t)strtoul(hex, NULL, 16);
+	}
+	return 0;
+}
+
+/* A port number 1..65535 (n bytes at s). 0 or -EINVAL. */
+static int config_parse_port(const char *s, size_t n, uint16_t *out)
+{
+	unsigned long v = 0;
+
+	if (n == 0 || n > 5)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -EINVAL;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v == 0 || v > 65535)
+		return -EINVAL;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+/* An IPv4 address (n bytes at s; empty: 0) in host byte order. 0 or -EINVAL. */
+static int config_parse_ipv4(const char *s, size_t n, uint32_t *out)
+{
+	char buf[INET_ADDRSTRLEN];
+	struct in_addr a;
+
+	if (n == 0) {
+		*out = 0;
+		return 0;
+	}
+	if (n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET, buf, &a) != 1)
+		return -EINVAL;
+	*out = ntohl(a.s_addr);
+	return 0;
+}
+
+/* Parses a hostfwd rule "[tcp|udp]:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT" (n bytes at
+ * s) as QEMU's -netdev user takes it, also without the colon before HOSTPORT
+ * ("tcp:8080-:80"). 0 or -EINVAL. */
+static int config_parse_hostfwd(const char *s, size_t n, struct vm_net_fwd *f)
+{
+	const char *end = s + n;
+	const char *colon = memchr(s, ':', n);
+	const char *dash = memchr(s, '-', n);
+
+	memset(f, 0, sizeof(*f));
+	if (!colon || !dash || dash < colon || n >= sizeof(f->text))
+		return -EINVAL;
+	memcpy(f->text, s, n);
+	size_t plen = (size_t)(colon - s);
+	if (plen == 3 && strncmp(s, "udp", 3) == 0)
+		f->udp = true;
+	else if (plen != 0 && !(plen == 3 && strncmp(s, "tcp", 3) == 0))
+		return -EINVAL;
+	/* Host side: [ADDR:]PORT between the protocol's colon and the dash. */
+	const char *h = colon + 1;
+	const char *hcolon = memchr(h, ':', (size_t)(dash - h));
+	if (hcolon) {
+		if (config_parse_ipv4(h, (size_t)(hcolon - h), &f->host_addr) ||
+		    config_parse_port(hcolon + 1, (size_t)(dash - hcolon - 1), &f->host_port))
+			return -EINVAL;
+	} else if (config_parse_port(h, (size_t)(dash - h), &f->host_port)) {
+		return -EINVAL;
+	}
+	/* Guest side: [ADDR]:PORT, or PORT. */
+	const char *g = dash + 1;
+	const char *gcolon = memchr(g, ':', (size_t)(end - g));
+	if (gcolon) {
+		if (config_parse_ipv4(g, (size_t)(gcolon - g), &f->guest_addr) ||
+		    config_parse_port(gcolon + 1, (size_t)(end - gcolon - 1), &f->guest_port))
+			return -EINVAL;
+	} else if (config_parse_port(g, (size_t)(end - g), &f->guest_port)) {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int config_parse_net(const char *arg, int index, struct vm_net_config *out)
+{
+	bool have_mode = false, have_mac = false;
+
+	memset(out, 0, sizeof(*out));
+	for (const char *p = arg; *p || !have_mode;) {
+		const char *end = p + strcspn(p, ",");
+		size_t len = (size_t)(end - p);
+		const char *eq = memchr(p, '=', len);
+		size_t klen = eq ? (size_t)(eq - p) : len;
+		const char *v = eq ? eq + 1 : end;
+		size_t vlen = (size_t)(end - v);
+
+		if (!have_mode) {
+			have_mode = true;
+			if (len == 4 && strncmp(p, "user", 4) == 0) {
+				out->mode = VM_NET_USER;
+			} else if (eq && klen == 3 && strncmp(p, "tap", 3) == 0) {
+				out->mode = VM_NET_TAP;
+				if (vlen == 0 || vlen > VM_NET_IFNAME_MAX) {
+					log_error("--net '%s': the TAP interface name must be 1 to %d "
+						  "characters", arg, VM_NET_IFNAME_MAX);
+					return -EINVAL;
+				}
+				memcpy(out->ifname, v, vlen);
+				if (strchr(out->ifname, '/') || strchr(out->ifname, ' ')) {
+					log_error("--net '%s': bad TAP interface name '%s'", arg,
+						  out->ifname);
+					return -EINVAL;
+				}
+			} else {
+				log_error("--net '%s': must start with 'user' or 'tap=IFNAME'", arg);
+				return -EINVAL;
+			}
+		} else if (eq && klen == 3 && strncmp(p, "mac", 3) == 0) {
+			if (have_mac) {
+				log_error("--net '%s': mac given twice", arg);
+				return -EINVAL;
+			}
+			have_mac = true;
+			if (config_parse_mac(v, vlen, out->mac)) {
+				log_error("--net '%s': mac '%.*s' is not like 52:54:00:12:34:56", arg,
+					  (int)vlen, v);
+				return -EINVAL;
+			}
+			if (out->mac[0] & 1) {
+				log_error("--net '%s': mac '%.*s' is a multicast address (the first "
+					  "byte must be even)", arg, (int)vlen, v);
+				return -EINVAL;
+			}
+		} else if (eq && klen == 7 && strncmp(p, "hostfwd", 7) == 0) {
+			if (out->mode != VM_NET_USER) {
+				log_error("--net '%s': hostfwd is for 'user' networking only", arg);
+				return -EINVAL;
+			}
+			if (out->nfwd == VM_NET_MAX_FWD) {
+				log_error("--net '%s': more than %d hostfwd rules", arg,
+					  VM_NET_MAX_FWD);
+				return -EINVAL;
+			}
+			if (config_parse_hostfwd(v, vlen, &out->fwd[out->nfwd])) {
+				log_error("--net '%s': hostfwd '%.*s' is not like "
+					  "tcp:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT (ports 1 to "
+					  "65535)", arg, (int)vlen, v);
+				return -EINVAL;
+			}
+			out->nfwd++;
+		} else {
+			log_error("--net '%s': unknown option '%.*s' (options: %s)", arg, (int)len,
+				  p, out->mode == VM_NET_USER ? "hostfwd, mac" : "mac");
+			return -EINVAL;
+		}
+		p = *end ? end + 1 : end;
+	}
+	if (!have_mac) {
+		static const uint8_t base[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
+		memcpy(out->mac, base, sizeof(base));
+		out->mac[5] = (uint8_t)(base[5] + index);
+	}
+	return 0;
+}
+
 #define DEFAULT_FIRMWARE "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
 
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
-	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK, O_INCOMING, O_RESTORE, O_API };
+	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK, O_INCOMING, O_RESTORE, O_API, O_NET };
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initramfs", required_argument, NULL, O_INITRD },
@@ -196,11 +384,13 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "incoming", required_argument, NULL, O_INCOMING },
 		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "api-socket", required_argument, NULL, O_API },
+		{ "net", required_argument, NULL, O_NET },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool console_given = false;
+	int nnets = 0;
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->memory = 512ULL << 20;
@@ -301,6 +491,15 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			cfg->incoming = optarg;
 			break;
 		case O_RESTORE: cfg->restore = optarg; break;
+		case O_NET: {
+			struct vm_net_config net;
+			if (config_parse_net(optarg, nnets, &net) < 0 ||
+			    config_add_device(cfg, "--net", "virtio-net", optarg, true) < 0)
+				return -EINVAL;
+			cfg->devices[cfg->ndevices - 1].net = net;
+			nnets++;
+			break;
+		}
 		case 'v': cfg->verbose++; break;
 		case 'h':
 			usage(stdout);

@@ -26,6 +26,37 @@ struct vm_disk_config {
 	bool readonly;
 };
 
+/* --net: user-mode networking (libslirp) or a host TAP device. */
+enum vm_net_mode {
+	VM_NET_USER,
+	VM_NET_TAP,
+};
+
+/* Host port forwards per --net user, at most. */
+#define VM_NET_MAX_FWD 16
+/* A TAP interface name is at most this long (IFNAMSIZ - 1). */
+#define VM_NET_IFNAME_MAX 15
+
+/* One hostfwd= rule: connections to host_addr:host_port go to guest_addr:guest_port.
+ * Addresses in host byte order; guest_addr 0 means the guest's DHCP address. */
+struct vm_net_fwd {
+	bool udp;
+	uint32_t host_addr;
+	uint16_t host_port;
+	uint32_t guest_addr;
+	uint16_t guest_port;
+	char text[64]; /* the rule as given, for messages */
+};
+
+/* --net's options, parsed. */
+struct vm_net_config {
+	enum vm_net_mode mode;
+	char ifname[VM_NET_IFNAME_MAX + 1]; /* VM_NET_TAP */
+	uint8_t mac[6];
+	int nfwd;                            /* VM_NET_USER */
+	struct vm_net_fwd fwd[VM_NET_MAX_FWD];
+};
+
 /* One device of the command line. The list keeps command-line order, and the machine gives
  * devices their slots in that order, so the guest always sees them the same way (later,
  * disks become vda, vdb, ... in the order given). */
@@ -33,6 +64,7 @@ struct vm_device_config {
 	const char *type; /* a registered device type: "virtio-rng", "virtio-console" */
 	const char *arg;  /* the type's argument, as given; may be NULL */
 	struct vm_disk_config disk; /* "virtio-blk" */
+	struct vm_net_config net;   /* "virtio-net" */
 };
 
 struct vm_config {
@@ -61,6 +93,11 @@ int config_parse_size(const char *s, uint64_t *out);
 /* Parses --disk's argument "path=FILE[,readonly=on|off][,id=SERIAL]" into out. 0, or
  * -EINVAL after logging one line. */
 int config_parse_disk(const char *arg, struct vm_disk_config *out);
+
+/* Parses --net's argument "user[,hostfwd=RULE]...[,mac=MAC]" or "tap=IFNAME[,mac=MAC]"
+ * into out; index (0, 1, ...) picks the default MAC 52:54:00:12:34:56 + index. 0, or
+ * -EINVAL after logging one line. */
+int config_parse_net(const char *arg, int index, struct vm_net_config *out);
 
 /* Fills cfg from argv; on a bad option prints one line and returns -EINVAL.
  * Returns 1 when --help or --version was handled (exit 0). */

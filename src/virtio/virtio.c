@@ -23,6 +23,7 @@ static const struct virtio_device_ops *const virtio_device_types[] = {
 	&virtio_rng_ops,
 	&virtio_console_ops,
 	&virtio_blk_ops,
+	&virtio_net_ops,
 };
 
 const struct virtio_device_ops *virtio_device_find(const char *name)

@@ -228,5 +228,6 @@ void virtio_dev_config_changed(struct virtio_dev *vdev);
 extern const struct virtio_device_ops virtio_rng_ops;     /* virtio/rng.c */
 extern const struct virtio_device_ops virtio_console_ops; /* virtio/console.c */
 extern const struct virtio_device_ops virtio_blk_ops;     /* virtio/blk.c */
+extern const struct virtio_device_ops virtio_net_ops;     /* virtio/net.c */
 
 #endif

@@ -79,7 +79,43 @@ check "disk is a directory" 1 "disk '$tmp/dir': not a regular file or block devi
 check "disk is a character device" 1 "disk '/dev/null': not a regular file or block device" -- --kernel "$image" --firmware "$fw" --disk path=/dev/null
 check "disk unknown scheme" 1 "disk 'nbdx://host/export': unknown URI scheme 'nbdx'" -- --kernel "$image" --firmware "$fw" --disk path=nbdx://host/export
 check "disk size not sectors" 1 "disk '$tmp/odd.raw': size 3 bytes is not a multiple of 512" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/odd.raw"
-# File permissions do not stop root: as root, run these two cases as user nobody.
+
+# Networks: bad --net syntax is a usage error (2); a host port already in use or a TAP
+# device that cannot be had fails (1) before the guest starts.
+check "net unknown mode" 2 "net 'bridge': must start with 'user' or 'tap=IFNAME'" -- --kernel "$image" --net bridge
+check "net bad mac" 2 "net 'user,mac=52:54:00:12:34': mac '52:54:00:12:34' is not like" -- --kernel "$image" --net user,mac=52:54:00:12:34
+check "net multicast mac" 2 "mac '01:00:5e:00:00:01' is a multicast address" -- --kernel "$image" --net user,mac=01:00:5e:00:00:01
+check "net mac twice" 2 "mac given twice" -- --kernel "$image" --net user,mac=52:54:00:00:00:01,mac=52:54:00:00:00:02
+check "net unknown option" 2 "net 'user,restrict=on': unknown option 'restrict=on'" -- --kernel "$image" --net user,restrict=on
+check "net bad hostfwd" 2 "hostfwd 'tcp:8080:80' is not like" -- --kernel "$image" --net user,hostfwd=tcp:8080:80
+check "net hostfwd port 0" 2 "hostfwd 'tcp:0-:80' is not like" -- --kernel "$image" --net user,hostfwd=tcp:0-:80
+check "net hostfwd port too big" 2 "hostfwd 'tcp:8080-:65536' is not like" -- --kernel "$image" --net user,hostfwd=tcp:8080-:65536
+check "net hostfwd bad address" 2 "hostfwd 'tcp:300.0.0.1:8080-:80' is not like" -- --kernel "$image" --net user,hostfwd=tcp:300.0.0.1:8080-:80
+check "net hostfwd bad protocol" 2 "hostfwd 'sctp:8080-:80' is not like" -- --kernel "$image" --net user,hostfwd=sctp:8080-:80
+check "net hostfwd on tap" 2 "hostfwd is for 'user' networking only" -- --kernel "$image" --net tap=tap0,hostfwd=tcp:8080-:80
+check "net tap name too long" 2 "TAP interface name must be 1 to 15" -- --kernel "$image" --net tap=abcdefghijklmnopq
+check "net tap without name" 2 "TAP interface name must be 1 to 15" -- --kernel "$image" --net tap=
+# A port some other process listens on.
+python3 -c 'import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+time.sleep(60)' "$tmp/port" &
+holder=$!
+for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+busy=$(cat "$tmp/port" 2>/dev/null)
+check "net hostfwd port in use" 1 "hostfwd 'tcp:127.0.0.1:$busy-:80': cannot listen on 127.0.0.1 port $busy: Address already in use" -- --kernel "$image" --firmware "$fw" --net "user,hostfwd=tcp:127.0.0.1:$busy-:80"
+check "net hostfwd guest address off the network" 1 "hostfwd 'tcp:127.0.0.1:$busy-192.168.1.5:80': the guest address must be on 10.0.2.0/24" -- --kernel "$image" --firmware "$fw" --net "user,hostfwd=tcp:127.0.0.1:$busy-192.168.1.5:80"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
+	check "net tap on a non-TAP interface" 1 "net tap 'lo': the interface is not a TAP device" -- --kernel "$image" --firmware "$fw" --net tap=lo
+else
+	echo "skipped: net tap on a non-TAP interface (needs root and /dev/net/tun)"
+fi
+
+# File permissions do not stop root: as root, run these cases as user nobody.
 as_user=
 if [ "$(id -u)" -eq 0 ]; then
 	as_user=nobody
@@ -96,6 +132,10 @@ if [ -z "$as_user" ] || { command -v runuser >/dev/null && id nobody >/dev/null 
 	check "unreadable disk" 1 "disk '$tmp/locked.raw': cannot open: Permission denied" -- --kernel "$tmp/Image" --firmware "$tmp/fw.bin" --disk "path=$tmp/locked.raw,readonly=on"
 	chmod 444 "$tmp/locked.raw"
 	check "read-only file as writable disk" 1 "disk '$tmp/locked.raw': cannot open for writing.*readonly=on" -- --kernel "$tmp/Image" --firmware "$tmp/fw.bin" --disk "path=$tmp/locked.raw"
+	if [ -n "$as_user" ] && [ -c /dev/net/tun ]; then
+		# Unprivileged: no TAP device to attach to, and no right to make one.
+		check "net tap without permission" 1 "net tap 'mabo-none0': .*\(no permission\|Permission denied\)" -- --kernel "$tmp/Image" --firmware "$tmp/fw.bin" --net tap=mabo-none0
+	fi
 	vmm=$saved_vmm
 else
 	fail=$((fail + 1))
