@@ -80,7 +80,9 @@ static int net_receive(void *opaque, const void *frame, size_t len)
 	/* A NIC the driver does not run drops what arrives. */
 	if (!virtio_dev_running(vdev) || !q->ready || q->broken)
 		goto out;
-	int r = virtq_pop(q, n->segs, VIRTQ_MAX_SEGS, &c);
+	/* Quiesced for a snapshot or migration: as if the guest had no buffers, so the
+	 * backend holds the frame back and offers it again once unquiesced. */
+	int r = vdev->quiesced ? 0 : virtq_pop(q, n->segs, VIRTQ_MAX_SEGS, &c);
 	if (r == 0) {
 		n->rx_waiting = true;
 		ret = -EAGAIN;

@@ -57,6 +57,12 @@ static void virtio_dev_on_notify(void *opaque, uint32_t events)
 	if (!pending)
 		return;
 	pthread_mutex_lock(&vdev->lock);
+	if (vdev->quiesced) {
+		/* Kept for unquiescing: no guest memory changes while the state is saved. */
+		atomic_fetch_or(&vdev->notify_pending, pending);
+		pthread_mutex_unlock(&vdev->lock);
+		return;
+	}
 	for (unsigned q = 0; q < vdev->ops->num_queues && pending; q++, pending >>= 1) {
 		/* The device may fail while serving a queue: check before each. */
 		if (!(pending & 1) || !virtio_dev_running(vdev))
@@ -285,6 +291,7 @@ unsigned virtio_dev_quiesce(struct virtio_dev *vdev)
 	unsigned busy = 0;
 
 	pthread_mutex_lock(&vdev->lock);
+	vdev->quiesced = true;
 	if (vdev->ops->quiesce)
 		busy = vdev->ops->quiesce(vdev);
 	pthread_mutex_unlock(&vdev->lock);
@@ -294,6 +301,7 @@ unsigned virtio_dev_quiesce(struct virtio_dev *vdev)
 void virtio_dev_unquiesce(struct virtio_dev *vdev)
 {
 	pthread_mutex_lock(&vdev->lock);
+	vdev->quiesced = false;
 	if (vdev->ops->unquiesce)
 		vdev->ops->unquiesce(vdev);
 	pthread_mutex_unlock(&vdev->lock);

@@ -125,6 +125,7 @@ struct virtio_dev {
 	int notify_fd;                    /* eventfd: notifications -> event loop */
 	_Atomic uint64_t notify_pending;  /* queues to run, a bit each */
 	bool registered;                  /* notify_fd is on vm->loop */
+	bool quiesced;                    /* no queue work until unquiesced (under lock) */
 	unsigned failures;                /* logged so far (a guest can fail it at will) */
 };
 

@@ -94,7 +94,7 @@ class Cluster:
         self.base = [VMM, "--kernel", GUEST + "/Image", "--initramfs",
                      GUEST + "/initramfs.cpio.gz", "--firmware", GUEST + "/fw_dynamic.bin",
                      "--cmdline", "console=ttyS0", "--memory", memory, "--cpus", str(cpus),
-                     "--disk", "path=" + disk_arg]
+                     "--disk", "path=" + disk_arg, "--net", "user", "--rng"]
 
     def start(self, extra=()):
         self.n += 1
