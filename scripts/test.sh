@@ -31,8 +31,8 @@ suite unit make -s unit
 suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
-# The libFuzzer targets (clang): the virtqueue, and the code generator against the
-# interpreter; 30 s each, the corpus stays in build/fuzz.
+# The libFuzzer targets (clang): the virtqueue, virtio-blk requests, and the code generator
+# against the interpreter; 30 s each, the corpus stays in build/fuzz.
 suite fuzz make -s fuzz-run FUZZ_TIME=30
 # Every block translated to host code at its first run, then the interpreter alone.
 suite isa-jit env MABO_JIT_HOT=1 tests/isa/run.sh
