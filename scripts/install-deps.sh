@@ -13,6 +13,7 @@ PACKAGES=(
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
+	e2fsprogs qemu-user  # the root disk: mke2fs -d; busybox --list-full run under qemu-riscv64
 	# default firmware when --firmware is not given
 	opensbi
 	# tests

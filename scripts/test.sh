@@ -31,8 +31,9 @@ suite unit make -s unit
 suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
-# The libFuzzer targets (clang): the virtqueue, the control socket's JSON parser, and the
-# code generator against the interpreter; 30 s each, the corpus stays in build/fuzz.
+# The libFuzzer targets (clang): the virtqueue, virtio-blk requests, the code generator
+# against the interpreter, the saved-state reader and the control socket's JSON parser; 30 s
+# each, the corpus stays in build/fuzz.
 suite fuzz make -s fuzz-run FUZZ_TIME=30
 # build/mabo against a fake control socket (no guest needed).
 suite mabo-client python3 tests/integration/mabo_client.py --mabo build/mabo
@@ -58,6 +59,9 @@ if tools/mabo-image --out build/guest; then
 		--guest build/guest --log-dir build/net-logs
 	suite net-tap python3 tests/integration/net.py --only tap --vmm build/mabo-vmm \
 		--guest build/guest --log-dir build/net-logs
+	# Boots from a copy of build/guest/rootfs.ext4 with root=/dev/vda.
+	suite rootdisk python3 tests/integration/rootdisk.py --vmm build/mabo-vmm \
+		--guest build/guest --log-dir build/rootdisk-logs
 	# Linux on 2 vCPUs with every block translated before its first run.
 	suite boot-2cpu-jit env MABO_JIT_HOT=1 python3 tests/integration/console.py \
 		--vmm build/mabo-vmm --cpus 2 --guest build/guest --log build/boot-2cpu-jit.log
