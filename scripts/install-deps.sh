@@ -8,6 +8,7 @@ PACKAGES=(
 	# build
 	gcc make libc6-dev pkg-config
 	libfdt-dev        # device tree generation
+	libnbd-dev        # the NBD block backend (nbd:// disks)
 	libcmocka-dev     # unit tests
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	# guest image tool (tools/mabo-image)
@@ -16,6 +17,7 @@ PACKAGES=(
 	opensbi
 	# tests
 	python3 device-tree-compiler
+	nbdkit qemu-utils # NBD servers the NBD disk tests run (qemu-nbd, qemu-img)
 )
 PACKAGES+=("$@")
 
