@@ -49,6 +49,9 @@ if tools/mabo-image --out build/guest; then
 		--log-dir build/reboot-logs
 	suite disk python3 tests/integration/disk.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/disk-logs
+	# NBD disks on nbdkit and qemu-nbd (raw, qcow2), servers killed and restarted.
+	suite nbd python3 tests/integration/nbd.py --vmm build/mabo-vmm --guest build/guest \
+		--log-dir build/nbd-logs
 	# Linux on 2 vCPUs with every block translated before its first run.
 	suite boot-2cpu-jit env MABO_JIT_HOT=1 python3 tests/integration/console.py \
 		--vmm build/mabo-vmm --cpus 2 --guest build/guest --log build/boot-2cpu-jit.log

@@ -41,8 +41,10 @@
 #define NBD_ZERO_BUF (1u << 20)
 #define NBD_BACKOFF_MIN_MS 100
 #define NBD_BACKOFF_MAX_MS 2000
-/* The connection at open, at least this long even with a shorter reconnect timeout. */
+/* The connection at open gets the reconnect timeout, but at least the first and at most
+ * the second: a server that does not answer must not hold the VM's start for long. */
 #define NBD_OPEN_TIMEOUT_MIN_MS 5000
+#define NBD_OPEN_TIMEOUT_MAX_MS 30000
 /* At close, how long commands on a live connection get to finish. */
 #define NBD_CLOSE_GRACE_MS 5000
 
@@ -737,8 +739,9 @@ static int nbd_open(struct block_backend *bb, const char *uri, const struct bloc
 	}
 	snprintf(n->uri, sizeof(n->uri), "%s", uri);
 
-	unsigned open_ms = n->timeout_ms > NBD_OPEN_TIMEOUT_MIN_MS ? n->timeout_ms :
-								    NBD_OPEN_TIMEOUT_MIN_MS;
+	unsigned open_ms = n->timeout_ms < NBD_OPEN_TIMEOUT_MIN_MS ? NBD_OPEN_TIMEOUT_MIN_MS :
+			   n->timeout_ms > NBD_OPEN_TIMEOUT_MAX_MS ? NBD_OPEN_TIMEOUT_MAX_MS :
+								     n->timeout_ms;
 	err = nbd_connect_now(n, open_ms, msg, sizeof(msg));
 	if (err) {
 		log_error("disk '%s': cannot connect to the NBD server: %s", uri, msg);
