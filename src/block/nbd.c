@@ -45,6 +45,9 @@
  * the second: a server that does not answer must not hold the VM's start for long. */
 #define NBD_OPEN_TIMEOUT_MIN_MS 5000
 #define NBD_OPEN_TIMEOUT_MAX_MS 30000
+/* One reconnect attempt's handshake at most: a server that accepts the connection but
+ * does not answer is tried again. */
+#define NBD_ATTEMPT_TIMEOUT_MS 5000
 /* At close, how long commands on a live connection get to finish. */
 #define NBD_CLOSE_GRACE_MS 5000
 
@@ -104,6 +107,7 @@ struct block_nbd {
 	uint64_t down_since;        /* ms, when the connection was lost */
 	uint64_t deadline;          /* ms, the end of this round of attempts */
 	uint64_t next_attempt;      /* ms */
+	uint64_t attempt_end;       /* ms, when the attempt connecting now is given up */
 	unsigned backoff;           /* ms before the attempt after next */
 	bool warned_unreachable;    /* this round's failed attempt is logged */
 	char why[256];              /* the last libnbd error on the connection */
@@ -540,10 +544,13 @@ static void *nbd_worker(void *opaque)
 			} else if (n->retrying && now >= n->next_attempt) {
 				if (nbd_connect_start(n, msg, sizeof(msg)) < 0)
 					nbd_attempt_failed(n, msg);
+				n->attempt_end = now + NBD_ATTEMPT_TIMEOUT_MS;
+				if (n->attempt_end > n->deadline)
+					n->attempt_end = n->deadline;
 			}
 		}
-		if (n->state == NBD_CONNECTING && n->retrying && now >= n->deadline)
-			nbd_attempt_failed(n, "no answer");
+		if (n->state == NBD_CONNECTING && now >= n->attempt_end)
+			nbd_attempt_failed(n, "no answer from the server");
 		if (n->state == NBD_CONNECTED) {
 			if (running)
 				nbd_issue(n);
@@ -571,9 +578,10 @@ static void *nbd_worker(void *opaque)
 				timeout = 10; /* no socket yet: look again soon */
 		}
 		uint64_t wake_at = 0;
-		if (n->state != NBD_CONNECTED && n->retrying)
-			wake_at = n->state == NBD_DOWN && n->next_attempt < n->deadline ?
-					  n->next_attempt : n->deadline;
+		if (n->state == NBD_CONNECTING)
+			wake_at = n->attempt_end;
+		else if (n->state == NBD_DOWN && n->retrying)
+			wake_at = n->next_attempt < n->deadline ? n->next_attempt : n->deadline;
 		if (!running)
 			wake_at = stop_deadline;
 		if (wake_at) {
