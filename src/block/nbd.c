@@ -194,6 +194,10 @@ static int nbd_read_caps(struct block_nbd *n, bool first, char *msg, size_t cap)
 	}
 	if (first) {
 		n->size = (uint64_t)size & ~(uint64_t)(BLOCK_SECTOR_SIZE - 1);
+		if (n->size != (uint64_t)size)
+			log_warn("disk '%s': the export's %lld bytes are not whole sectors; the "
+				 "guest sees %llu", n->uri, (long long)size,
+				 (unsigned long long)n->size);
 	} else if ((uint64_t)size < n->size) {
 		snprintf(msg, cap, "the export shrank to %lld bytes", (long long)size);
 		return -EIO;

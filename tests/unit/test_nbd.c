@@ -1,8 +1,9 @@
 /* The NBD block backend against a real nbdkit (file plugin) on a Unix socket, started by
  * the test, with the event loop and the backend's I/O thread real: write / flush / read
  * round trips checked against the server's file, requests larger than the server's
- * maximum block size (which the server refuses whole) split, write-zeroes and discard,
- * read-only exports, open errors, requests in flight and new ones waiting while the server
+ * maximum block size (which the server refuses whole) split, write-zeroes and discard
+ * (and write-zeroes written as zeros where the server has no WRITE_ZEROES), read-only
+ * exports, open errors (a server that accepts and never answers included), requests in flight and new ones waiting while the server
  * is killed and restarted on the same file, -EIO once it stays away past the reconnect
  * timeout (and a later request reconnecting), and closing while disconnected not hanging.
  *
@@ -19,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -338,6 +341,29 @@ static void test_zero_discard(void **state)
 	free(back);
 }
 
+/* A server without WRITE_ZEROES: the backend writes zeros itself, in pieces. */
+static void test_zero_emulated(void **state)
+{
+	(void)state;
+	static const char *const pre[] = { "--filter=nozero", NULL };
+	enum { LEN = 3 << 20 };
+	uint8_t *data = malloc(LEN), *back = malloc(LEN);
+
+	server_start(pre, NULL);
+	struct block_backend *bb = open_disk(false, 30);
+	fill(data, LEN, 6);
+	assert_int_equal(io(bb, BLOCK_OP_WRITE, 0, LEN, data, false), 0);
+	assert_int_equal(io(bb, BLOCK_OP_WRITE_ZEROES, 512, LEN - 1024, NULL, true), 0);
+	assert_int_equal(io(bb, BLOCK_OP_READ, 0, LEN, back, false), 0);
+	assert_memory_equal(back, data, 512);
+	assert_true(all_zero(back + 512, LEN - 1024));
+	assert_memory_equal(back + LEN - 512, data + LEN - 512, 512);
+	assert_file(0, back, LEN);
+	block_backend_close(bb);
+	free(data);
+	free(back);
+}
+
 static void test_read_only(void **state)
 {
 	(void)state;
@@ -374,6 +400,20 @@ static void test_open_errors(void **state)
 	assert_true(block_backend_open_opts("nbd+unix:///x", &opts, loop, &bb) < 0);
 	assert_true(block_backend_open_opts("nbdx://host/x", &opts, loop, &bb) < 0);
 	assert_null(bb);
+
+	/* A server that accepts the connection and never answers: open gives up after its
+	 * timeout (5 s at least) rather than hanging. */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	uint64_t t0 = now_ms();
+	assert_int_equal(block_backend_open_opts(uri, &opts, loop, &bb), -ETIMEDOUT);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= 4000 && took < 15000);
+	assert_null(bb);
+	close(fd);
 }
 
 /* Writes in flight when the server dies (nbdkit's delay filter holds them) and a read
@@ -484,6 +524,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_zero_discard, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_zero_emulated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
