@@ -57,8 +57,8 @@ int block_backend_open_opts(const char *uri, const struct block_options *opts,
 	struct block_backend *bb;
 
 	if (!ops) {
-		log_error("disk '%s': unknown URI scheme '%.*s' (supported: file, nbd, nbd+unix)", uri,
-			  (int)(strchr(uri, ':') - uri), uri);
+		log_error("disk '%s': unknown URI scheme '%.*s' (supported: file, nbd, nbd+unix)",
+			  uri, (int)(strchr(uri, ':') - uri), uri);
 		return -EINVAL;
 	}
 	bb = calloc(1, sizeof(*bb));

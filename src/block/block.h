@@ -2,11 +2,11 @@
  * apart from the device that shows them to the guest (virtio-blk knows virtqueues, not files).
  *
  * A backend type is a const struct block_backend_ops registered by URI scheme ("file",
- * "nbd", "nbd+unix"; a bare path means "file"). block_backend_open gives a struct block_backend with the disk's
- * size and read-only flag; requests are submitted asynchronously, several at once, and each
- * completes by a call of its done callback on the VM's event-loop thread (never on a vCPU
- * thread, never inside submit). A backend does its I/O on its own threads (or sockets), so
- * a slow disk never stalls a vCPU.
+ * "nbd", "nbd+unix"; a bare path means "file"). block_backend_open gives a struct
+ * block_backend with the disk's size and read-only flag; requests are submitted
+ * asynchronously, several at once, and each completes by a call of its done callback on
+ * the VM's event-loop thread (never on a vCPU thread, never inside submit). A backend
+ * does its I/O on its own threads (or sockets), so a slow disk never stalls a vCPU.
  *
  * Requests carry plain host buffers: a device copies guest data in and out itself, so a
  * backend never sees guest addresses. */

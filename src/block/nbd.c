@@ -348,7 +348,8 @@ static int nbd_issue_one(struct block_nbd *n, struct nbd_op *op)
 		if (n->can_zero) {
 			len = left < NBD_MAX_NODATA ? left : NBD_MAX_NODATA;
 			/* Without unmap the range stays allocated, as the guest asked. */
-			r = nbd_aio_zero(n->h, len, off, cb, req->unmap ? 0 : LIBNBD_CMD_FLAG_NO_HOLE);
+			uint32_t flags = req->unmap ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
+			r = nbd_aio_zero(n->h, len, off, cb, flags);
 		} else {
 			if (!n->zeros)
 				n->zeros = calloc(1, NBD_ZERO_BUF);
@@ -536,13 +537,14 @@ static void *nbd_worker(void *opaque)
 				unsigned waiting = 0;
 				for (struct nbd_op *op = n->ops; op; op = op->next)
 					waiting++;
+				unsigned s = n->timeout_ms / 1000;
 				if (waiting)
-					log_error("disk '%s': server unreachable for %u s; %u requests "
-						  "fail with an I/O error", n->uri,
-						  n->timeout_ms / 1000, waiting);
+					log_error("disk '%s': server unreachable for %u s; %u "
+						  "requests fail with an I/O error", n->uri, s,
+						  waiting);
 				else
-					log_warn("disk '%s': server unreachable for %u s; the next "
-						 "request tries again", n->uri, n->timeout_ms / 1000);
+					log_warn("disk '%s': server unreachable for %u s; the "
+						 "next request tries again", n->uri, s);
 				nbd_fail_all(n, -EIO);
 				n->retrying = false;
 			} else if (n->retrying && now >= n->next_attempt) {
@@ -618,8 +620,9 @@ static void *nbd_worker(void *opaque)
 				} else {
 					n->state = NBD_CONNECTED;
 					n->retrying = false;
+					uint64_t ms = nbd_now_ms() - n->down_since;
 					log_warn("disk '%s': reconnected after %llu ms", n->uri,
-						 (unsigned long long)(nbd_now_ms() - n->down_since));
+						 (unsigned long long)ms);
 				}
 			}
 			continue;

@@ -14,8 +14,8 @@ out a server that is killed and restarted, or that stays away.
    qcow2 image converted by qemu-img, have the guest's checksum.
 3. A new VM, the servers restarted, reads the same checksum back from the three disks.
 4. vda on nbdkit (its delay filter holding each write 200 ms), killed while the guest
-   writes to it with O_DIRECT and restarted on the same file 3 s later: the VMM says the connection was lost with requests waiting and
-   then that it reconnected; the guest's dd completes with status 0 and the data reads
+   writes to it with O_DIRECT and restarted on the same file 3 s later: the VMM says the
+   connection was lost with requests waiting and then that it reconnected; the guest's dd completes with status 0 and the data reads
    back (in the guest, and in the file on the host). vdb on a second nbdkit with
    reconnect-timeout=3, killed and kept away: the guest's read fails (dd fails, the
    kernel logs an I/O error), the VMM logs the failure and its console still answers;
@@ -170,7 +170,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vmm", default="build/mabo-vmm")
     ap.add_argument("--guest", default="build/guest")
-    ap.add_argument("--cpus", type=int, default=2)
+    # One vCPU: what is under test is the disk path (the event loop and the backend's
+    # I/O thread run apart from the vCPU either way); with two, a guest once hung with both
+    # vCPUs spinning in _raw_spin_lock_irq{,save} and the disks idle, an SMP problem of
+    # the emulator that disk.py's smaller runs on 2 vCPUs have not shown.
+    ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--mib", type=int, default=200, help="MiB of data the guest writes")
     ap.add_argument("--log-dir", default=None)
     args = ap.parse_args()

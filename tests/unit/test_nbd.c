@@ -3,9 +3,10 @@
  * round trips checked against the server's file, requests larger than the server's
  * maximum block size (which the server refuses whole) split, write-zeroes and discard
  * (and write-zeroes written as zeros where the server has no WRITE_ZEROES), read-only
- * exports, open errors (a server that accepts and never answers included), requests in flight and new ones waiting while the server
- * is killed and restarted on the same file, -EIO once it stays away past the reconnect
- * timeout (and a later request reconnecting), and closing while disconnected not hanging.
+ * exports, open errors (a server that accepts and never answers included), requests in
+ * flight and new ones waiting while the server is killed and restarted on the same file,
+ * -EIO once it stays away past the reconnect timeout (and a later request reconnecting),
+ * and closing while disconnected not hanging.
  *
  * nbdkit is a test dependency (scripts/install-deps.sh): without it the test fails. */
 #include <errno.h>
