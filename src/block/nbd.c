@@ -276,7 +276,8 @@ static int nbd_chunk_done(void *opaque, int *error)
 {
 	struct nbd_chunk *c = opaque;
 
-	/* A handle is only closed after its ops were reset; but be sure. */
+	/* From a handle being closed (nbd_drop_handle moves conn on first): its ops are reset
+	 * and sent again, so this result means nothing. */
 	if (c->conn != c->n->conn)
 		return 1;
 	c->op->outstanding--;
