@@ -4,8 +4,12 @@ BUILD ?= build
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Isrc -MMD -MP -pthread $(SAN)
+# libnbd: the NBD block backend (src/block/nbd.c).
+NBD_CFLAGS := $(shell pkg-config --cflags libnbd 2>/dev/null)
+NBD_LIBS := $(shell pkg-config --libs libnbd 2>/dev/null || echo -lnbd)
+CFLAGS += $(NBD_CFLAGS)
 # libslirp: user-mode networking (--net user); zstd: compressed migration.
-LDLIBS += -lfdt -lslirp -lzstd -lm -pthread $(SAN)
+LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
@@ -78,7 +82,7 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) -lfdt -lslirp -lzstd -lm -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) -lfdt -lslirp -lzstd -lm $(NBD_LIBS) -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

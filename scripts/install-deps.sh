@@ -8,8 +8,10 @@ PACKAGES=(
 	# build
 	gcc make libc6-dev pkg-config
 	libfdt-dev        # device tree generation
+	libnbd-dev        # the NBD block backend (nbd:// disks)
 	libcmocka-dev     # unit tests
 	libslirp-dev      # user-mode networking (--net user): a TCP/IP stack in user space
+	libzstd-dev       # compressed pages in live migration and snapshots (--compress)
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
@@ -19,6 +21,7 @@ PACKAGES=(
 	# tests
 	python3 device-tree-compiler
 	iproute2          # the TAP test: network namespace, bridge, TAP devices
+	nbdkit qemu-utils # NBD servers the NBD disk tests run (qemu-nbd, qemu-img)
 )
 PACKAGES+=("$@")
 

@@ -65,6 +65,9 @@ if tools/mabo-image --out build/guest; then
 	# Snapshots and live migration: restore, 20 migrations back and forth under a disk and
 	# memory workload, and faults (destination killed, cancel, stream cut and corrupted).
 	suite migrate python3 tests/integration/migrate.py --rounds 20
+	# NBD disks on nbdkit and qemu-nbd (raw, qcow2), servers killed and restarted.
+	suite nbd python3 tests/integration/nbd.py --vmm build/mabo-vmm --guest build/guest \
+		--log-dir build/nbd-logs
 	# Linux on 2 vCPUs with every block translated before its first run.
 	suite boot-2cpu-jit env MABO_JIT_HOT=1 python3 tests/integration/console.py \
 		--vmm build/mabo-vmm --cpus 2 --guest build/guest --log build/boot-2cpu-jit.log

@@ -10,6 +10,8 @@
 /* The backend types, by URI scheme. */
 static const struct block_backend_ops *const block_backend_types[] = {
 	&block_file_ops,
+	&block_nbd_ops,
+	&block_nbd_unix_ops,
 };
 
 /* The backend for uri and where its own part starts. A bare path (no "scheme:" before the
@@ -25,7 +27,7 @@ static const struct block_backend_ops *block_backend_find(const char *uri, const
 		     i++) {
 			const struct block_backend_ops *ops = block_backend_types[i];
 			if (strlen(ops->scheme) == n && strncmp(ops->scheme, uri, n) == 0) {
-				*rest = colon + 1;
+				*rest = ops->whole_uri ? uri : colon + 1;
 				return ops;
 			}
 		}
@@ -39,25 +41,36 @@ static const struct block_backend_ops *block_backend_find(const char *uri, const
 int block_backend_open(const char *uri, bool readonly, struct event_loop *loop,
 		       struct block_backend **out)
 {
+	const struct block_options opts = {
+		.readonly = readonly,
+		.reconnect_timeout = BLOCK_RECONNECT_TIMEOUT_DEFAULT,
+	};
+
+	return block_backend_open_opts(uri, &opts, loop, out);
+}
+
+int block_backend_open_opts(const char *uri, const struct block_options *opts,
+			    struct event_loop *loop, struct block_backend **out)
+{
 	const char *rest;
 	const struct block_backend_ops *ops = block_backend_find(uri, &rest);
 	struct block_backend *bb;
 
 	if (!ops) {
-		log_error("disk '%s': unknown URI scheme '%.*s' (supported: file)", uri,
-			  (int)(strchr(uri, ':') - uri), uri);
+		log_error("disk '%s': unknown URI scheme '%.*s' (supported: file, nbd, nbd+unix)",
+			  uri, (int)(strchr(uri, ':') - uri), uri);
 		return -EINVAL;
 	}
 	bb = calloc(1, sizeof(*bb));
 	if (!bb)
 		return -ENOMEM;
 	bb->ops = ops;
-	int err = ops->open(bb, rest, readonly, loop);
+	int err = ops->open(bb, rest, opts, loop);
 	if (err) {
 		free(bb);
 		return err;
 	}
-	if (readonly)
+	if (opts->readonly)
 		bb->readonly = true;
 	*out = bb;
 	return 0;

@@ -1,12 +1,12 @@
-/* Block backends: where a disk's bytes live (a local file today; NBD later), apart from the
- * device that shows them to the guest (virtio-blk knows virtqueues, not files).
+/* Block backends: where a disk's bytes live (a local file, or an export of an NBD server),
+ * apart from the device that shows them to the guest (virtio-blk knows virtqueues, not files).
  *
- * A backend type is a const struct block_backend_ops registered by URI scheme ("file"; a
- * bare path means "file"). block_backend_open gives a struct block_backend with the disk's
- * size and read-only flag; requests are submitted asynchronously, several at once, and each
- * completes by a call of its done callback on the VM's event-loop thread (never on a vCPU
- * thread, never inside submit). A backend does its I/O on its own threads (or sockets), so
- * a slow disk never stalls a vCPU.
+ * A backend type is a const struct block_backend_ops registered by URI scheme ("file",
+ * "nbd", "nbd+unix"; a bare path means "file"). block_backend_open gives a struct
+ * block_backend with the disk's size and read-only flag; requests are submitted
+ * asynchronously, several at once, and each completes by a call of its done callback on
+ * the VM's event-loop thread (never on a vCPU thread, never inside submit). A backend
+ * does its I/O on its own threads (or sockets), so a slow disk never stalls a vCPU.
  *
  * Requests carry plain host buffers: a device copies guest data in and out itself, so a
  * backend never sees guest addresses. */
@@ -47,13 +47,27 @@ struct block_request {
 	struct block_request *next; /* the backend's, while in flight */
 };
 
+/* How a disk is opened. */
+struct block_options {
+	bool readonly;              /* refuse writes */
+	/* Network backends: seconds to keep retrying a lost server, with the requests
+	 * waiting, before they fail with -EIO. */
+	unsigned reconnect_timeout;
+};
+
+/* reconnect_timeout when none is given. */
+#define BLOCK_RECONNECT_TIMEOUT_DEFAULT 30
+
 /* A backend type. Never written at run time. */
 struct block_backend_ops {
 	const char *scheme; /* "file" */
-	/* Opens uri (the part after "scheme:", or a bare path) read-only or read-write, with
+	/* The backend's open gets the whole URI ("nbd://host/export"), not just the part
+	 * after "scheme:". */
+	bool whole_uri;
+	/* Opens uri (the part after "scheme:", a bare path, or the whole URI) with
 	 * completions delivered on loop. Fills bb->size, bb->readonly, bb->priv. 0 or -errno
 	 * after logging one line that names the disk. */
-	int (*open)(struct block_backend *bb, const char *uri, bool readonly,
+	int (*open)(struct block_backend *bb, const char *uri, const struct block_options *opts,
 		    struct event_loop *loop);
 	/* Queues req; 0 (done will be called later) or -errno (it will not). */
 	int (*submit)(struct block_backend *bb, struct block_request *req);
@@ -74,6 +88,11 @@ struct block_backend {
 int block_backend_open(const char *uri, bool readonly, struct event_loop *loop,
 		       struct block_backend **out) __attribute__((warn_unused_result));
 
+/* block_backend_open with every option. */
+int block_backend_open_opts(const char *uri, const struct block_options *opts,
+			    struct event_loop *loop, struct block_backend **out)
+	__attribute__((warn_unused_result));
+
 /* Submits req (see block_backend_ops.submit). Writes and write-zeroes to a read-only disk,
  * and ranges beyond the end, fail here with -EROFS / -EINVAL. */
 int block_backend_submit(struct block_backend *bb, struct block_request *req)
@@ -84,6 +103,8 @@ int block_backend_submit(struct block_backend *bb, struct block_request *req)
 void block_backend_close(struct block_backend *bb);
 
 /* ---- Backend types ---- */
-extern const struct block_backend_ops block_file_ops; /* block/file.c */
+extern const struct block_backend_ops block_file_ops;     /* block/file.c */
+extern const struct block_backend_ops block_nbd_ops;      /* block/nbd.c: nbd:// */
+extern const struct block_backend_ops block_nbd_unix_ops; /* block/nbd.c: nbd+unix:// */
 
 #endif

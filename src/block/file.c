@@ -232,9 +232,10 @@ static void file_close(struct block_backend *bb)
 	bb->priv = NULL;
 }
 
-static int file_open(struct block_backend *bb, const char *path, bool readonly,
-		     struct event_loop *loop)
+static int file_open(struct block_backend *bb, const char *path,
+		     const struct block_options *opts, struct event_loop *loop)
 {
+	bool readonly = opts->readonly;
 	struct block_file *f;
 	struct stat st;
 	int err;

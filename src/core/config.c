@@ -8,10 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/block.h"
 #include "core/log.h"
 
 #define MEMORY_MIN (2ULL << 20)
 #define MEMORY_MAX (256ULL << 30)
+/* --disk reconnect-timeout: a day at most. */
+#define CONFIG_RECONNECT_TIMEOUT_MAX 86400
 
 int config_parse_size(const char *s, uint64_t *out)
 {
@@ -71,6 +74,12 @@ static void usage(FILE *f)
 		"                      add a virtio-net NIC on the host TAP interface IFNAME\n"
 		"                      (created if missing and allowed); --net is repeatable: eth0,\n"
 		"                      eth1, ...; MAC defaults to 52:54:00:12:34:56 plus the index\n"
+		"  --disk path=nbd://HOST[:PORT]/EXPORT[,reconnect-timeout=SECONDS][,...]\n"
+		"  --disk path=nbd+unix:///EXPORT?socket=PATH[,reconnect-timeout=SECONDS][,...]\n"
+		"                      a disk on an NBD server (nbdkit, qemu-nbd, nbd-server); a\n"
+		"                      lost connection is retried while the guest's requests\n"
+		"                      wait, for up to reconnect-timeout seconds (default %d),\n"
+		"                      then they fail with an I/O error\n"
 		"  --console MODE      which guest console gets standard input: 'serial' (the\n"
 		"                      UART, ttyS0; default) or 'virtio' (adds a virtio-console,\n"
 		"                      hvc0; boot with console=hvc0; the UART still prints)\n"
@@ -86,7 +95,7 @@ static void usage(FILE *f)
 		"command-line order, at most %d.\n\n"
 		"Exit status: 0 guest powered off (or bare-metal test passed); 1 test failed or\n"
 		"error; 2 bad usage; 3 timeout. On the console, Ctrl-A x quits.\n",
-		VM_MAX_CPUS, VM_MAX_DEVICES);
+		VM_MAX_CPUS, BLOCK_RECONNECT_TIMEOUT_DEFAULT, VM_MAX_DEVICES);
 }
 
 /* Appends a device to the ordered list; -EINVAL (after one line) when it is full or when
@@ -129,14 +138,16 @@ static int config_disk_value(const char *arg, const char *key, const char *v, si
 
 int config_parse_disk(const char *arg, struct vm_disk_config *out)
 {
-	bool have_ro = false;
+	bool have_ro = false, have_rt = false;
 
 	memset(out, 0, sizeof(*out));
+	out->reconnect_timeout = BLOCK_RECONNECT_TIMEOUT_DEFAULT;
 	for (const char *p = arg; *p;) {
 		const char *end = p + strcspn(p, ",");
 		const char *eq = memchr(p, '=', (size_t)(end - p));
 		if (!eq) {
-			log_error("--disk '%s': '%.*s' is not key=value (keys: path, readonly, id)",
+			log_error("--disk '%s': '%.*s' is not key=value (keys: path, readonly, id, "
+				  "reconnect-timeout)",
 				  arg, (int)(end - p), p);
 			return -EINVAL;
 		}
@@ -168,9 +179,30 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 				log_error("--disk '%s': readonly must be 'on' or 'off'", arg);
 				return -EINVAL;
 			}
+		} else if (klen == 17 && strncmp(p, "reconnect-timeout", 17) == 0) {
+			char num[16], *e;
+			if (have_rt) {
+				log_error("--disk '%s': reconnect-timeout given twice", arg);
+				return -EINVAL;
+			}
+			have_rt = true;
+			if (vlen == 0 || vlen >= sizeof(num) || *v < '0' || *v > '9') {
+				log_error("--disk '%s': reconnect-timeout must be 0 to %d seconds", arg,
+					  CONFIG_RECONNECT_TIMEOUT_MAX);
+				return -EINVAL;
+			}
+			memcpy(num, v, vlen);
+			num[vlen] = '\0';
+			unsigned long t = strtoul(num, &e, 10);
+			if (*e || t > CONFIG_RECONNECT_TIMEOUT_MAX) {
+				log_error("--disk '%s': reconnect-timeout must be 0 to %d seconds", arg,
+					  CONFIG_RECONNECT_TIMEOUT_MAX);
+				return -EINVAL;
+			}
+			out->reconnect_timeout = (unsigned)t;
 		} else {
-			log_error("--disk '%s': unknown key '%.*s' (keys: path, readonly, id)", arg,
-				  (int)klen, p);
+			log_error("--disk '%s': unknown key '%.*s' (keys: path, readonly, id, "
+				  "reconnect-timeout)", arg, (int)klen, p);
 			return -EINVAL;
 		}
 		p = *end ? end + 1 : end;

@@ -21,9 +21,10 @@ enum vm_console {
 
 /* --disk's options, parsed. */
 struct vm_disk_config {
-	char path[PATH_MAX];          /* a file or block device (later: a URI) */
+	char path[PATH_MAX];          /* a file or block device, or a URI (nbd://...) */
 	char id[VM_DISK_ID_MAX + 1];  /* serial; "" = from the file name */
 	bool readonly;
+	unsigned reconnect_timeout;   /* seconds (NBD); BLOCK_RECONNECT_TIMEOUT_DEFAULT */
 };
 
 /* --net: user-mode networking (libslirp) or a host TAP device. */
@@ -90,7 +91,8 @@ struct vm_config {
 /* Parses "512M", "2G", "1048576", "64K": a positive size in bytes. 0 or -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);
 
-/* Parses --disk's argument "path=FILE[,readonly=on|off][,id=SERIAL]" into out. 0, or
+/* Parses --disk's argument "path=FILE|URI[,readonly=on|off][,id=SERIAL]
+ * [,reconnect-timeout=SECONDS]" into out. 0, or
  * -EINVAL after logging one line. */
 int config_parse_disk(const char *arg, struct vm_disk_config *out);
 

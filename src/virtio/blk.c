@@ -137,7 +137,11 @@ static int blk_create(struct virtio_dev *vdev, const struct vm_device_config *cf
 
 	if (!b)
 		return -ENOMEM;
-	err = block_backend_open(disk->path, disk->readonly, vdev->vm->loop, &b->bb);
+	const struct block_options opts = {
+		.readonly = disk->readonly,
+		.reconnect_timeout = disk->reconnect_timeout,
+	};
+	err = block_backend_open_opts(disk->path, &opts, vdev->vm->loop, &b->bb);
 	if (err) {
 		free(b);
 		return err;

@@ -8,7 +8,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 vmm=${1:-$root/build/mabo-vmm}
 guest=${2:-$root/build/guest}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+qnbd_pid=
+trap '[ -n "$qnbd_pid" ] && kill "$qnbd_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 pass=0 fail=0
 # check NAME EXPECTED_STATUS PATTERN -- ARGS...: PATTERN must match the single stderr line.
@@ -116,6 +117,25 @@ else
 fi
 
 # File permissions do not stop root: as root, run these cases as user nobody.
+# NBD disks: a server that cannot be reached, an export it does not have, a URI libnbd
+# cannot parse: one line naming the disk, before the guest starts.
+check "nbd bad reconnect-timeout" 2 "reconnect-timeout must be 0 to" -- --kernel "$image" --disk "path=nbd://localhost/x,reconnect-timeout=soon"
+check "nbd refused" 1 "disk 'nbd://127.0.0.1:1/x': cannot connect to the NBD server: .*refused" -- --kernel "$image" --firmware "$fw" --disk path=nbd://127.0.0.1:1/x
+check "nbd no socket" 1 "disk 'nbd+unix:///x?socket=$tmp/none.sock': cannot connect to the NBD server: .*No such file" -- --kernel "$image" --firmware "$fw" --disk "path=nbd+unix:///x?socket=$tmp/none.sock"
+check "nbd URI without socket" 1 "disk 'nbd+unix:///x': cannot connect to the NBD server: .*socket" -- --kernel "$image" --firmware "$fw" --disk "path=nbd+unix:///x"
+check "nbd unparsable URI" 1 "disk 'nbd://\[nowhere/x': cannot connect to the NBD server: unable to parse URI" -- --kernel "$image" --firmware "$fw" --disk "path=nbd://[nowhere/x"
+if qemu-nbd --fork --persistent --pid-file "$tmp/qemu-nbd.pid" -k "$tmp/nbd.sock" -x exp1 \
+	-f raw "$tmp/disk.raw" 2>"$tmp/qemu-nbd.log"; then
+	qnbd_pid=$(cat "$tmp/qemu-nbd.pid")
+	check "nbd missing export" 1 "disk 'nbd+unix:///exp2?socket=$tmp/nbd.sock': cannot connect to the NBD server: .*no export named 'exp2'" -- --kernel "$image" --firmware "$fw" --disk "path=nbd+unix:///exp2?socket=$tmp/nbd.sock"
+	kill "$qnbd_pid"
+	qnbd_pid=
+else
+	fail=$((fail + 1))
+	echo "FAILED: nbd missing export: qemu-nbd did not start: $(cat "$tmp/qemu-nbd.log")"
+fi
+
+# File permissions do not stop root: as root, run these two cases as user nobody.
 as_user=
 if [ "$(id -u)" -eq 0 ]; then
 	as_user=nobody
