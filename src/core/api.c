@@ -241,7 +241,7 @@ static void api_write_status(struct json_writer *w, const struct api_migrate_sta
 	json_kv_double(w, "bandwidth_mibps", st->bandwidth_mibps);
 	json_kv_uint(w, "expected_downtime_ms", st->expected_downtime_ms);
 	json_kv_uint(w, "total_ms", st->total_ms);
-	json_kv_uint(w, "downtime_ms", st->downtime_ms);
+	json_kv_double(w, "downtime_ms", st->downtime_ms);
 	json_kv_uint(w, "bytes", st->bytes);
 	json_kv_uint(w, "rounds", st->rounds);
 	if (st->error[0] || st->state == API_MIGRATE_FAILED)

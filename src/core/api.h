@@ -58,7 +58,7 @@ struct api_migrate_status {
 	double bandwidth_mibps;        /* measured link throughput */
 	uint64_t expected_downtime_ms; /* remaining_pages at bandwidth_mibps, plus the state */
 	uint64_t total_ms;             /* since the migration started (final once over) */
-	uint64_t downtime_ms;          /* the outage; 0 until known */
+	double downtime_ms;            /* the outage (to the microsecond); 0 until known */
 	uint64_t bytes;                /* sent so far */
 	uint32_t rounds;               /* passes completed */
 	char error[256];               /* FAILED: why, one line */

@@ -188,7 +188,7 @@ static int vmm_api_migrate_status(void *opaque, struct api_migrate_status *out, 
 	out->bandwidth_mibps = (double)st.bandwidth_mibps;
 	out->expected_downtime_ms = st.expected_downtime_ms;
 	out->total_ms = st.total_ms;
-	out->downtime_ms = st.downtime_ms;
+	out->downtime_ms = (double)st.downtime_us / 1000.0;
 	out->bytes = st.bytes;
 	out->rounds = st.rounds;
 	snprintf(out->error, sizeof(out->error), "%s", st.error);

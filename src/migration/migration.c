@@ -233,26 +233,82 @@ static int pages_add(struct page_sender *ps, uint64_t idx, const uint8_t *page)
 	return 0;
 }
 
+/* Pages of guest RAM the host never backed: neither present nor swapped out, so they read
+ * as zeros. Found in /proc/self/pagemap (bit 63 present, bit 62 swapped), which saves
+ * reading, and so mapping, every untouched page of a large guest. Fills mask (a bit per
+ * page of the 64 from page first); 0 when the kernel does not say. */
+#define PAGEMAP_CHUNK 4096 /* pages per read */
+
+struct pagemap {
+	int fd;
+	uint64_t first; /* page number of ent[0] */
+	uint64_t count;
+	uint64_t ent[PAGEMAP_CHUNK];
+};
+
+static uint64_t pagemap_unbacked(struct pagemap *pm, const struct vm *vm, uint64_t first)
+{
+	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
+	uint64_t mask = 0;
+
+	if (pm->fd < 0)
+		return 0;
+	if (first < pm->first || first + 64 > pm->first + pm->count) {
+		uint64_t n = npages - first < PAGEMAP_CHUNK ? npages - first : PAGEMAP_CHUNK;
+		off_t off = (off_t)(((uintptr_t)vm->ram.host >> PAGE_SHIFT) + first) * 8;
+		ssize_t r = pread(pm->fd, pm->ent, n * 8, off);
+		if (r < 0 || (size_t)r < n * 8 || n < 64) {
+			pm->count = 0;
+			return 0;
+		}
+		pm->first = first;
+		pm->count = n;
+	}
+	for (unsigned i = 0; i < 64; i++)
+		if (!(pm->ent[first - pm->first + i] >> 62))
+			mask |= 1ULL << i;
+	return mask;
+}
+
 /* Sends every page whose bit is set in bitmap and clears the bits. */
 static int pages_send_bitmap(struct migration *m, struct page_sender *ps, uint64_t *bitmap)
 {
 	struct vm *vm = m->vm;
 	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
+	static const uint8_t zero_page[PAGE_SIZE];
+	struct pagemap *pm = malloc(sizeof(*pm));
+	int err = 0;
 
-	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+	if (pm) {
+		pm->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+		pm->first = pm->count = 0;
+	}
+	for (uint64_t w = 0; w < (npages + 63) / 64 && !err; w++) {
 		uint64_t bits = bitmap[w];
 		bitmap[w] = 0;
+		uint64_t unbacked = bits && pm && (w + 1) * 64 <= npages
+					    ? pagemap_unbacked(pm, vm, w * 64) : 0;
 		while (bits) {
-			if (m->cancel)
-				return -ECANCELED;
-			uint64_t idx = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			if (m->cancel) {
+				err = -ECANCELED;
+				break;
+			}
+			unsigned bit = (unsigned)__builtin_ctzll(bits);
+			uint64_t idx = w * 64 + bit;
 			bits &= bits - 1;
-			int err = pages_add(ps, idx, vm->ram.host + idx * PAGE_SIZE);
+			const uint8_t *page = unbacked >> bit & 1 ? zero_page
+								: vm->ram.host + idx * PAGE_SIZE;
+			err = pages_add(ps, idx, page);
 			if (err)
-				return err;
+				break;
 		}
 	}
-	return pages_flush(ps);
+	if (pm) {
+		if (pm->fd >= 0)
+			close(pm->fd);
+		free(pm);
+	}
+	return err ? err : pages_flush(ps);
 }
 
 static uint64_t bitmap_count(const uint64_t *bitmap, uint64_t npages)
@@ -264,8 +320,8 @@ static uint64_t bitmap_count(const uint64_t *bitmap, uint64_t npages)
 }
 
 /* Loads a PAGES payload into guest RAM. */
-static int pages_load(struct vm *vm, ZSTD_DCtx *dctx, const uint8_t *p, uint32_t len,
-		      char *why, size_t n)
+static int pages_load(struct vm *vm, ZSTD_DCtx *dctx, uint64_t *written, const uint8_t *p,
+		      uint32_t len, char *why, size_t n)
 {
 	struct sreader r;
 	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
@@ -280,8 +336,13 @@ static int pages_load(struct vm *vm, ZSTD_DCtx *dctx, const uint8_t *p, uint32_t
 			return -EPROTO;
 		}
 		uint8_t *dst = vm->ram.host + idx * PAGE_SIZE;
+		bool was_written = !written || (written[idx / 64] >> (idx % 64) & 1);
+		if (written && kind != PAGE_ZERO)
+			written[idx / 64] |= 1ULL << (idx % 64);
 		if (kind == PAGE_ZERO) {
-			if (!page_is_zero(dst))
+			/* A page never written here is still zero: do not touch it (that would
+			 * map it). */
+			if (was_written && !page_is_zero(dst))
 				memset(dst, 0, PAGE_SIZE);
 		} else if (kind == PAGE_RAW) {
 			const uint8_t *src = sreader_take(&r, PAGE_SIZE);
@@ -427,11 +488,14 @@ struct loader {
 	uint32_t devices_len;
 	uint64_t clock_mtime, clock_realtime, clock_pause_ns;
 	unsigned passes;
+	struct stream *ack; /* migration: where PASS_ACK goes; NULL for a snapshot */
+	uint64_t *written;  /* pages written so far (others are still zero), or NULL */
 	char why[200];
 };
 
 static void loader_free(struct loader *l)
 {
+	free(l->written);
 	for (int i = 0; i < VM_MAX_CPUS; i++)
 		free(l->cpu[i]);
 	free(l->devices);
@@ -482,12 +546,23 @@ static int loader_read(struct loader *l, struct stream *s)
 				snprintf(l->why, n, "pages of version %u", ver);
 				return -EPROTO;
 			}
-			err = pages_load(vm, l->dctx, p, len, l->why, n);
+			err = pages_load(vm, l->dctx, l->written, p, len, l->why, n);
 			if (err)
 				return err;
 			break;
 		case REC_PASS_END:
 			l->passes++;
+			/* Tell the source this pass is in: it measures the link end to end and
+			 * never pauses the guest with a backlog still on its way. */
+			if (l->ack) {
+				err = stream_write_record(l->ack, REC_PASS_ACK, 1, NULL, 0);
+				if (!err)
+					err = stream_flush(l->ack);
+				if (err) {
+					snprintf(l->why, n, "%s", l->ack->err);
+					return err;
+				}
+			}
 			break;
 		case REC_CLOCK: {
 			struct sreader r;
@@ -752,12 +827,18 @@ int migration_incoming(struct vm *vm, const char *uri)
 		log_error("--incoming %s: out of memory", uri);
 		return err;
 	}
+	struct stream ackw;
+	bool ack_ok = stream_init(&ackw, fd) == 0;
+	l.ack = ack_ok ? &ackw : NULL;
+	l.written = calloc((vm->ram.size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 	l.dctx = ZSTD_createDCtx();
-	err = l.dctx ? stream_read_header(&s, STREAM_MIGRATION, NULL) : -ENOMEM;
+	err = l.dctx && ack_ok && l.written ? stream_read_header(&s, STREAM_MIGRATION, NULL)
+					    : -ENOMEM;
 	if (err)
 		snprintf(l.why, sizeof(l.why), "%s", s.err[0] ? s.err : "out of memory");
 	if (!err)
 		err = loader_read(&l, &s);
+	log_debug("migration: state received at %" PRIu64 " ms", host_now_ns() / 1000000);
 	if (!err) {
 		/* The guest clock moves on by the time the switch-over took (host clocks agree
 		 * on one machine and, with NTP, between hosts); never backwards. */
@@ -782,6 +863,7 @@ int migration_incoming(struct vm *vm, const char *uri)
 		struct stream w;
 		uint8_t ack[8];
 		uint64_t t_run = host_now_ns();
+		log_debug("migration: state loaded at %" PRIu64 " ms", t_run / 1000000);
 		for (int i = 0; i < 8; i++)
 			ack[i] = (uint8_t)(t_run >> (8 * i));
 		err = stream_init(&w, fd);
@@ -799,6 +881,8 @@ int migration_incoming(struct vm *vm, const char *uri)
 				 s.bytes >> 20);
 	}
 	loader_free(&l);
+	if (ack_ok)
+		stream_free(&ackw);
 	stream_free(&s);
 	close(fd);
 	return err;
@@ -948,9 +1032,31 @@ static int do_snapshot(struct migration *m, char *why, size_t n)
 		unlink(tmp);
 	pthread_mutex_lock(&m->lock);
 	m->st.bytes = bytes;
-	m->st.downtime_ms = (host_now_ns() - t_pause) / 1000000ULL;
+	m->st.downtime_us = (host_now_ns() - t_pause) / 1000ULL;
 	pthread_mutex_unlock(&m->lock);
 	return err;
+}
+
+/* Waits for the destination to have loaded the pass just sent. */
+static int wait_pass_ack(struct stream *s, char *why, size_t n)
+{
+	uint8_t type;
+	uint16_t ver;
+	const uint8_t *p;
+	uint32_t len;
+	int err = stream_read_record(s, &type, &ver, &p, &len);
+
+	if (err)
+		return err;
+	if (type == REC_NACK) {
+		snprintf(why, n, "the destination refused: %.*s", (int)(len > 150 ? 150 : len), p);
+		return -EPROTO;
+	}
+	if (type != REC_PASS_ACK) {
+		snprintf(why, n, "unexpected answer from the destination (record %u)", type);
+		return -EPROTO;
+	}
+	return 0;
 }
 
 /* The migration proper; on failure before the acknowledgement the guest runs on here. */
@@ -1060,6 +1166,8 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			err = stream_write_record(&s, REC_PASS_END, 1, NULL, 0);
 		if (!err)
 			err = stream_flush(&s);
+		if (!err)
+			err = wait_pass_ack(&s, why, n);
 		uint64_t t1 = host_now_ns();
 		if (!err && t1 > t0 && s.bytes > b0) {
 			double sample = (double)(s.bytes - b0) / ((double)(t1 - t0) / 1e9);
@@ -1074,12 +1182,20 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		 * state, then the destination's word. */
 		quiesced = true;
 		err = quiesce_devices(m, why, n);
+		uint64_t t_q = host_now_ns();
 		if (!err)
 			err = dirty_sync(vm, bitmap, true);
+		uint64_t last = bitmap_count(bitmap, npages);
+		uint64_t t_s = host_now_ns();
 		if (!err)
 			err = pages_send_bitmap(m, &ps, bitmap);
+		uint64_t t_p = host_now_ns();
 		if (!err)
 			err = write_final_state(vm, &s, t_pause);
+		log_debug("migration: switch-over: quiesce %" PRIu64 " us, sync %" PRIu64
+			  " us, %" PRIu64 " pages in %" PRIu64 " us, state %" PRIu64 " us",
+			  (t_q - t_pause) / 1000, (t_s - t_q) / 1000, last, (t_p - t_s) / 1000,
+			  (host_now_ns() - t_p) / 1000);
 		if (!err) {
 			/* The state is out: from here a cancel could leave the guest running
 			 * on both sides, so it is refused; only the answer decides. */
@@ -1107,7 +1223,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 				uint64_t down = t_run > t_pause ? t_run - t_pause
 								: host_now_ns() - t_pause;
 				pthread_mutex_lock(&m->lock);
-				m->st.downtime_ms = down / 1000000ULL;
+				m->st.downtime_us = down / 1000ULL;
 				m->st.bytes = s.bytes;
 				m->st.rounds = pass;
 				m->st.remaining_pages = 0;

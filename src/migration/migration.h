@@ -46,7 +46,7 @@ struct migrate_status {
 	uint64_t bandwidth_mibps;   /* measured in the last pass */
 	uint64_t expected_downtime_ms;
 	uint64_t total_ms;          /* since the start (to the end once finished) */
-	uint64_t downtime_ms;       /* vCPUs paused here to running there (when known) */
+	uint64_t downtime_us;       /* vCPUs paused here to running there (when known) */
 	uint64_t bytes;             /* sent */
 	unsigned rounds;            /* pre-copy passes done */
 	unsigned throttle_pct;      /* auto-converge: share of time the vCPUs are held */

@@ -214,14 +214,45 @@ static void crc32c_init(void)
 	}
 }
 
-uint32_t crc32c(uint32_t crc, const void *p, size_t n)
+static uint32_t crc32c_soft(uint32_t crc, const uint8_t *s, size_t n)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	const uint8_t *s = p;
 
 	pthread_once(&once, crc32c_init);
-	crc = ~crc;
 	while (n--)
 		crc = crc32c_table[(crc ^ *s++) & 0xff] ^ (crc >> 8);
-	return ~crc;
+	return crc;
+}
+
+#if defined(__x86_64__)
+/* The SSE4.2 crc32 instruction computes CRC-32C: 8 bytes per instruction. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *s,
+								size_t n)
+{
+	uint64_t c = crc;
+	while (n && ((uintptr_t)s & 7)) {
+		c = __builtin_ia32_crc32qi((uint32_t)c, *s++);
+		n--;
+	}
+	while (n >= 8) {
+		uint64_t v;
+		memcpy(&v, s, 8);
+		c = __builtin_ia32_crc32di(c, v);
+		s += 8;
+		n -= 8;
+	}
+	while (n--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *s++);
+	return (uint32_t)c;
+}
+#endif
+
+uint32_t crc32c(uint32_t crc, const void *p, size_t n)
+{
+	crc = ~crc;
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("sse4.2"))
+		return ~crc32c_sse42(crc, p, n);
+#endif
+	return ~crc32c_soft(crc, p, n);
 }

@@ -36,6 +36,7 @@ enum stream_record {
 	REC_END = 7,       /* the state is complete */
 	REC_ACK = 8,       /* destination to source: loaded, running now */
 	REC_NACK = 9,      /* destination to source: refused (payload: a message) */
+	REC_PASS_ACK = 10, /* destination to source: a pass is loaded (it has caught up) */
 };
 
 /* A buffered stream over a file descriptor (a file or a connected socket). */

@@ -276,9 +276,10 @@ def test_pingpong(tmp, disk, rounds):
         # Faults first, each followed by a check that the source runs on.
         dst = cl.destination()
         sessions.append(dst)
-        killer = threading.Timer(0.4, lambda: dst.proc.kill())
+        # A bandwidth cap makes the migration last seconds, so the kill lands inside it.
+        killer = threading.Timer(1.0, lambda: dst.proc.kill())
         killer.start()
-        rc, res, err = migrate(cur, dst)
+        rc, res, err = migrate(cur, dst, "--bandwidth", "20")
         killer.cancel()
         dst.close()
         if rc != 0 and res.get("status") == "failed":
