@@ -143,11 +143,13 @@ static int vmm_api_migrate(void *opaque, const struct api_migrate_params *p, cha
 		.postcopy = p->postcopy,
 	};
 
-	if (strlen(p->uri) >= sizeof(mp.uri)) {
+	size_t len = strnlen(p->uri, sizeof(p->uri));
+	if (len >= sizeof(mp.uri)) {
 		snprintf(err, errlen, "the address is too long");
 		return -EINVAL;
 	}
-	snprintf(mp.uri, sizeof(mp.uri), "%s", p->uri);
+	memcpy(mp.uri, p->uri, len);
+	mp.uri[len] = 0;
 	return migration_start(vm->migration, &mp, err, errlen);
 }
 

@@ -31,11 +31,11 @@
 #include "core/log.h"
 
 /* blk.c with its backend opened here. */
-static int fuzz_backend_open(const char *uri, bool readonly, struct event_loop *loop,
-			     struct block_backend **out);
-#define block_backend_open fuzz_backend_open
+static int fuzz_backend_open(const char *uri, const struct block_options *opts,
+			     struct event_loop *loop, struct block_backend **out);
+#define block_backend_open_opts fuzz_backend_open
 #include "virtio/blk.c"
-#undef block_backend_open
+#undef block_backend_open_opts
 
 #define CHECK(cond)                                                                    \
 	do {                                                                           \
@@ -114,9 +114,10 @@ struct mem_disk {
 static uint64_t fuzz_disk_size; /* for the next open */
 static struct mem_disk *fuzz_disk;
 
-static int mem_open(struct block_backend *bb, const char *uri, bool readonly,
-		    struct event_loop *loop)
+static int mem_open(struct block_backend *bb, const char *uri,
+		    const struct block_options *opts, struct event_loop *loop)
 {
+	bool readonly = opts->readonly;
 	(void)uri, (void)loop;
 	struct mem_disk *d = calloc(1, sizeof(*d));
 	if (!d)
@@ -205,14 +206,14 @@ static const struct block_backend_ops mem_ops = {
 	.close = mem_close,
 };
 
-static int fuzz_backend_open(const char *uri, bool readonly, struct event_loop *loop,
-			     struct block_backend **out)
+static int fuzz_backend_open(const char *uri, const struct block_options *opts,
+			     struct event_loop *loop, struct block_backend **out)
 {
 	struct block_backend *bb = calloc(1, sizeof(*bb));
 	if (!bb)
 		return -ENOMEM;
 	bb->ops = &mem_ops;
-	int err = mem_ops.open(bb, uri, readonly, loop);
+	int err = mem_ops.open(bb, uri, opts, loop);
 	if (err) {
 		free(bb);
 		return err;
