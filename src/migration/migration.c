@@ -1181,6 +1181,11 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		/* Switch-over: paused here. Devices quiet and durable, the last pages, the
 		 * state, then the destination's word. */
 		quiesced = true;
+		/* The guest waits now: the last pages go raw, and the bandwidth cap starts a
+		 * fresh window instead of charging the passes' debt to the downtime. */
+		ZSTD_freeCCtx(ps.zctx);
+		ps.zctx = NULL;
+		s.rate_start_ns = 0;
 		err = quiesce_devices(m, why, n);
 		uint64_t t_q = host_now_ns();
 		if (!err)

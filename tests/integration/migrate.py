@@ -95,6 +95,8 @@ class Cluster:
                      GUEST + "/initramfs.cpio.gz", "--firmware", GUEST + "/fw_dynamic.bin",
                      "--cmdline", "console=ttyS0", "--memory", memory, "--cpus", str(cpus),
                      "--disk", "path=" + disk_arg, "--net", "user", "--rng"]
+        if disk_arg.startswith("nbd"):
+            self.base[-4] += ",reconnect-timeout=10"
 
     def start(self, extra=()):
         self.n += 1
@@ -253,8 +255,14 @@ class Proxy:
 def still_running(vm, what):
     """The guest on vm answers and its workload goes on."""
     before = len(uptimes(vm.output))
-    time.sleep(4)
-    after = len(uptimes(vm.output))
+    # Every 8th record the workload checks and rewrites its 24 MiB pattern, which takes
+    # seconds under emulation: allow for it.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = len(uptimes(vm.output))
+        if after > before:
+            break
     st = json.loads(mabo(vm.sock, "info")[1] or "{}").get("state")
     if after > before and st == "running":
         ok("%s: the guest runs on at the source (workload +%d lines)" % (what, after - before))
@@ -323,11 +331,13 @@ def test_pingpong(tmp, disk, rounds):
             dst.close()
             still_running(cur, "stream %s" % kind)
 
-        # Back and forth.
+        # Back and forth; every fifth with compressed pages, every seventh capped at 64 MiB/s.
         for r in range(rounds):
             dst = cl.destination()
             sessions.append(dst)
-            rc, res, err = migrate(cur, dst)
+            extra = (["--compress"] if r % 5 == 2 else []) + \
+                (["--bandwidth", "64"] if r % 7 == 3 else [])
+            rc, res, err = migrate(cur, dst, *extra)
             if rc != 0 or res.get("status") != "completed":
                 bad("round %d: rc %d %s %s\n%s" % (r + 1, rc, res, err, cur.tail(400)))
                 dst.close()
@@ -394,6 +404,9 @@ def check_records(disk_file, last):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--disk", choices=("nbd", "file"), default="nbd",
+                    help="the VM's disk: an NBD export (qemu-nbd, the shared storage both "
+                    "VMMs reach) or the file itself")
     args = ap.parse_args()
     for f in (VMM, MABO, GUEST + "/Image"):
         if not os.path.exists(f):
@@ -404,8 +417,29 @@ def main():
         disk = os.path.join(tmp, "disk.img")
         with open(disk, "wb") as f:
             f.truncate(64 << 20)
-        test_snapshot(tmp, disk)
-        last, _ = test_pingpong(tmp, disk, args.rounds)
+        disk_arg = disk
+        server = None
+        if args.disk == "nbd":
+            if not shutil.which("qemu-nbd"):
+                print("qemu-nbd is missing (package qemu-utils, scripts/install-deps.sh)")
+                return 1
+            sock = os.path.join(tmp, "nbd.sock")
+            server = subprocess.Popen(["qemu-nbd", "--persistent", "--shared=8", "-f", "raw",
+                                       "-k", sock,
+                                       "--cache=writeback", disk],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if not wait_socket(sock):
+                bad("qemu-nbd did not start")
+                return 1
+            disk_arg = "nbd+unix:///?socket=" + sock
+            ok("the VM's disk is an NBD export (qemu-nbd) both VMMs reach")
+        try:
+            test_snapshot(tmp, disk_arg)
+            last, _ = test_pingpong(tmp, disk_arg, args.rounds)
+        finally:
+            if server:
+                server.terminate()
+                server.wait(10)
         check_records(disk, last)
     except console.ConsoleError as e:
         bad(str(e))
