@@ -66,9 +66,11 @@ static int vmm_api_resume(void *opaque, char *err, size_t errlen)
 	return 0;
 }
 
-/* A snapshot's answer: made on the job's thread, sent from the loop. */
+/* A snapshot's answer: made on the job's thread, sent from the loop (which outlives the
+ * job: main ends the job before it stops the loop). */
 struct snapshot_done {
 	struct api_pending *pending;
+	struct event_loop *loop;
 	int err;
 	char msg[200];
 };
@@ -81,49 +83,36 @@ static void snapshot_answer(void *opaque)
 	free(d);
 }
 
-struct snapshot_ctx {
-	struct snapshot_done *d;
-	struct event_loop *loop;
-};
-
-static void snapshot_finished_post(void *opaque, int err, const char *msg)
+/* The job ended (on its thread): answer from the loop. */
+static void snapshot_finished(void *opaque, int err, const char *msg)
 {
-	struct snapshot_ctx *c = opaque;
+	struct snapshot_done *d = opaque;
 
-	/* The loop outlives the job: main ends the job before it stops the loop. */
-	c->d->err = err;
-	snprintf(c->d->msg, sizeof(c->d->msg), "%s", msg ? msg : "");
-	if (event_loop_post(c->loop, snapshot_answer, c->d))
-		snapshot_answer(c->d); /* no memory to post: answer from here */
-	free(c);
+	d->err = err;
+	snprintf(d->msg, sizeof(d->msg), "%s", msg ? msg : "");
+	if (event_loop_post(d->loop, snapshot_answer, d))
+		snapshot_answer(d); /* no memory to post: answer from here */
 }
 
 static int vmm_api_snapshot(void *opaque, const char *path, char *err, size_t errlen)
 {
 	struct vm *vm = opaque;
-	struct snapshot_ctx *c = calloc(1, sizeof(*c));
 	struct snapshot_done *d = calloc(1, sizeof(*d));
 
-	if (!c || !d) {
-		free(c);
-		free(d);
+	if (!d)
 		return -ENOMEM;
-	}
 	d->pending = api_defer(vm->api);
 	if (!d->pending) {
-		free(c);
 		free(d);
 		return -ENOMEM;
 	}
-	c->d = d;
-	c->loop = vm->loop;
-	int ret = migration_snapshot_start(vm->migration, path, snapshot_finished_post, c, err,
+	d->loop = vm->loop;
+	int ret = migration_snapshot_start(vm->migration, path, snapshot_finished, d, err,
 					   errlen);
 	if (ret) {
-		/* Not started: answer now, through the loop, after this callback returns. */
+		/* Not started: answer through the loop, after this callback returns. */
 		d->err = ret;
 		snprintf(d->msg, sizeof(d->msg), "%s", err);
-		free(c);
 		if (event_loop_post(vm->loop, snapshot_answer, d)) {
 			free(d);
 			return ret; /* the pending answer goes with api_destroy */
