@@ -144,6 +144,8 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 		}
 	}
 	pthread_mutex_unlock(&vm.exit_lock);
+	/* A post-copy guest may wait on a page that will not come now. */
+	migration_stop_incoming(mig);
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
 	migration_destroy(mig);

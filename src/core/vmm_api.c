@@ -33,6 +33,13 @@ static int vmm_api_info(void *opaque, struct json_writer *w, char *err, size_t e
 			state = "migrated";
 	}
 	json_kv_string(w, "state", state);
+	uint64_t missing;
+	bool link_up;
+	if (migration_incoming_status(vm->migration, &missing, &link_up)) {
+		/* Arrived by post-copy: pages still come from the source. */
+		json_kv_uint(w, "postcopy_missing_pages", missing);
+		json_kv_string(w, "postcopy_link", link_up ? "up" : "down");
+	}
 	json_kv_int(w, "cpus", vm->nharts);
 	json_kv_uint(w, "memory", vm->ram.size);
 	json_kv_uint(w, "uptime_ms", vm_mtime(vm) / (VM_TIMEBASE_HZ / 1000));
@@ -150,7 +157,7 @@ static int vmm_api_cancel(void *opaque, char *err, size_t errlen)
 	if (ret == -ENOENT)
 		snprintf(err, errlen, "no migration in progress");
 	else if (ret == -EBUSY)
-		snprintf(err, errlen, "too late: the state is sent, the destination decides");
+		snprintf(err, errlen, "too late: the destination has the VM now");
 	return ret;
 }
 
@@ -173,6 +180,7 @@ static int vmm_api_migrate_status(void *opaque, struct api_migrate_status *out, 
 	default: out->state = API_MIGRATE_NONE; break;
 	}
 	out->pass = st.pass;
+	out->postcopy_active = st.postcopy_active;
 	out->total_pages = vm->ram.size >> PAGE_SHIFT;
 	out->remaining_pages = st.remaining_pages;
 	out->dirty_rate_pps = st.dirty_rate_pps;

@@ -20,13 +20,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/userfaultfd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,7 +84,9 @@ struct migration {
 	bool done_read; /* a client read the final status */
 	struct stream *stream; /* the job's, while it runs (for cancel) */
 	volatile int cancel;
-	bool committing; /* the final state is sent: too late to cancel */
+	volatile int quit; /* this VMM ends: a committed job stops trying to reach the peer */
+	bool committing; /* the destination has the VM: too late to cancel */
+	struct dest *dest; /* the destination side, once its VM runs (migration_incoming) */
 	migration_done_fn done; /* the snapshot's caller, told when it ends */
 	void *done_opaque;
 
@@ -110,6 +120,26 @@ static void sleep_ns(uint64_t ns)
 	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ULL),
 			       .tv_nsec = (long)(ns % 1000000000ULL) };
 	nanosleep(&ts, NULL);
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static int send_record(struct stream *s, uint8_t type, const void *p, uint32_t len)
+{
+	int err = stream_write_record(s, type, 1, p, len);
+	return err ? err : stream_flush(s);
 }
 
 /* ---- The VM's shape ---- */
@@ -490,12 +520,14 @@ struct loader {
 	unsigned passes;
 	struct stream *ack; /* migration: where PASS_ACK goes; NULL for a snapshot */
 	uint64_t *written;  /* pages written so far (others are still zero), or NULL */
+	uint64_t *need;     /* post-copy: the pages still to come (PC_START), or NULL */
 	char why[200];
 };
 
 static void loader_free(struct loader *l)
 {
 	free(l->written);
+	free(l->need);
 	for (int i = 0; i < VM_MAX_CPUS; i++)
 		free(l->cpu[i]);
 	free(l->devices);
@@ -564,6 +596,25 @@ static int loader_read(struct loader *l, struct stream *s)
 				}
 			}
 			break;
+		case REC_PC_START: {
+			uint64_t words = ((vm->ram.size >> PAGE_SHIFT) + 63) / 64;
+			if (!l->ack || l->need || len != words * 8) {
+				snprintf(l->why, n, "malformed post-copy record");
+				return -EPROTO;
+			}
+			l->need = malloc(len);
+			if (!l->need) {
+				snprintf(l->why, n, "out of memory");
+				return -ENOMEM;
+			}
+			for (uint64_t w = 0; w < words; w++) {
+				uint64_t v = 0;
+				for (int i = 0; i < 8; i++)
+					v |= (uint64_t)p[w * 8 + i] << (8 * i);
+				l->need[w] = v;
+			}
+			break;
+		}
 		case REC_CLOCK: {
 			struct sreader r;
 			sreader_init(&r, p, len);
@@ -794,6 +845,611 @@ fail_errno:
 	return err;
 }
 
+/* ---- The destination once its vCPUs run ----
+ *
+ * The connection stays up until the source has nothing more to say: at once after a
+ * pre-copy, once every page is in after a post-copy. While the link is down the source
+ * reconnects to the listening socket (RESUME with the migration's id); a post-copy guest
+ * waits meanwhile on the pages it lacks, and nothing else.
+ *
+ * Post-copy: guest RAM is registered with userfaultfd. A vCPU, an I/O thread or the event
+ * loop touching a page that is not in yet sleeps in the kernel; the fault thread asks the
+ * source for it (PC_REQ) and the connection thread places pages as they come (UFFDIO_COPY,
+ * which wakes the sleepers). have[] has a bit per page that is current here; a current
+ * page that was never written (the source said zero) is mapped as zeros on its fault. */
+
+#define RECONNECT_WINDOW_NS (60ULL * 1000000000ULL) /* pre-copy: how long a lost source may
+						     * come back for its answer */
+#define REQ_BATCH 64
+
+struct dest {
+	struct vm *vm;
+	uint64_t id;
+	uint64_t t_run;
+	bool postcopy;
+	int lfd; /* listening, for the source to reconnect */
+	char unix_path[108];
+	int stop_efd;
+	pthread_mutex_t lock; /* fd and writes on it; requested[] */
+	int fd;               /* -1 while the link is down */
+	int uffd;
+	uint64_t *have;      /* atomic bit operations */
+	uint64_t *requested; /* asked for on the current connection */
+	uint64_t npages, words;
+	_Atomic uint64_t missing;
+	_Atomic bool link_up;
+	_Atomic bool finished;
+	ZSTD_DCtx *dctx;
+	pthread_t conn_thread, fault_thread;
+	bool conn_started, fault_started;
+};
+
+static bool have_page(struct dest *d, uint64_t idx)
+{
+	return __atomic_load_n(&d->have[idx / 64], __ATOMIC_ACQUIRE) >> (idx % 64) & 1;
+}
+
+/* Sends one record on the current connection (if any). */
+static int dest_send(struct dest *d, uint8_t type, const void *p, uint32_t len)
+{
+	int err = -ENOTCONN;
+	pthread_mutex_lock(&d->lock);
+	if (d->fd >= 0) {
+		struct stream w;
+		err = stream_init(&w, d->fd);
+		if (!err) {
+			err = stream_write_record(&w, type, 1, p, len);
+			if (!err)
+				err = stream_flush(&w);
+			stream_free(&w);
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
+static void wake_page(struct dest *d, uint64_t addr)
+{
+	struct uffdio_range r = { .start = addr, .len = PAGE_SIZE };
+	ioctl(d->uffd, UFFDIO_WAKE, &r);
+}
+
+/* Puts a page in place (src NULL: zeros) unless it is there; wakes whoever waits on it. */
+static int dest_place(struct dest *d, uint64_t idx, const uint8_t *src)
+{
+	uint64_t addr = (uintptr_t)d->vm->ram.host + idx * PAGE_SIZE;
+	int r;
+
+	if (have_page(d, idx))
+		return 0;
+	do {
+		if (src) {
+			struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)src,
+						 .len = PAGE_SIZE };
+			r = ioctl(d->uffd, UFFDIO_COPY, &c);
+		} else {
+			struct uffdio_zeropage z = { .range = { .start = addr, .len = PAGE_SIZE } };
+			r = ioctl(d->uffd, UFFDIO_ZEROPAGE, &z);
+		}
+	} while (r < 0 && errno == EAGAIN);
+	if (r < 0 && errno != EEXIST)
+		return -errno;
+	if (r < 0)
+		wake_page(d, addr);
+	uint64_t bit = 1ULL << (idx % 64);
+	if (!(__atomic_fetch_or(&d->have[idx / 64], bit, __ATOMIC_ACQ_REL) & bit))
+		atomic_fetch_sub(&d->missing, 1);
+	return 0;
+}
+
+/* Asks the source for every page still lacking that someone waits for. */
+static void dest_rerequest(struct dest *d)
+{
+	uint64_t req[REQ_BATCH];
+	unsigned n = 0;
+
+	for (uint64_t w = 0; w < d->words; w++) {
+		pthread_mutex_lock(&d->lock);
+		uint64_t bits = d->requested[w] & ~__atomic_load_n(&d->have[w], __ATOMIC_ACQUIRE);
+		pthread_mutex_unlock(&d->lock);
+		while (bits) {
+			req[n++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			if (n == REQ_BATCH) {
+				(void)dest_send(d, REC_PC_REQ, req, n * 8);
+				n = 0;
+			}
+		}
+	}
+	if (n)
+		(void)dest_send(d, REC_PC_REQ, req, n * 8);
+}
+
+static void *dest_fault_thread(void *arg)
+{
+	struct dest *d = arg;
+	struct uffd_msg msg[32];
+	uint64_t req[REQ_BATCH];
+	uint64_t base = (uintptr_t)d->vm->ram.host;
+
+	while (!atomic_load(&d->finished)) {
+		struct pollfd p[2] = { { .fd = d->uffd, .events = POLLIN },
+				       { .fd = d->stop_efd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		ssize_t r = read(d->uffd, msg, sizeof(msg));
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			log_error("migration: userfaultfd: %s", strerror(errno));
+			break;
+		}
+		unsigned nreq = 0;
+		for (size_t i = 0; i < (size_t)r / sizeof(msg[0]); i++) {
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			uint64_t addr = msg[i].arg.pagefault.address & ~(uint64_t)(PAGE_SIZE - 1);
+			uint64_t idx = (addr - base) / PAGE_SIZE;
+			if (addr < base || idx >= d->npages)
+				continue;
+			if (have_page(d, idx)) {
+				/* Current and never written: zeros. */
+				if (dest_place(d, idx, NULL) == 0)
+					wake_page(d, addr);
+				continue;
+			}
+			uint64_t bit = 1ULL << (idx % 64);
+			pthread_mutex_lock(&d->lock);
+			bool ask = !(d->requested[idx / 64] & bit);
+			d->requested[idx / 64] |= bit;
+			pthread_mutex_unlock(&d->lock);
+			if (ask && nreq < REQ_BATCH)
+				req[nreq++] = idx;
+		}
+		/* With the link down the request waits for the reconnection (dest_rerequest). */
+		if (nreq)
+			(void)dest_send(d, REC_PC_REQ, req, nreq * 8);
+	}
+	return NULL;
+}
+
+/* The lacking pages as a RESUME_ACK payload: u64 running since, then the bitmap. */
+static int dest_resume_ack(struct dest *d, int fd)
+{
+	struct sbuf b;
+	struct stream w;
+	int err;
+
+	sbuf_init(&b);
+	sbuf_u64(&b, d->t_run);
+	if (d->postcopy)
+		for (uint64_t i = 0; i < d->words; i++)
+			sbuf_u64(&b, ~__atomic_load_n(&d->have[i], __ATOMIC_ACQUIRE) &
+					     (i == d->words - 1 && d->npages % 64
+						      ? (1ULL << (d->npages % 64)) - 1 : ~0ULL));
+	err = b.oom ? -ENOMEM : stream_init(&w, fd);
+	if (!err) {
+		err = stream_write_record(&w, REC_RESUME_ACK, 1, b.data, (uint32_t)b.len);
+		if (!err)
+			err = stream_flush(&w);
+		stream_free(&w);
+	}
+	sbuf_free(&b);
+	return err;
+}
+
+/* Waits up to timeout_ms on the listening socket for the source to come back; returns the
+ * new connection once it has said RESUME with our id (the caller answers), -ETIMEDOUT,
+ * -ECANCELED when stopped, or another -errno. */
+static int dest_accept_resume(struct dest *d, int timeout_ms)
+{
+	struct pollfd p[2] = { { .fd = d->lfd, .events = POLLIN },
+			       { .fd = d->stop_efd, .events = POLLIN } };
+	int r = poll(p, 2, timeout_ms);
+	if (r < 0)
+		return errno == EINTR ? -ETIMEDOUT : -errno;
+	if (p[1].revents)
+		return -ECANCELED;
+	if (!r)
+		return -ETIMEDOUT;
+	int fd = accept4(d->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return -ETIMEDOUT;
+	set_timeouts(fd, IO_TIMEOUT_S);
+	struct stream s;
+	if (stream_init(&s, fd)) {
+		close(fd);
+		return -ENOMEM;
+	}
+	uint8_t type;
+	uint16_t ver;
+	const uint8_t *p0;
+	uint32_t len;
+	int err = stream_read_header(&s, STREAM_MIGRATION, NULL);
+	if (!err)
+		err = stream_read_record(&s, &type, &ver, &p0, &len);
+	if (!err && (type != REC_RESUME || len != 8))
+		err = -EPROTO;
+	uint64_t id = 0;
+	for (unsigned i = 0; !err && i < 8; i++)
+		id |= (uint64_t)p0[i] << (8 * i);
+	if (!err && id != d->id) {
+		static const char msg[] = "no such migration here";
+		struct stream w;
+		if (stream_init(&w, fd) == 0) {
+			if (stream_write_record(&w, REC_NACK, 1, msg, sizeof(msg) - 1) == 0)
+				(void)stream_flush(&w);
+			stream_free(&w);
+		}
+		err = -EPROTO;
+	}
+	stream_free(&s);
+	if (err) {
+		close(fd);
+		return -ETIMEDOUT; /* not our source: keep waiting */
+	}
+	return fd;
+}
+
+/* Makes fd the connection: answers RESUME, asks again for what is waited on. */
+static int dest_reconnected(struct dest *d, int fd)
+{
+	pthread_mutex_lock(&d->lock);
+	memset(d->requested, 0, d->words * 8);
+	int err = dest_resume_ack(d, fd);
+	if (!err)
+		d->fd = fd;
+	pthread_mutex_unlock(&d->lock);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	atomic_store(&d->link_up, true);
+	return 0;
+}
+
+static void dest_link_down(struct dest *d)
+{
+	pthread_mutex_lock(&d->lock);
+	if (d->fd >= 0) {
+		shutdown(d->fd, SHUT_RDWR);
+		close(d->fd);
+		d->fd = -1;
+	}
+	pthread_mutex_unlock(&d->lock);
+	atomic_store(&d->link_up, false);
+}
+
+/* A PAGES payload in post-copy: each page goes in place atomically. */
+static int dest_pages(struct dest *d, uint8_t *buf, const uint8_t *p, uint32_t len)
+{
+	struct sreader r;
+	sreader_init(&r, p, len);
+	while (r.left) {
+		uint64_t e = sreader_u64(&r);
+		uint64_t idx = e >> 8;
+		unsigned kind = e & 0xff;
+		const uint8_t *src = NULL;
+		if (!sreader_ok(&r) || idx >= d->npages)
+			return -EPROTO;
+		if (kind == PAGE_RAW) {
+			src = sreader_take(&r, PAGE_SIZE);
+			if (!src)
+				return -EPROTO;
+			if (!have_page(d, idx)) {
+				memcpy(buf, src, PAGE_SIZE);
+				src = buf;
+			}
+		} else if (kind == PAGE_ZSTD) {
+			uint32_t z = sreader_len(&r, PAGE_SIZE + 512, "compressed page too long");
+			const uint8_t *zp = sreader_take(&r, z);
+			if (!zp)
+				return -EPROTO;
+			size_t out = ZSTD_decompressDCtx(d->dctx, buf, PAGE_SIZE, zp, z);
+			if (ZSTD_isError(out) || out != PAGE_SIZE)
+				return -EPROTO;
+			src = buf;
+		} else if (kind != PAGE_ZERO) {
+			return -EPROTO;
+		}
+		int err = dest_place(d, idx, src);
+		if (err) {
+			log_error("migration: cannot place a page: %s", strerror(-err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+static void *dest_conn_thread(void *arg)
+{
+	struct dest *d = arg;
+	uint8_t *buf = aligned_alloc(PAGE_SIZE, PAGE_SIZE);
+	uint64_t down_since = 0;
+	struct stream s;
+	bool have_stream = false;
+	int sfd = -1;
+
+	while (buf && !atomic_load(&d->finished)) {
+		pthread_mutex_lock(&d->lock);
+		int fd = d->fd;
+		pthread_mutex_unlock(&d->lock);
+		if (fd < 0) {
+			if (have_stream) {
+				stream_free(&s);
+				have_stream = false;
+			}
+			if (!down_since) {
+				down_since = host_now_ns();
+				log_warn("migration: the link to the source is down; %s",
+					 d->postcopy ? "the guest waits for the pages it lacks"
+						     : "waiting for it to come back");
+			}
+			if (!d->postcopy && host_now_ns() - down_since > RECONNECT_WINDOW_NS)
+				break;
+			int nfd = dest_accept_resume(d, 1000);
+			if (nfd == -ECANCELED)
+				break;
+			if (nfd >= 0 && dest_reconnected(d, nfd) == 0) {
+				log_info("migration: the source is back after %" PRIu64 " ms",
+					 (host_now_ns() - down_since) / 1000000);
+				down_since = 0;
+				if (d->postcopy)
+					dest_rerequest(d);
+			}
+			continue;
+		}
+		if (!have_stream || sfd != fd) {
+			if (have_stream)
+				stream_free(&s);
+			if (stream_init(&s, fd))
+				break;
+			have_stream = true;
+			sfd = fd;
+		}
+		uint8_t type;
+		uint16_t ver;
+		const uint8_t *p;
+		uint32_t len;
+		int err = stream_read_record(&s, &type, &ver, &p, &len);
+		if (!err && type == REC_PAGES && d->postcopy)
+			err = dest_pages(d, buf, p, len);
+		else if (!err && type == REC_PC_DONE) {
+			if (atomic_load(&d->missing) == 0) {
+				(void)dest_send(d, REC_PC_COMPLETE, NULL, 0);
+				atomic_store(&d->finished, true);
+				break;
+			}
+			dest_rerequest(d); /* should not happen: ask for the rest */
+		} else if (!err) {
+			err = -EPROTO;
+		}
+		if (err) {
+			if (err == -EPROTO)
+				log_warn("migration: unexpected data from the source (record %u)", type);
+			dest_link_down(d);
+		}
+	}
+	if (have_stream)
+		stream_free(&s);
+	free(buf);
+	return NULL;
+}
+
+/* Ends the destination's side: the threads stop, and a post-copy guest's memory becomes
+ * ordinary memory (pages still lacking read as zeros: only when the VM ends before the
+ * migration does). */
+static void dest_free(struct dest *d)
+{
+	if (!d)
+		return;
+	uint64_t one = 1;
+	if (write(d->stop_efd, &one, sizeof(one)) < 0)
+		log_debug("migration: stop: %s", strerror(errno));
+	pthread_mutex_lock(&d->lock);
+	if (d->fd >= 0) {
+		if (d->postcopy && !atomic_load(&d->finished)) {
+			/* The VM ended here first: the source need not wait for us. */
+			struct stream w;
+			if (stream_init(&w, d->fd) == 0) {
+				if (stream_write_record(&w, REC_PC_COMPLETE, 1, NULL, 0) == 0)
+					(void)stream_flush(&w);
+				stream_free(&w);
+			}
+		}
+		shutdown(d->fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (d->uffd >= 0) {
+		struct uffdio_range r = { .start = (uintptr_t)d->vm->ram.host,
+					  .len = d->vm->ram.size };
+		ioctl(d->uffd, UFFDIO_UNREGISTER, &r);
+	}
+	if (d->conn_started)
+		pthread_join(d->conn_thread, NULL);
+	if (d->fault_started)
+		pthread_join(d->fault_thread, NULL);
+	if (d->fd >= 0)
+		close(d->fd);
+	if (d->uffd >= 0)
+		close(d->uffd);
+	if (d->lfd >= 0)
+		close(d->lfd);
+	if (d->unix_path[0])
+		unlink(d->unix_path);
+	close(d->stop_efd);
+	pthread_mutex_destroy(&d->lock);
+	ZSTD_freeDCtx(d->dctx);
+	free(d->have);
+	free(d->requested);
+	free(d);
+}
+
+static int uffd_open(char *why, size_t n)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+#ifdef USERFAULTFD_IOC_NEW
+	if (fd < 0) {
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			close(dev);
+		}
+	}
+#endif
+	if (fd < 0) {
+		int e = errno;
+		snprintf(why, n, "post-copy needs userfaultfd: %s", strerror(e));
+		return -e;
+	}
+	struct uffdio_api api = { .api = UFFD_API };
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int e = errno;
+		snprintf(why, n, "userfaultfd: %s", strerror(e));
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* Post-copy, before the vCPUs run: the pages in need are dropped (an earlier pass may have
+ * left them stale) and guest RAM is registered, so that touching one waits for it. */
+static int dest_postcopy_setup(struct dest *d, const uint64_t *need, char *why, size_t n)
+{
+	struct vm *vm = d->vm;
+	int fd = uffd_open(why, n);
+	if (fd < 0)
+		return fd;
+	d->uffd = fd;
+	uint64_t missing = 0;
+	for (uint64_t i = 0; i < d->npages;) {
+		if (!(need[i / 64] >> (i % 64) & 1)) {
+			d->have[i / 64] |= 1ULL << (i % 64);
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < d->npages && need[j / 64] >> (j % 64) & 1)
+			j++;
+		missing += j - i;
+		madvise(vm->ram.host + i * PAGE_SIZE, (j - i) * PAGE_SIZE, MADV_DONTNEED);
+		i = j;
+	}
+	atomic_store(&d->missing, missing);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)vm->ram.host, .len = vm->ram.size },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0) {
+		int e = errno;
+		snprintf(why, n, "userfaultfd: cannot register guest memory: %s", strerror(e));
+		return -e;
+	}
+	const uint64_t want = 1ULL << _UFFDIO_COPY | 1ULL << _UFFDIO_ZEROPAGE |
+			      1ULL << _UFFDIO_WAKE;
+	if ((reg.ioctls & want) != want) {
+		snprintf(why, n, "userfaultfd: this kernel cannot place pages");
+		return -ENOTSUP;
+	}
+	d->postcopy = true;
+	return 0;
+}
+
+static struct dest *dest_create(struct vm *vm, int lfd, const char *uri)
+{
+	struct dest *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->vm = vm;
+	d->lfd = lfd;
+	d->fd = -1;
+	d->uffd = -1;
+	d->npages = vm->ram.size >> PAGE_SHIFT;
+	d->words = (d->npages + 63) / 64;
+	if (strncmp(uri, "unix:", 5) == 0)
+		snprintf(d->unix_path, sizeof(d->unix_path), "%s", uri + 5);
+	pthread_mutex_init(&d->lock, NULL);
+	d->stop_efd = eventfd(0, EFD_CLOEXEC);
+	d->have = calloc(d->words, 8);
+	d->requested = calloc(d->words, 8);
+	d->dctx = ZSTD_createDCtx();
+	if (getrandom(&d->id, sizeof(d->id), 0) != sizeof(d->id))
+		d->id = host_now_ns() ^ (uint64_t)getpid() << 32;
+	if (d->stop_efd < 0 || !d->have || !d->requested || !d->dctx) {
+		if (d->stop_efd < 0)
+			d->stop_efd = eventfd(0, EFD_CLOEXEC); /* dest_free closes it */
+		d->lfd = -1;
+		d->unix_path[0] = 0;
+		dest_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+/* Answers NACK with why (best effort). */
+static void send_nack(int fd, const char *why)
+{
+	struct stream w;
+	if (stream_init(&w, fd) == 0) {
+		(void)send_record(&w, REC_NACK, why, (uint32_t)strlen(why));
+		stream_free(&w);
+	}
+}
+
+/* After ACK: GO, or a source that comes back with RESUME (the link broke in between),
+ * or its NACK or end of stream (it kept the VM). 0 with d->fd the live connection. */
+static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, size_t n)
+{
+	uint8_t type;
+	uint16_t ver;
+	const uint8_t *p;
+	uint32_t len;
+	int err = stream_read_record(s, &type, &ver, &p, &len);
+
+	if (!err && type == REC_GO) {
+		d->t_run = host_now_ns();
+		pthread_mutex_lock(&d->lock);
+		d->fd = fd;
+		pthread_mutex_unlock(&d->lock);
+		uint8_t t[8];
+		put_u64(t, d->t_run);
+		/* Lost, it is asked for again on a new connection (RESUME). */
+		(void)dest_send(d, REC_RUNNING, t, sizeof(t));
+		atomic_store(&d->link_up, true);
+		return 0;
+	}
+	if ((!err && type == REC_NACK) || err == -ENODATA) {
+		snprintf(why, n, "the source kept the VM");
+		close(fd);
+		return -ECANCELED;
+	}
+	if (!err) {
+		snprintf(why, n, "unexpected record %u instead of the source's word", type);
+		send_nack(fd, why);
+		close(fd);
+		return -EPROTO;
+	}
+	close(fd);
+	/* The link broke: the source has either kept the VM or let go of it; only it knows.
+	 * Nothing runs here until it comes back and says which. */
+	log_warn("migration: the link to the source broke before its word (%s); waiting for "
+		 "it to come back (the guest does not run meanwhile)", s->err);
+	for (;;) {
+		int nfd = dest_accept_resume(d, 1000);
+		if (nfd == -ECANCELED) {
+			snprintf(why, n, "stopped");
+			return nfd;
+		}
+		if (nfd < 0)
+			continue;
+		d->t_run = host_now_ns();
+		if (dest_reconnected(d, nfd) == 0)
+			return 0;
+	}
+}
+
 int migration_incoming(struct vm *vm, const char *uri)
 {
 	char why[200] = "";
@@ -808,12 +1464,12 @@ int migration_incoming(struct vm *vm, const char *uri)
 	do
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	while (fd < 0 && errno == EINTR);
-	int err = fd < 0 ? -errno : 0;
-	if (strncmp(uri, "unix:", 5) == 0)
-		unlink(uri + 5);
-	close(lfd);
-	if (err) {
+	if (fd < 0) {
+		int err = -errno;
 		log_error("--incoming %s: accept: %s", uri, strerror(-err));
+		close(lfd);
+		if (strncmp(uri, "unix:", 5) == 0)
+			unlink(uri + 5);
 		return err;
 	}
 	/* From the first byte on, a stalled source is a failed migration, not a hang. */
@@ -821,24 +1477,34 @@ int migration_incoming(struct vm *vm, const char *uri)
 
 	struct loader l = { .vm = vm };
 	struct stream s;
-	err = stream_init(&s, fd);
+	struct dest *d = dest_create(vm, lfd, uri);
+	int err = d ? stream_init(&s, fd) : -ENOMEM;
 	if (err) {
 		close(fd);
+		if (d)
+			dest_free(d);
+		else
+			close(lfd);
 		log_error("--incoming %s: out of memory", uri);
 		return err;
 	}
 	struct stream ackw;
 	bool ack_ok = stream_init(&ackw, fd) == 0;
+	uint32_t version = 0;
 	l.ack = ack_ok ? &ackw : NULL;
 	l.written = calloc((vm->ram.size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 	l.dctx = ZSTD_createDCtx();
-	err = l.dctx && ack_ok && l.written ? stream_read_header(&s, STREAM_MIGRATION, NULL)
+	err = l.dctx && ack_ok && l.written ? stream_read_header(&s, STREAM_MIGRATION, &version)
 					    : -ENOMEM;
 	if (err)
 		snprintf(l.why, sizeof(l.why), "%s", s.err[0] ? s.err : "out of memory");
 	if (!err)
 		err = loader_read(&l, &s);
 	log_debug("migration: state received at %" PRIu64 " ms", host_now_ns() / 1000000);
+	if (!err && l.need && version < 2) {
+		snprintf(l.why, sizeof(l.why), "post-copy in a version 1 stream");
+		err = -EPROTO;
+	}
 	if (!err) {
 		/* The guest clock moves on by the time the switch-over took (host clocks agree
 		 * on one machine and, with NTP, between hosts); never backwards. */
@@ -848,43 +1514,58 @@ int migration_incoming(struct vm *vm, const char *uri)
 			elapsed = 0; /* the clocks disagree: do not jump */
 		err = loader_apply(&l, elapsed);
 	}
+	if (!err && l.need)
+		err = dest_postcopy_setup(d, l.need, l.why, sizeof(l.why));
 	if (err) {
 		log_error("incoming migration failed: %s", l.why);
-		struct stream w;
-		if (stream_init(&w, fd) == 0) {
-			if (stream_write_record(&w, REC_NACK, 1, l.why, (uint32_t)strlen(l.why)) ==
-			    0)
-				(void)stream_flush(&w);
-			stream_free(&w);
-		}
+		send_nack(fd, l.why);
+		close(fd);
 	} else {
-		/* Acknowledge with the instant the vCPUs start (the caller starts them next):
-		 * from here on this VM is the one that runs. */
-		struct stream w;
-		uint8_t ack[8];
-		uint64_t t_run = host_now_ns();
-		log_debug("migration: state loaded at %" PRIu64 " ms", t_run / 1000000);
-		for (int i = 0; i < 8; i++)
-			ack[i] = (uint8_t)(t_run >> (8 * i));
-		err = stream_init(&w, fd);
-		if (!err) {
-			err = stream_write_record(&w, REC_ACK, 1, ack, sizeof(ack));
-			if (!err)
-				err = stream_flush(&w);
-			if (err)
-				log_error("incoming migration failed: cannot acknowledge: %s",
-					  w.err);
-			stream_free(&w);
+		/* Loaded. Version 1: the source's ACK means run. Version 2: ACK says loaded,
+		 * with this migration's id, and the guest runs on GO only (the source has let
+		 * go then), so that it never runs on both sides. */
+		uint8_t ack[16];
+		uint64_t t = host_now_ns();
+		log_debug("migration: state loaded at %" PRIu64 " ms", t / 1000000);
+		put_u64(ack, t);
+		put_u64(ack + 8, d->id);
+		err = send_record(&ackw, REC_ACK, ack, version < 2 ? 8 : 16);
+		if (err) {
+			snprintf(l.why, sizeof(l.why), "cannot acknowledge: %s", ackw.err);
+			close(fd);
+		} else if (version < 2) {
+			close(fd);
+		} else {
+			err = dest_wait_go(d, &s, fd, l.why, sizeof(l.why));
 		}
-		if (!err)
-			log_info("migration received (%u passes, %" PRIu64 " MiB)", l.passes,
-				 s.bytes >> 20);
+		if (err)
+			log_error("incoming migration failed: %s", l.why);
+	}
+	if (!err) {
+		log_info("migration received (%u passes, %" PRIu64 " MiB%s)", l.passes,
+			 s.bytes >> 20, d->postcopy ? "; post-copy: the rest comes while it runs"
+						    : "");
+		/* Stay reachable until the source is done with us. */
+		if (version >= 2) {
+			d->conn_started =
+				pthread_create(&d->conn_thread, NULL, dest_conn_thread, d) == 0;
+			if (d->postcopy)
+				d->fault_started = pthread_create(&d->fault_thread, NULL,
+								  dest_fault_thread, d) == 0;
+			if (!d->conn_started || (d->postcopy && !d->fault_started)) {
+				log_error("incoming migration: cannot start a thread");
+				err = -EAGAIN; /* too late for the source: it let go */
+			}
+		}
 	}
 	loader_free(&l);
 	if (ack_ok)
 		stream_free(&ackw);
 	stream_free(&s);
-	close(fd);
+	if (!err && version >= 2 && vm->migration)
+		vm->migration->dest = d;
+	else
+		dest_free(d);
 	return err;
 }
 
@@ -897,6 +1578,336 @@ static void status_update(struct migration *m, void (*fn)(struct migrate_status 
 	fn(&m->st, arg);
 	m->st.total_ms = (host_now_ns() - m->start_ns) / 1000000ULL;
 	pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- The source after the state is out ---- */
+
+/* Reads the destination's next record, which must be want with at least min bytes. */
+static int read_answer(struct stream *s, uint8_t want, uint32_t min, const uint8_t **p,
+		       uint32_t *len, char *why, size_t n)
+{
+	uint8_t type;
+	uint16_t ver;
+	int err = stream_read_record(s, &type, &ver, p, len);
+
+	if (err)
+		return err;
+	if (type == REC_NACK) {
+		snprintf(why, n, "the destination refused: %.*s", (int)(*len > 150 ? 150 : *len),
+			 *p);
+		return -EPROTO;
+	}
+	if (type != want || *len < min) {
+		snprintf(why, n, "unexpected answer from the destination (record %u)", type);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Once committed, the link to the destination is lost: connects again until the
+ * destination answers RESUME (need, when not NULL, becomes the pages it lacks). Returns 0,
+ * or -ESHUTDOWN when this VMM is ending. The guest stays paused here all along. */
+static int src_resume(struct migration *m, uint64_t id, struct stream *s, uint64_t *t_run,
+		      uint64_t *need, size_t words)
+{
+	uint64_t t0 = host_now_ns(), next_log = t0 + 30000000000ULL;
+	bool told_unknown = false;
+
+	log_warn("migration: the link to the destination is lost after the hand-over; "
+		 "reconnecting (the VM stays paused here, it now belongs to the destination)");
+	for (;;) {
+		pthread_mutex_lock(&m->lock);
+		if (s->fd >= 0) {
+			shutdown(s->fd, SHUT_RDWR);
+			close(s->fd);
+			s->fd = -1;
+		}
+		bool quit = m->quit;
+		pthread_mutex_unlock(&m->lock);
+		if (quit)
+			return -ESHUTDOWN;
+		char why[200] = "";
+		int fd = open_uri(m->params.uri, false, why, sizeof(why));
+		if (fd >= 0) {
+			const uint8_t *p;
+			uint32_t len;
+			uint8_t idb[8];
+			put_u64(idb, id);
+			pthread_mutex_lock(&m->lock);
+			s->fd = fd;
+			s->len = s->pos = 0;
+			s->err[0] = 0;
+			pthread_mutex_unlock(&m->lock);
+			int err = stream_write_header(s, STREAM_MIGRATION);
+			if (!err)
+				err = send_record(s, REC_RESUME, idb, sizeof(idb));
+			if (!err)
+				err = read_answer(s, REC_RESUME_ACK, 8, &p, &len, why, sizeof(why));
+			if (!err && need && len != 8 + words * 8)
+				err = -EPROTO;
+			if (!err) {
+				*t_run = get_u64(p);
+				for (size_t w = 0; need && w < words; w++)
+					need[w] = get_u64(p + 8 + w * 8);
+				log_info("migration: the destination is back after %" PRIu64 " ms",
+					 (host_now_ns() - t0) / 1000000);
+				return 0;
+			}
+			if (err == -EPROTO && !told_unknown) {
+				log_error("migration: reconnecting: %s", why[0] ? why : s->err);
+				told_unknown = true;
+			}
+		}
+		if (host_now_ns() > next_log) {
+			log_warn("migration: still no link to the destination (%" PRIu64 " s)",
+				 (uint64_t)((host_now_ns() - t0) / 1000000000ULL));
+			next_log += 30000000000ULL;
+		}
+		sleep_ns(500000000ULL);
+	}
+}
+
+/* Post-copy on the source: the destination's requests first, the rest in order. */
+struct pc_src {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int fd;
+	uint64_t q[4096];
+	unsigned qn;
+	bool complete, broken;
+	pthread_t reader;
+	bool reader_started;
+};
+
+static void *src_reader_thread(void *arg)
+{
+	struct pc_src *p = arg;
+	struct stream r;
+	bool ok = stream_init(&r, p->fd) == 0;
+
+	while (ok) {
+		uint8_t type;
+		uint16_t ver;
+		const uint8_t *pl;
+		uint32_t len;
+		int err = stream_read_record(&r, &type, &ver, &pl, &len);
+		pthread_mutex_lock(&p->lock);
+		if (!err && type == REC_PC_REQ && len % 8 == 0) {
+			for (uint32_t i = 0; i < len / 8 && p->qn < 4096; i++)
+				p->q[p->qn++] = get_u64(pl + i * 8);
+		} else if (!err && type == REC_PC_COMPLETE) {
+			p->complete = true;
+			ok = false;
+		} else {
+			p->broken = true;
+			ok = false;
+		}
+		pthread_cond_signal(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+	}
+	if (r.buf)
+		stream_free(&r);
+	else {
+		pthread_mutex_lock(&p->lock);
+		p->broken = true;
+		pthread_cond_signal(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+	}
+	return NULL;
+}
+
+static void pc_reader_start(struct pc_src *p, int fd)
+{
+	struct timeval none = { 0 };
+	p->fd = fd;
+	p->qn = 0;
+	p->broken = false;
+	/* The destination may say nothing for long: only writes time out here. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	p->reader_started = pthread_create(&p->reader, NULL, src_reader_thread, p) == 0;
+	if (!p->reader_started)
+		p->broken = true;
+}
+
+static void pc_reader_stop(struct pc_src *p)
+{
+	if (p->reader_started) {
+		shutdown(p->fd, SHUT_RDWR);
+		pthread_join(p->reader, NULL);
+		p->reader_started = false;
+	}
+}
+
+static void set_postcopy(struct migrate_status *st, void *arg)
+{
+	const uint64_t *v = arg;
+	st->postcopy_active = true;
+	st->remaining_pages = v[0];
+	st->bytes = v[1];
+}
+
+/* Sends the pages in need until the destination has them all. 0, or -ESHUTDOWN. */
+static int src_postcopy(struct migration *m, struct page_sender *ps, struct stream *s,
+			uint64_t id, uint64_t *need)
+{
+	struct vm *vm = m->vm;
+	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
+	size_t words = (size_t)((npages + 63) / 64);
+	static const uint8_t zero_page[PAGE_SIZE];
+	struct pc_src *p = calloc(1, sizeof(*p));
+	struct pagemap *pm = malloc(sizeof(*pm));
+	uint64_t left = bitmap_count(need, npages), cursor = 0, t_run;
+	bool done_sent = false;
+	int ret = 0;
+
+	if (!p || !pm) {
+		free(p);
+		free(pm);
+		return -ENOMEM;
+	}
+	pm->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	pm->first = pm->count = 0;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	pc_reader_start(p, s->fd);
+	log_info("migration: post-copy: %" PRIu64 " pages to send while the guest runs there",
+		 left);
+	for (;;) {
+		uint64_t q[256];
+		unsigned nq = 0;
+		pthread_mutex_lock(&p->lock);
+		if (done_sent && !p->complete && !p->broken && !p->qn) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += IO_TIMEOUT_S;
+			if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) == ETIMEDOUT &&
+			    !p->complete && !p->qn)
+				p->broken = true; /* no word from the destination */
+		}
+		bool complete = p->complete, broken = p->broken;
+		while (nq < 256 && p->qn)
+			q[nq++] = p->q[--p->qn];
+		pthread_mutex_unlock(&p->lock);
+		if (complete)
+			break;
+		if (broken || m->quit) {
+			pc_reader_stop(p);
+			if (m->quit) {
+				ret = -ESHUTDOWN;
+				break;
+			}
+			ret = src_resume(m, id, s, &t_run, need, words);
+			if (ret)
+				break;
+			s->rate_bps = (uint64_t)m->params.bandwidth_mibps << 20;
+			s->rate_start_ns = 0;
+			sbuf_reset(&ps->rec);
+			left = bitmap_count(need, npages);
+			done_sent = false;
+			pc_reader_start(p, s->fd);
+			continue;
+		}
+		int err = 0;
+		for (unsigned i = 0; i < nq && !err; i++) {
+			uint64_t idx = q[i];
+			if (idx >= npages)
+				continue;
+			err = pages_add(ps, idx, vm->ram.host + idx * PAGE_SIZE);
+			if (need[idx / 64] >> (idx % 64) & 1) {
+				need[idx / 64] &= ~(1ULL << (idx % 64));
+				left--;
+			}
+		}
+		if (!nq && left) {
+			/* The next 64 pages in need (a quarter MiB at most), then requests again. */
+			while (!need[cursor])
+				cursor = (cursor + 1) % words;
+			uint64_t bits = need[cursor];
+			need[cursor] = 0;
+			uint64_t unbacked = (cursor + 1) * 64 <= npages
+						    ? pagemap_unbacked(pm, vm, cursor * 64) : 0;
+			while (bits && !err) {
+				unsigned bit = (unsigned)__builtin_ctzll(bits);
+				bits &= bits - 1;
+				uint64_t idx = cursor * 64 + bit;
+				err = pages_add(ps, idx, unbacked >> bit & 1
+							 ? zero_page : vm->ram.host + idx * PAGE_SIZE);
+				left--;
+			}
+		} else if (!nq && !done_sent) {
+			err = pages_flush(ps);
+			if (!err)
+				err = stream_write_record(s, REC_PC_DONE, 1, NULL, 0);
+			done_sent = true;
+		}
+		if (!err)
+			err = pages_flush(ps);
+		if (!err)
+			err = stream_flush(s);
+		if (err) {
+			pthread_mutex_lock(&p->lock);
+			p->broken = true;
+			pthread_mutex_unlock(&p->lock);
+		}
+		uint64_t v[2] = { left, s->bytes };
+		status_update(m, set_postcopy, v);
+	}
+	pc_reader_stop(p);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	if (pm->fd >= 0)
+		close(pm->fd);
+	free(pm);
+	free(p);
+	return ret;
+}
+
+/* The hand-over, with the state out and the guest paused here: the destination says it
+ * has loaded it (ACK); until then any failure leaves the VM here. Then GO: from that
+ * instant the VM belongs to the destination and this side never resumes it, whatever
+ * happens to the link (it reconnects instead). *committed says which side of the line a
+ * failure fell on. Fills *t_run with the instant the destination's vCPUs ran. */
+static int src_handover(struct migration *m, struct stream *s, struct page_sender *ps,
+			uint64_t *need, bool *committed, uint64_t *t_run, char *why, size_t n)
+{
+	const uint8_t *p;
+	uint32_t len;
+	int err = read_answer(s, REC_ACK, 16, &p, &len, why, n);
+	uint64_t id = err ? 0 : get_u64(p + 8);
+
+	if (!err) {
+		pthread_mutex_lock(&m->lock);
+		if (m->cancel) {
+			err = -ECANCELED;
+		} else {
+			m->committing = true;
+			*committed = true;
+		}
+		pthread_mutex_unlock(&m->lock);
+	}
+	if (err) {
+		/* Tell the destination to drop what it holds (it may not hear it). */
+		static const char msg[] = "the source keeps the VM";
+		s->cancelled = 0;
+		(void)send_record(s, REC_NACK, msg, sizeof(msg) - 1);
+		return err;
+	}
+	err = send_record(s, REC_GO, NULL, 0);
+	if (!err)
+		err = read_answer(s, REC_RUNNING, 8, &p, &len, why, n);
+	if (!err)
+		*t_run = get_u64(p);
+	if (err) {
+		size_t words = (size_t)(((m->vm->ram.size >> PAGE_SHIFT) + 63) / 64);
+		err = src_resume(m, id, s, t_run, m->params.postcopy ? need : NULL, words);
+		if (err)
+			return err;
+	}
+	if (m->params.postcopy)
+		return src_postcopy(m, ps, s, id, need);
+	/* Nothing more: the destination may let go of its listening socket. */
+	(void)send_record(s, REC_PC_DONE, NULL, 0);
+	return 0;
 }
 
 static void *throttle_thread(void *arg)
@@ -1068,7 +2079,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	uint64_t *bitmap = calloc(words, sizeof(uint64_t));
 	struct stream s;
 	struct sbuf b;
-	bool paused = false, quiesced = false;
+	bool paused = false, quiesced = false, committed = false;
 	int err;
 
 	if (!bitmap) {
@@ -1132,11 +2143,13 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		pi.bw_mibps = (uint64_t)(bw / (1 << 20));
 		/* Zero pages cost little to send; count what was seen so far. */
 		double cost = bw > 0 ? (double)dirty * PAGE_SIZE / bw : 1e9;
-		pi.expected_ms = (uint64_t)(cost * 1000);
+		/* Post-copy hands over at once: the outage is the state's, not the pages'. */
+		pi.expected_ms = m->params.postcopy ? 0 : (uint64_t)(cost * 1000);
 		pi.bytes = s.bytes;
 		pi.throttle = m->throttle_pct;
 		status_update(m, set_pass, &pi);
-		if (pass > 1 && (cost * 1e9 <= (double)target_ns || pass >= MAX_PASSES))
+		if (m->params.postcopy ||
+		    (pass > 1 && (cost * 1e9 <= (double)target_ns || pass >= MAX_PASSES)))
 			break; /* switch over, still paused */
 		vm_resume(vm);
 		paused = false;
@@ -1192,8 +2205,18 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			err = dirty_sync(vm, bitmap, true);
 		uint64_t last = bitmap_count(bitmap, npages);
 		uint64_t t_s = host_now_ns();
-		if (!err)
+		if (!err && m->params.postcopy) {
+			/* Post-copy: the destination runs without these pages and fetches them
+			 * (bitmap keeps them: src_postcopy sends them). */
+			sbuf_reset(&b);
+			for (size_t w = 0; w < words; w++)
+				sbuf_u64(&b, bitmap[w]);
+			err = b.oom ? -ENOMEM
+				    : stream_write_record(&s, REC_PC_START, 1, b.data,
+							  (uint32_t)b.len);
+		} else if (!err) {
 			err = pages_send_bitmap(m, &ps, bitmap);
+		}
 		uint64_t t_p = host_now_ns();
 		if (!err)
 			err = write_final_state(vm, &s, t_pause);
@@ -1201,39 +2224,18 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			  " us, %" PRIu64 " pages in %" PRIu64 " us, state %" PRIu64 " us",
 			  (t_q - t_pause) / 1000, (t_s - t_q) / 1000, last, (t_p - t_s) / 1000,
 			  (host_now_ns() - t_p) / 1000);
-		if (!err) {
-			/* The state is out: from here a cancel could leave the guest running
-			 * on both sides, so it is refused; only the answer decides. */
+		uint64_t t_run = 0;
+		if (!err)
+			err = src_handover(m, &s, &ps, bitmap, &committed, &t_run, why, n);
+		if (committed) {
+			/* Both stamps are CLOCK_MONOTONIC: one machine shares it. */
+			uint64_t down = t_run > t_pause ? t_run - t_pause : host_now_ns() - t_pause;
 			pthread_mutex_lock(&m->lock);
-			m->committing = true;
+			m->st.downtime_us = down / 1000ULL;
+			m->st.bytes = s.bytes;
+			m->st.rounds = pass;
+			m->st.remaining_pages = 0;
 			pthread_mutex_unlock(&m->lock);
-		}
-		if (!err) {
-			uint8_t type;
-			uint16_t ver;
-			const uint8_t *p;
-			uint32_t len;
-			err = stream_read_record(&s, &type, &ver, &p, &len);
-			if (!err && type == REC_NACK) {
-				snprintf(why, n, "the destination refused: %.*s", (int)len, p);
-				err = -EPROTO;
-			} else if (!err && (type != REC_ACK || len != 8)) {
-				snprintf(why, n, "unexpected answer from the destination");
-				err = -EPROTO;
-			} else if (!err) {
-				uint64_t t_run = 0;
-				for (int i = 0; i < 8; i++)
-					t_run |= (uint64_t)p[i] << (8 * i);
-				/* Both stamps are CLOCK_MONOTONIC: one machine shares it. */
-				uint64_t down = t_run > t_pause ? t_run - t_pause
-								: host_now_ns() - t_pause;
-				pthread_mutex_lock(&m->lock);
-				m->st.downtime_us = down / 1000ULL;
-				m->st.bytes = s.bytes;
-				m->st.rounds = pass;
-				m->st.remaining_pages = 0;
-				pthread_mutex_unlock(&m->lock);
-			}
 		}
 	}
 	if (err && !why[0])
@@ -1245,17 +2247,24 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	m->stream = NULL;
 	pthread_mutex_unlock(&m->lock);
 	vm_dirty_log_stop(vm);
-	if (err) {
+	if (err && committed) {
+		/* The destination has the VM; this side never resumes it. */
+		snprintf(why, n, "this VMM is ending while the destination %s",
+			 m->params.postcopy ? "still lacks pages" : "may not have heard the end");
+	} else if (err) {
 		/* Nothing was acknowledged: the guest goes on here as if nothing happened. */
 		if (quiesced || paused)
 			unquiesce_devices(vm);
 		if (paused)
 			vm_resume(vm);
 	}
-	/* On success the vCPUs stay paused: the VM now lives on the destination. */
+	/* On success the vCPUs stay paused: the VM now lives on the destination. The
+	 * connection may be another than the first (src_resume). */
+	if (s.fd >= 0) {
+		shutdown(s.fd, SHUT_RDWR);
+		close(s.fd);
+	}
 	stream_free(&s);
-	shutdown(fd, SHUT_RDWR);
-	close(fd);
 	sbuf_free(&b);
 	sbuf_free(&ps.rec);
 	ZSTD_freeCCtx(ps.zctx);
@@ -1280,7 +2289,9 @@ static void *job_thread(void *arg)
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 
-	if (err) {
+	if (err == -ESHUTDOWN) {
+		log_warn("migration: %s", why);
+	} else if (err) {
 		log_warn("%s %s: %s; the guest runs on here", m->is_snapshot ? "snapshot" : "migration",
 			 err == -ECANCELED ? "cancelled" : "failed", why);
 	} else if (m->is_snapshot) {
@@ -1332,11 +2343,35 @@ static void join_job(struct migration *m)
 	}
 }
 
+void migration_stop_incoming(struct migration *m)
+{
+	if (m && m->dest) {
+		dest_free(m->dest);
+		m->dest = NULL;
+	}
+}
+
+bool migration_incoming_status(struct migration *m, uint64_t *missing, bool *link_up)
+{
+	struct dest *d = m ? m->dest : NULL;
+	if (!d || !d->postcopy || atomic_load(&d->finished))
+		return false;
+	*missing = atomic_load(&d->missing);
+	*link_up = atomic_load(&d->link_up);
+	return true;
+}
+
 void migration_destroy(struct migration *m)
 {
 	if (!m)
 		return;
+	migration_stop_incoming(m);
 	migration_cancel(m);
+	pthread_mutex_lock(&m->lock);
+	m->quit = 1;
+	if (m->stream && m->stream->fd >= 0)
+		shutdown(m->stream->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_lock(&m->lock);
 	m->done_read = true;
 	pthread_cond_broadcast(&m->cond);
@@ -1393,10 +2428,6 @@ int migration_start(struct migration *m, const struct migrate_params *p, char *e
 	if (!m->busy)
 		m->done = NULL;
 	pthread_mutex_unlock(&m->lock);
-	if (p->postcopy) {
-		snprintf(err, errlen, "post-copy is not supported yet");
-		return -ENOTSUP;
-	}
 	if (strncmp(p->uri, "tcp:", 4) != 0 && strncmp(p->uri, "unix:", 5) != 0) {
 		snprintf(err, errlen, "'%s': must be tcp:HOST:PORT or unix:PATH", p->uri);
 		return -EINVAL;

@@ -26,7 +26,7 @@ struct migrate_params {
 	uint32_t downtime_ms;     /* target for the final pause; 0: the default (300) */
 	uint32_t bandwidth_mibps; /* cap; 0: none */
 	bool compress;            /* zstd on non-zero pages */
-	bool postcopy;            /* not supported yet: refused */
+	bool postcopy;            /* hand the VM over at once; pages follow on demand */
 };
 
 enum migrate_state {
@@ -50,6 +50,7 @@ struct migrate_status {
 	uint64_t bytes;             /* sent */
 	unsigned rounds;            /* pre-copy passes done */
 	unsigned throttle_pct;      /* auto-converge: share of time the vCPUs are held */
+	bool postcopy_active;       /* the guest runs on the destination, pages still go */
 	char error[200];
 };
 
@@ -78,6 +79,12 @@ void migration_get_status(struct migration *m, struct migrate_status *st);
  * started, event loop running) and loads it. 0 when the VM is complete and may run; -errno
  * after logging one line (the VM must not run). */
 int migration_incoming(struct vm *vm, const char *uri) __attribute__((warn_unused_result));
+/* Destination, post-copy: true while pages are still to come, with how many and whether
+ * the link to the source is up. */
+bool migration_incoming_status(struct migration *m, uint64_t *missing, bool *link_up);
+/* Destination: ends the link to the source (called when the VM ends; a post-copy guest's
+ * lacking pages then read as zeros, so that its vCPUs can stop). */
+void migration_stop_incoming(struct migration *m);
 /* Loads the snapshot at path into vm (as migration_incoming). */
 int migration_restore(struct vm *vm, const char *path) __attribute__((warn_unused_result));
 

@@ -17,7 +17,9 @@
 #include <stdint.h>
 
 #define STREAM_MAGIC "MABOSTRM"
-#define STREAM_VERSION 1
+/* 2: the destination waits for GO after ACK (no two copies), post-copy, reconnection.
+ * 1: the destination ran at ACK. Both are read. */
+#define STREAM_VERSION 2
 #define STREAM_VERSION_MIN 1
 #define STREAM_MAX_PAYLOAD (8U << 20)
 
@@ -34,9 +36,17 @@ enum stream_record {
 	REC_CPU = 5,       /* one hart */
 	REC_DEVICES = 6,   /* the machine's devices */
 	REC_END = 7,       /* the state is complete */
-	REC_ACK = 8,       /* destination to source: loaded, running now */
+	REC_ACK = 8,       /* destination to source: loaded (v1: and running now) */
 	REC_NACK = 9,      /* destination to source: refused (payload: a message) */
 	REC_PASS_ACK = 10, /* destination to source: a pass is loaded (it has caught up) */
+	REC_PC_START = 11, /* post-copy: the pages the destination lacks (a bitmap) */
+	REC_GO = 12,       /* source to destination: run (the source has let go) */
+	REC_RUNNING = 13,  /* destination to source: running since (u64 instant) */
+	REC_PC_REQ = 14,   /* destination to source: pages wanted now (u64 list) */
+	REC_PC_DONE = 15,  /* source to destination: nothing more to send */
+	REC_PC_COMPLETE = 16, /* destination to source: every page is in, or the VM ended */
+	REC_RESUME = 17,   /* source to destination, on a new connection: carry on (u64 id) */
+	REC_RESUME_ACK = 18, /* destination to source: u64 running since, bitmap of lacking */
 };
 
 /* A buffered stream over a file descriptor (a file or a connected socket). */

@@ -195,23 +195,41 @@ def test_snapshot(tmp, disk):
 
 class Proxy:
     """A unix-socket proxy from listen to target that cuts the stream after cut bytes or
-    flips one byte at flip."""
+    flips one byte at flip. With relink (seconds), it lets the source connect again that
+    long after a cut and then passes everything."""
 
-    def __init__(self, listen, target, cut=None, flip=None):
+    def __init__(self, listen, target, cut=None, flip=None, relink=None):
         self.listen, self.target, self.cut, self.flip = listen, target, cut, flip
+        self.relink = relink
+        self.connections = 0
+        self.was_cut = False
         self.srv = socket.socket(socket.AF_UNIX)
         self.srv.bind(listen)
         self.srv.listen(1)
-        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t = threading.Thread(target=self.serve, daemon=True)
         self.t.start()
+
+    def serve(self):
+        self.run()
+        if self.relink is None:
+            return
+        time.sleep(self.relink)
+        self.cut = self.flip = None
+        while self.run():
+            pass
 
     def run(self):
         try:
             a, _ = self.srv.accept()
         except OSError:
-            return
+            return False
+        self.connections += 1
         b = socket.socket(socket.AF_UNIX)
-        b.connect(self.target)
+        try:
+            b.connect(self.target)
+        except OSError:
+            a.close()
+            return True
         n = 0
 
         def back():
@@ -232,6 +250,7 @@ class Proxy:
                     break
                 if self.cut is not None and n + len(d) >= self.cut:
                     b.sendall(d[:self.cut - n])
+                    self.was_cut = True
                     break
                 if self.flip is not None and n <= self.flip < n + len(d):
                     d = bytearray(d)
@@ -247,6 +266,7 @@ class Proxy:
             except OSError:
                 pass
             s.close()
+        return True
 
     def close(self):
         self.srv.close()
@@ -331,11 +351,47 @@ def test_pingpong(tmp, disk, rounds):
             dst.close()
             still_running(cur, "stream %s" % kind)
 
-        # Back and forth; every fifth with compressed pages, every seventh capped at 64 MiB/s.
+        # Post-copy with the link cut while pages are still on their way: the guest on
+        # the destination waits for the pages it lacks, the source (which let go of the
+        # VM, so cancel is refused) connects again once it can, and the migration ends.
+        for at in (random.randint(400000, 20000000) for _ in range(2)):
+            dst = cl.destination()
+            sessions.append(dst)
+            psock = dst.mig + ".proxy"
+            proxy = Proxy(psock, dst.mig, cut=at, relink=2.0)
+            p = subprocess.Popen([MABO, "--api-socket", cur.sock, "migrate", "unix:" + psock,
+                                  "--postcopy"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 20
+            while not proxy.was_cut and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            crc, _, cerr = mabo(cur.sock, "cancel")
+            out, err = p.communicate(timeout=120)
+            res = last_json(out)
+            proxy.close()
+            if (p.returncode == 0 and res.get("status") == "completed" and
+                    proxy.connections >= 2 and crc != 0 and "too late" in cerr):
+                ok("post-copy, link cut at byte %d: cancel refused (%s), reconnected, "
+                   "completed (%d connections)" % (at, cerr.strip(), proxy.connections))
+            else:
+                bad("post-copy cut at %d: rc %d %s %s, %d connections, cancel %d %s\n%s" %
+                    (at, p.returncode, res, err, proxy.connections, crc, cerr,
+                     dst.tail(600)))
+                break
+            src_rc = cur.wait_exit(30)
+            if src_rc != 0:
+                bad("post-copy cut: the source exited %d" % src_rc)
+            cur = dst
+            cur.expect(r"W \d+ ", 30)
+
+        # Back and forth; every third in post-copy (the guest runs on the destination at
+        # once and its pages follow), every fifth with compressed pages, every seventh
+        # capped at 64 MiB/s.
         for r in range(rounds):
             dst = cl.destination()
             sessions.append(dst)
-            extra = (["--compress"] if r % 5 == 2 else []) + \
+            extra = (["--postcopy"] if r % 3 == 1 else []) + \
+                (["--compress"] if r % 5 == 2 else []) + \
                 (["--bandwidth", "64"] if r % 7 == 3 else [])
             rc, res, err = migrate(cur, dst, *extra)
             if rc != 0 or res.get("status") != "completed":
