@@ -255,6 +255,7 @@ class Proxy:
                 if self.flip is not None and n <= self.flip < n + len(d):
                     d = bytearray(d)
                     d[self.flip - n] ^= 0x5a
+                    self.was_cut = True
                     d = bytes(d)
                 n += len(d)
                 b.sendall(d)
@@ -351,14 +352,16 @@ def test_pingpong(tmp, disk, rounds):
             dst.close()
             still_running(cur, "stream %s" % kind)
 
-        # Post-copy with the link cut while pages are still on their way: the guest on
-        # the destination waits for the pages it lacks, the source (which let go of the
-        # VM, so cancel is refused) connects again once it can, and the migration ends.
-        for at in (random.randint(400000, 20000000) for _ in range(2)):
+        # Post-copy with the link cut, or a byte corrupted (the destination drops the
+        # connection), while pages are still on their way: the guest on the destination
+        # waits for the pages it lacks, the source (which let go of the VM, so cancel is
+        # refused) connects again once it can, and the migration ends.
+        for kind in ("cut", "flip"):
+            at = random.randint(400000, 20000000)
             dst = cl.destination()
             sessions.append(dst)
             psock = dst.mig + ".proxy"
-            proxy = Proxy(psock, dst.mig, cut=at, relink=2.0)
+            proxy = Proxy(psock, dst.mig, relink=2.0, **{kind: at})
             p = subprocess.Popen([MABO, "--api-socket", cur.sock, "migrate", "unix:" + psock,
                                   "--postcopy"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
@@ -371,11 +374,11 @@ def test_pingpong(tmp, disk, rounds):
             proxy.close()
             if (p.returncode == 0 and res.get("status") == "completed" and
                     proxy.connections >= 2 and crc != 0 and "too late" in cerr):
-                ok("post-copy, link cut at byte %d: cancel refused (%s), reconnected, "
-                   "completed (%d connections)" % (at, cerr.strip(), proxy.connections))
+                ok("post-copy, stream %s at byte %d: cancel refused (%s), reconnected, "
+                   "completed (%d connections)" % (kind, at, cerr.strip(), proxy.connections))
             else:
-                bad("post-copy cut at %d: rc %d %s %s, %d connections, cancel %d %s\n%s" %
-                    (at, p.returncode, res, err, proxy.connections, crc, cerr,
+                bad("post-copy %s at %d: rc %d %s %s, %d connections, cancel %d %s\n%s" %
+                    (kind, at, p.returncode, res, err, proxy.connections, crc, cerr,
                      dst.tail(600)))
                 break
             src_rc = cur.wait_exit(30)
