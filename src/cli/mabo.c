@@ -1,6 +1,6 @@
 /* mabo: the command-line client of mabo-vmm's control socket (docs/api.md).
  *
- *   mabo --api-socket PATH info|pause|resume|cancel|quit|migrate-status
+ *   mabo --api-socket PATH info|pause|resume|cancel|postcopy|quit|migrate-status
  *   mabo --api-socket PATH snapshot FILE
  *   mabo --api-socket PATH migrate URI [--downtime-ms N] [--bandwidth MIBPS] [--postcopy]
  *        [--compress]
@@ -65,10 +65,11 @@ static void usage(FILE *f)
 		"                       --incoming; URI is tcp:HOST:PORT or unix:PATH\n"
 		"    --downtime-ms N    the downtime target (default 300)\n"
 		"    --bandwidth MIBPS  cap the link at MIBPS MiB/s (default: no cap)\n"
-		"    --postcopy         switch to post-copy: run on the destination at once\n"
+		"    --postcopy         post-copy: run on the destination at once, pages follow\n"
 		"    --compress         compress pages\n"
 		"  migrate-status       print the migration's status as one JSON object\n"
 		"  cancel               cancel the running migration\n"
+		"  postcopy             switch the running migration to post-copy now\n"
 		"  quit                 stop the VM and end mabo-vmm\n\n"
 		"Options:\n"
 		"  --api-socket PATH    the control socket (or $MABO_API_SOCKET)\n"
@@ -533,7 +534,7 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind++];
 	int nargs = argc - optind;
 	static const char *const simple[] = {
-		"info", "pause", "resume", "cancel", "quit", "migrate-status",
+		"info", "pause", "resume", "cancel", "postcopy", "quit", "migrate-status",
 	};
 	bool is_simple = false;
 	for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++)

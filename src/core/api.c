@@ -352,6 +352,7 @@ typedef int (*api_cmd_fn)(struct api *api, struct api_client *c, const struct js
 API_SIMPLE(pause, pause)
 API_SIMPLE(resume, resume)
 API_SIMPLE(cancel, migrate_cancel)
+API_SIMPLE(postcopy, migrate_postcopy)
 API_SIMPLE(quit, quit)
 
 static int api_cmd_info(struct api *api, struct api_client *c, const struct json_value *req,
@@ -452,6 +453,8 @@ static const struct api_command {
 	{ "migrate-status", api_cmd_migrate_status, api_status_fields, false },
 	{ "cancel", api_cmd_cancel, api_no_fields, true },
 	{ "migrate-cancel", api_cmd_cancel, api_no_fields, true },
+	{ "postcopy", api_cmd_postcopy, api_no_fields, true },
+	{ "migrate-postcopy", api_cmd_postcopy, api_no_fields, true },
 	{ "quit", api_cmd_quit, api_no_fields, true },
 };
 

@@ -161,6 +161,18 @@ static int vmm_api_cancel(void *opaque, char *err, size_t errlen)
 	return ret;
 }
 
+static int vmm_api_postcopy(void *opaque, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	int ret = migration_switch_postcopy(vm->migration);
+
+	if (ret == -ENOENT)
+		snprintf(err, errlen, "no migration in progress");
+	else if (ret == -EALREADY)
+		snprintf(err, errlen, "the destination has the VM already");
+	return ret;
+}
+
 static int vmm_api_migrate_status(void *opaque, struct api_migrate_status *out, char *err,
 				  size_t errlen)
 {
@@ -211,6 +223,7 @@ static const struct api_ops vmm_api_ops = {
 	.snapshot = vmm_api_snapshot,
 	.migrate = vmm_api_migrate,
 	.migrate_cancel = vmm_api_cancel,
+	.migrate_postcopy = vmm_api_postcopy,
 	.migrate_status = vmm_api_migrate_status,
 	.quit = vmm_api_quit,
 };

@@ -85,6 +85,7 @@ struct migration {
 	struct stream *stream; /* the job's, while it runs (for cancel) */
 	volatile int cancel;
 	volatile int quit; /* this VMM ends: a committed job stops trying to reach the peer */
+	volatile int to_postcopy; /* the user asked to switch to post-copy */
 	bool committing; /* the destination has the VM: too late to cancel */
 	struct dest *dest; /* the destination side, once its VM runs (migration_incoming) */
 	migration_done_fn done; /* the snapshot's caller, told when it ends */
@@ -313,7 +314,7 @@ static int pages_send_bitmap(struct migration *m, struct page_sender *ps, uint64
 		pm->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 		pm->first = pm->count = 0;
 	}
-	for (uint64_t w = 0; w < (npages + 63) / 64 && !err; w++) {
+	for (uint64_t w = 0; w < (npages + 63) / 64 && !err && !m->to_postcopy; w++) {
 		uint64_t bits = bitmap[w];
 		bitmap[w] = 0;
 		uint64_t unbacked = bits && pm && (w + 1) * 64 <= npages
@@ -321,6 +322,11 @@ static int pages_send_bitmap(struct migration *m, struct page_sender *ps, uint64
 		while (bits) {
 			if (m->cancel) {
 				err = -ECANCELED;
+				break;
+			}
+			if (m->to_postcopy) {
+				/* Stop the pass here: what is left goes after the hand-over. */
+				bitmap[w] |= bits;
 				break;
 			}
 			unsigned bit = (unsigned)__builtin_ctzll(bits);
@@ -995,9 +1001,13 @@ static void *dest_fault_thread(void *arg)
 			if (addr < base || idx >= d->npages)
 				continue;
 			if (have_page(d, idx)) {
-				/* Current and never written: zeros. */
-				if (dest_place(d, idx, NULL) == 0)
-					wake_page(d, addr);
+				/* Current and never written here: zeros (EEXIST: it is mapped by
+				 * now; wake whoever waits all the same). */
+				struct uffdio_zeropage z = { .range = { .start = addr,
+									.len = PAGE_SIZE } };
+				while (ioctl(d->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EAGAIN)
+					;
+				wake_page(d, addr);
 				continue;
 			}
 			uint64_t bit = 1ULL << (idx % 64);
@@ -2148,6 +2158,8 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		pi.bytes = s.bytes;
 		pi.throttle = m->throttle_pct;
 		status_update(m, set_pass, &pi);
+		if (m->to_postcopy)
+			m->params.postcopy = true;
 		if (m->params.postcopy ||
 		    (pass > 1 && (cost * 1e9 <= (double)target_ns || pass >= MAX_PASSES)))
 			break; /* switch over, still paused */
@@ -2404,6 +2416,7 @@ static int job_start(struct migration *m, bool snapshot, char *err, size_t errle
 	m->st.snapshot = snapshot;
 	m->is_snapshot = snapshot;
 	m->cancel = 0;
+	m->to_postcopy = 0;
 	m->committing = false;
 	m->done_read = false;
 	m->start_ns = host_now_ns();
@@ -2486,6 +2499,18 @@ int migration_cancel(struct migration *m)
 	}
 	pthread_mutex_unlock(&m->lock);
 	return 0;
+}
+
+int migration_switch_postcopy(struct migration *m)
+{
+	pthread_mutex_lock(&m->lock);
+	int ret = !m->busy || m->is_snapshot || m->st.state != MIGRATE_ACTIVE ? -ENOENT
+		  : m->committing || m->params.postcopy			? -EALREADY
+										: 0;
+	if (!ret)
+		m->to_postcopy = 1;
+	pthread_mutex_unlock(&m->lock);
+	return ret;
 }
 
 void migration_get_status(struct migration *m, struct migrate_status *st)

@@ -198,7 +198,7 @@ def main():
         def refuse(s):
             req = s.recv()
             s.send({"ok": False, "error": req["cmd"] + ": not supported yet"})
-        for cmd in ["pause", "resume", "cancel", "quit"]:
+        for cmd in ["pause", "resume", "cancel", "postcopy", "quit"]:
             srv = r.serve(refuse)
             st, out, err = r.run(S + [cmd], srv)
             r.check(f"{cmd} refused", st == 1 and not out and

@@ -387,6 +387,34 @@ def test_pingpong(tmp, disk, rounds):
             cur = dst
             cur.expect(r"W \d+ ", 30)
 
+        # A slow pre-copy switched to post-copy half-way (mabo postcopy).
+        dst = cl.destination()
+        sessions.append(dst)
+        p = subprocess.Popen([MABO, "--api-socket", cur.sock, "migrate", "unix:" + dst.mig,
+                              "--bandwidth", "16"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        src_rc, _, serr = mabo(cur.sock, "postcopy")
+        out, err = p.communicate(timeout=120)
+        res = last_json(out)
+        if (src_rc == 0 and p.returncode == 0 and res.get("status") == "completed" and
+                res.get("postcopy_active")):
+            ok("pre-copy switched to post-copy after 1 s: completed (%d bytes, outage "
+               "%.3f ms)" % (res.get("bytes", 0), res.get("downtime_ms", -1)))
+        else:
+            bad("switch to post-copy: %d %s / migrate %d %s %s" % (src_rc, serr, p.returncode,
+                                                                  res, err))
+        if p.returncode == 0:
+            if cur.wait_exit(30) != 0:
+                bad("switch to post-copy: the source did not exit 0")
+            cur = dst
+            cur.expect(r"W \d+ ", 30)
+        rc, _, serr = mabo(cur.sock, "postcopy")
+        if rc != 0 and "no migration" in serr:
+            ok("postcopy without a migration refused: %s" % serr.strip())
+        else:
+            bad("postcopy without a migration: %d %s" % (rc, serr))
+
         # Back and forth; every third in post-copy (the guest runs on the destination at
         # once and its pages follow), every fifth with compressed pages, every seventh
         # capped at 64 MiB/s.
