@@ -24,6 +24,11 @@ and the ratios mabo / qemu (< 1: mabo-vmm is better), plus the loopback TCP band
 physical bound for bytes / total time).
 
     python3 bench/migrate.py [RUNS] [--mem 512M] [--downtime-ms 10] [--payloads idle,busy]
+                             [--postcopy]
+
+--postcopy migrates ours in post-copy (the guest runs on the destination at once, its pages
+follow); the peer runner drives only QEMU's pre-copy, so that comparison is post-copy
+against pre-copy, and says so in its header.
 
 Needs ../shared/bench (says so and exits 77 when absent), qemu-system-riscv64, cpio, and
 the guest in build/guest.
@@ -191,7 +196,7 @@ def run_mabo(peer, o, payload, initrd, work, n):
         time.sleep(o.settle)
         t_migrate = time.time()
         args = [MABO, "--api-socket", ssock, "migrate", "tcp:127.0.0.1:%d" % port,
-                "--downtime-ms", str(o.downtime_ms)]
+                "--downtime-ms", str(o.downtime_ms)] + (["--postcopy"] if o.postcopy else [])
         p = subprocess.run(args, capture_output=True, text=True, timeout=o.timeout)
         lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
         res = json.loads(lines[-1]) if lines else {"status": "error", "error": p.stderr}
@@ -241,6 +246,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=180)
     ap.add_argument("--boot-timeout", type=float, default=240)
     ap.add_argument("--qemu", default="qemu-system-riscv64")
+    ap.add_argument("--postcopy", action="store_true",
+                    help="mabo migrates in post-copy (QEMU still in pre-copy: the peer "
+                    "runner drives only that)")
     o = ap.parse_args()
     if not os.path.exists(os.path.join(SHARED, "qemu-migrate.py")):
         print("skipped: %s is absent (the QEMU peer runner and payloads live there)" % SHARED)
@@ -255,8 +263,9 @@ def main():
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     qv = subprocess.run([o.qemu, "--version"], capture_output=True, text=True).stdout
-    print("bench/migrate.py at %s, %s; %s, 1 vCPU, downtime target %d ms, loopback TCP" %
-          (commit, qv.splitlines()[0] if qv else o.qemu, o.mem, o.downtime_ms))
+    print("bench/migrate.py at %s, %s; %s, 1 vCPU, downtime target %d ms, loopback TCP%s" %
+          (commit, qv.splitlines()[0] if qv else o.qemu, o.mem, o.downtime_ms,
+           "; mabo in post-copy, QEMU in pre-copy" if o.postcopy else ""))
     print("loopback TCP bandwidth: %.0f MiB/s (one stream)" % loopback_mibps())
     keys = ("outage_ms", "guest_stall_ms", "total_ms", "bytes")
     summary = {}

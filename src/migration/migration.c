@@ -4,12 +4,16 @@
  * Records of a stream, in order:
  *   CONFIG        the VM's shape, checked by the receiver against its own options
  *   PAGES ...     guest pages; a migration sends several passes, each ended by PASS_END
+ *   PC_START      post-copy only: the pages that follow after the hand-over
  *   CLOCK         the guest clock and host stamps at the pause
  *   CPU x harts   each hart's state
  *   DEVICES       the machine's devices
  *   END
- * and, for a migration, the destination answers ACK (with the instant its vCPUs run) or
- * NACK (with a message).
+ * and, for a migration, the destination answers ACK (loaded, with the migration's id) or
+ * NACK (with a message); the source then lets go of the VM and says GO, the destination
+ * runs and answers RUNNING; in post-copy PAGES follow (PC_REQ asks for some first) until
+ * PC_DONE / PC_COMPLETE. A broken link after ACK is mended by the source connecting again
+ * (RESUME / RESUME_ACK). docs/migration.md has the whole protocol.
  *
  * A PAGES payload is a list of entries, each a u64 (page number << 8 | kind) followed by
  * its data: kind 0 a whole page (4096 bytes), 1 a page of zeros (no data), 2 a page

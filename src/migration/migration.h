@@ -6,7 +6,8 @@
  * dirtied meanwhile), then pauses the vCPUs, drains and flushes the disks, sends the last
  * pages with the CPU and device state, and waits for the destination's acknowledgement.
  * Any failure before it resumes the guest here as if nothing happened; after it the VM
- * ends here (the process exits 0) and runs on the destination.
+ * ends here (the process exits 0) and runs on the destination, which runs it only once
+ * this side has let go (GO). Post-copy hands over at once and sends the pages after.
  *
  * Destination side: migration_incoming (mabo-vmm --incoming) and migration_restore
  * (--restore) fill a VM made with the same options but not started; the caller then starts
