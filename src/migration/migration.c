@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/sockios.h>
 #include <linux/userfaultfd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -1681,7 +1682,16 @@ static int src_resume(struct migration *m, uint64_t id, struct stream *s, uint64
 	}
 }
 
-/* Post-copy on the source: the destination's requests first, the rest in order. */
+/* Post-copy on the source: the destination's requests first, the rest in order from the
+ * last one asked for. */
+#define PC_BACKLOG_MAX (256U << 10) /* bytes queued in the socket before pushing more */
+
+static unsigned socket_backlog(int fd)
+{
+	int n = 0;
+	return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? (unsigned)n : 0;
+}
+
 struct pc_src {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -1770,7 +1780,8 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 	static const uint8_t zero_page[PAGE_SIZE];
 	struct pc_src *p = calloc(1, sizeof(*p));
 	struct pagemap *pm = malloc(sizeof(*pm));
-	uint64_t left = bitmap_count(need, npages), cursor = 0, t_run;
+	uint64_t left = bitmap_count(need, npages), cursor = 0, t_run, backlog_since = 0;
+	unsigned last_backlog = 0;
 	bool done_sent = false;
 	int ret = 0;
 
@@ -1822,10 +1833,38 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 			continue;
 		}
 		int err = 0;
+		unsigned backlog = !nq && left ? socket_backlog(s->fd) : 0;
+		if (backlog > PC_BACKLOG_MAX) {
+			/* Keep the queue to the destination short, so that a page it asks for
+			 * does not wait behind megabytes of others. A queue that does not move
+			 * for the I/O timeout is a dead link. */
+			uint64_t now = host_now_ns();
+			if (backlog != last_backlog) {
+				last_backlog = backlog;
+				backlog_since = now;
+			}
+			pthread_mutex_lock(&p->lock);
+			if (now - backlog_since > IO_TIMEOUT_S * 1000000000ULL)
+				p->broken = true;
+			if (!p->qn && !p->complete && !p->broken) {
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += 500000;
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000L;
+				}
+				pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+			}
+			pthread_mutex_unlock(&p->lock);
+			continue;
+		}
 		for (unsigned i = 0; i < nq && !err; i++) {
 			uint64_t idx = q[i];
 			if (idx >= npages)
 				continue;
+			/* The guest touches memory in runs: the rest follows from here. */
+			cursor = idx / 64;
 			err = pages_add(ps, idx, vm->ram.host + idx * PAGE_SIZE);
 			if (need[idx / 64] >> (idx % 64) & 1) {
 				need[idx / 64] &= ~(1ULL << (idx % 64));
