@@ -65,6 +65,11 @@ if tools/mabo-image --out build/guest; then
 	# Snapshots and live migration: restore, 20 migrations back and forth under a disk and
 	# memory workload, and faults (destination killed, cancel, stream cut and corrupted).
 	suite migrate python3 tests/integration/migrate.py --rounds 20
+	# The same between "hosts" made of network namespaces (a VMM in each, the NBD server in
+	# a third, on a bridge): migrations over TCP, faults, and links cut during migrations
+	# (root and ip netns, else skipped).
+	suite migrate-netns python3 tests/integration/migrate_netns.py \
+		--log-dir build/migrate-netns-logs
 	# NBD disks on nbdkit and qemu-nbd (raw, qcow2), servers killed and restarted.
 	suite nbd python3 tests/integration/nbd.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/nbd-logs

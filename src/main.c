@@ -148,8 +148,9 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	migration_stop_incoming(mig);
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
-	migration_destroy(mig);
-	mig = NULL;
+	/* The job ends while the loop still runs (it may need it to restart the devices);
+	 * the struct stays until the control socket, which reads its status, is gone. */
+	migration_shutdown(mig);
 	event_loop_stop(vm.loop);
 	ret = atomic_load(&vm.exit_reason);
 	*code = vm.exit_code;

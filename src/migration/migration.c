@@ -2297,6 +2297,11 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		snprintf(why, n, "%s", s.err[0] ? s.err : strerror(-err));
 	if (err == -ECANCELED)
 		snprintf(why, n, "cancelled");
+	if (err) {
+		pthread_mutex_lock(&m->lock);
+		m->st.bytes = s.bytes;
+		pthread_mutex_unlock(&m->lock);
+	}
 
 	pthread_mutex_lock(&m->lock);
 	m->stream = NULL;
@@ -2416,7 +2421,7 @@ bool migration_incoming_status(struct migration *m, uint64_t *missing, bool *lin
 	return true;
 }
 
-void migration_destroy(struct migration *m)
+void migration_shutdown(struct migration *m)
 {
 	if (!m)
 		return;
@@ -2432,6 +2437,13 @@ void migration_destroy(struct migration *m)
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	join_job(m);
+}
+
+void migration_destroy(struct migration *m)
+{
+	if (!m)
+		return;
+	migration_shutdown(m);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);
 	free(m);

@@ -59,7 +59,10 @@ const char *migrate_state_name(enum migrate_state s);
 
 /* The source side of vm (one per VM). 0 or -ENOMEM. */
 int migration_create(struct vm *vm, struct migration **out) __attribute__((warn_unused_result));
-/* Cancels a job in progress and waits for it; NULL is fine. */
+/* Ends a job in progress (cancelled, or, past its hand-over, told to stop trying) and
+ * waits for it; the status stays readable. NULL is fine. */
+void migration_shutdown(struct migration *m);
+/* migration_shutdown, then frees m; NULL is fine. */
 void migration_destroy(struct migration *m);
 
 /* Starts a migration (returns at once). 0, or -errno with a one-line reason in err. */

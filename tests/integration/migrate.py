@@ -86,10 +86,12 @@ def wait_socket(path, timeout=30):
 
 
 class Cluster:
-    """VMM processes sharing one VM: the one running it, and destinations."""
+    """VMM processes sharing one VM: the one running it, and destinations. Control sockets
+    go in tmp, console logs in log_dir (default tmp); extra VMM options in vmm_opts."""
 
-    def __init__(self, tmp, disk_arg, memory="256M", cpus=2):
+    def __init__(self, tmp, disk_arg, memory="256M", cpus=2, log_dir=None, vmm_opts=()):
         self.tmp = tmp
+        self.log_dir = log_dir or tmp
         self.n = 0
         self.base = [VMM, "--kernel", GUEST + "/Image", "--initramfs",
                      GUEST + "/initramfs.cpio.gz", "--firmware", GUEST + "/fw_dynamic.bin",
@@ -97,12 +99,15 @@ class Cluster:
                      "--disk", "path=" + disk_arg, "--net", "user", "--rng"]
         if disk_arg.startswith("nbd"):
             self.base[-4] += ",reconnect-timeout=10"
+        self.base += list(vmm_opts)
 
-    def start(self, extra=()):
+    def start(self, extra=(), prefix=()):
+        """A new VMM (argv prefixed with prefix, e.g. ip netns exec NS)."""
         self.n += 1
         sock = os.path.join(self.tmp, "api%d.sock" % self.n)
-        log = os.path.join(self.tmp, "vmm%d.log" % self.n)
-        s = console.Session(self.base + ["--api-socket", sock] + list(extra), log=log)
+        log = os.path.join(self.log_dir, "vmm%d.log" % self.n)
+        s = console.Session(list(prefix) + self.base + ["--api-socket", sock] + list(extra),
+                            log=log)
         s.sock = sock
         s.name = "vmm%d" % self.n
         if not wait_socket(sock):
@@ -113,6 +118,7 @@ class Cluster:
         mig = os.path.join(self.tmp, "mig%d.sock" % (self.n + 1))
         d = self.start(["--incoming", "unix:" + mig])
         d.mig = mig
+        d.uri = "unix:" + mig
         if not wait_socket(mig):
             raise console.ConsoleError("%s: not listening:\n%s" % (d.name, d.tail()))
         return d
@@ -137,7 +143,7 @@ def uptimes(text):
 
 
 def migrate(src, dst, *extra):
-    rc, out, err = mabo(src.sock, "migrate", "unix:" + dst.mig, *extra)
+    rc, out, err = mabo(src.sock, "migrate", dst.uri, *extra)
     return rc, last_json(out), err.strip()
 
 
@@ -292,6 +298,81 @@ def still_running(vm, what):
     return False
 
 
+def fault_kill(cur, dst, what="destination killed"):
+    """The destination dst is killed (SIGKILL) a second into a migration from cur: the
+    migration fails and the guest runs on at the source."""
+    # A bandwidth cap makes the migration last seconds, so the kill lands inside it.
+    killer = threading.Timer(1.0, lambda: dst.proc.kill())
+    killer.start()
+    rc, res, err = migrate(cur, dst, "--bandwidth", "20")
+    killer.cancel()
+    dst.close()
+    if rc != 0 and res.get("status") == "failed":
+        ok("%s mid-migration: failed (%s)" % (what, res.get("error")))
+    else:
+        bad("%s: rc %d %s %s" % (what, rc, res, err))
+    still_running(cur, what)
+
+
+def fault_cancel(cur, dst, what="cancelled"):
+    """A migration from cur to dst cancelled after a second: the guest runs on at the
+    source."""
+    p = subprocess.Popen([MABO, "--api-socket", cur.sock, "migrate", dst.uri,
+                          "--bandwidth", "8"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        crc, _, cerr = mabo(cur.sock, "cancel")
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    res = last_json(out)
+    if crc == 0 and p.returncode != 0 and res.get("status") == "cancelled":
+        ok("migration %s" % what)
+    else:
+        bad("%s: %d %s / migrate %d %s %s" % (what, crc, cerr, p.returncode, res, err))
+    dst.close()
+    still_running(cur, what)
+
+
+def finish_workload(cur, sessions):
+    """Stops the workload on cur (the VM's last home), checks the memory pattern in the
+    guest, the uptimes and error words printed on every VMM of sessions, and powers the
+    guest off. Returns the last record number written."""
+    time.sleep(1)
+    cur.send("touch /tmp/stop")
+    cur.expect("WORKLOAD-STOPPED", 60)
+    cur.send("")
+    cur.expect(console.PROMPT, 30)
+    out = cur.run("md5sum -c /tmp/pat.md5 && echo PATTERN-OK", timeout=60)
+    ok("memory pattern verifies") if "PATTERN-OK" in out else bad("pattern: %r" % out)
+    text = "".join(s.output for s in sessions)
+    ups = uptimes(text)
+    last = max(i for i, _ in ups)
+    by_rec = {}
+    for i, u in ups:
+        by_rec.setdefault(i, u)
+    seq = [by_rec[i] for i in sorted(by_rec)]
+    back = [(a, b) for a, b in zip(seq, seq[1:]) if b < a]
+    if not back:
+        ok("uptime never went backwards over %d records (%.1f s)" % (last, seq[-1]))
+    else:
+        bad("uptime went backwards: %s" % back[:5])
+    for word in ("DISK-ERROR", "PATTERN-BAD"):
+        hits = re.findall(r"^%s \d+" % word, text, re.M)
+        if hits:
+            bad("the guest reported %s" % hits[:5])
+        else:
+            ok("no %s reported by the guest" % word)
+    cur.send("sync; poweroff")
+    rc = cur.wait_exit(60)
+    if rc != 0:
+        bad("final poweroff exit %d" % rc)
+    return last
+
+
 def test_pingpong(tmp, disk, rounds):
     cl = Cluster(tmp, disk)
     cur = cl.start()
@@ -305,33 +386,10 @@ def test_pingpong(tmp, disk, rounds):
         # Faults first, each followed by a check that the source runs on.
         dst = cl.destination()
         sessions.append(dst)
-        # A bandwidth cap makes the migration last seconds, so the kill lands inside it.
-        killer = threading.Timer(1.0, lambda: dst.proc.kill())
-        killer.start()
-        rc, res, err = migrate(cur, dst, "--bandwidth", "20")
-        killer.cancel()
-        dst.close()
-        if rc != 0 and res.get("status") == "failed":
-            ok("destination killed mid-migration: failed (%s)" % res.get("error"))
-        else:
-            bad("destination killed: rc %d %s %s" % (rc, res, err))
-        still_running(cur, "destination killed")
-
+        fault_kill(cur, dst)
         dst = cl.destination()
         sessions.append(dst)
-        p = subprocess.Popen([MABO, "--api-socket", cur.sock, "migrate", "unix:" + dst.mig,
-                              "--bandwidth", "8"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
-        crc, _, cerr = mabo(cur.sock, "cancel")
-        out, err = p.communicate(timeout=60)
-        res = last_json(out)
-        if crc == 0 and p.returncode != 0 and res.get("status") == "cancelled":
-            ok("migration cancelled")
-        else:
-            bad("cancel: %d %s / migrate %d %s %s" % (crc, cerr, p.returncode, res, err))
-        dst.close()
-        still_running(cur, "cancelled")
+        fault_cancel(cur, dst)
 
         for kind in ("cut", "cut", "flip", "flip"):
             dst = cl.destination()
@@ -438,36 +496,7 @@ def test_pingpong(tmp, disk, rounds):
         else:
             ok("%d migrations back and forth (outage ms: %s)" % (rounds, outages))
 
-        # Stop the workload, then check memory in the guest and the disk on the host.
-        time.sleep(1)
-        cur.send("touch /tmp/stop")
-        cur.expect("WORKLOAD-STOPPED", 60)
-        cur.send("")
-        cur.expect(console.PROMPT, 30)
-        out = cur.run("md5sum -c /tmp/pat.md5 && echo PATTERN-OK", timeout=60)
-        ok("memory pattern verifies") if "PATTERN-OK" in out else bad("pattern: %r" % out)
-        text = "".join(s.output for s in sessions)
-        ups = uptimes(text)
-        last = max(i for i, _ in ups)
-        by_rec = {}
-        for i, u in ups:
-            by_rec.setdefault(i, u)
-        seq = [by_rec[i] for i in sorted(by_rec)]
-        back = [(a, b) for a, b in zip(seq, seq[1:]) if b < a]
-        if not back:
-            ok("uptime never went backwards over %d records (%.1f s)" % (last, seq[-1]))
-        else:
-            bad("uptime went backwards: %s" % back[:5])
-        for word in ("DISK-ERROR", "PATTERN-BAD"):
-            hits = re.findall(r"^%s \d+" % word, text, re.M)
-            if hits:
-                bad("the guest reported %s" % hits[:5])
-            else:
-                ok("no %s reported by the guest" % word)
-        cur.send("sync; poweroff")
-        rc = cur.wait_exit(60)
-        if rc != 0:
-            bad("final poweroff exit %d" % rc)
+        last = finish_workload(cur, sessions)
         return last, outages
     finally:
         for s in sessions:
