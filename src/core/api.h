@@ -84,7 +84,7 @@ struct api_ops {
 	 * once the VM runs here again). -ENOENT when none is active. */
 	int (*migrate_cancel)(void *opaque, char *err, size_t errlen);
 	/* Switches the active migration to post-copy at its next step. -ENOENT when none is
-	 * active, -EALREADY when it is handed over already. */
+	 * active, -EBUSY when it is handed over already. */
 	int (*migrate_postcopy)(void *opaque, char *err, size_t errlen);
 	int (*migrate_status)(void *opaque, struct api_migrate_status *st, char *err,
 			      size_t errlen);

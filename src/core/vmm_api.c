@@ -149,11 +149,9 @@ static int vmm_api_migrate(void *opaque, const struct api_migrate_params *p, cha
 	return migration_start(vm->migration, &mp, err, errlen);
 }
 
-static int vmm_api_cancel(void *opaque, char *err, size_t errlen)
+/* The reason for a refused cancel or switch to post-copy. */
+static int migration_refused(int ret, char *err, size_t errlen)
 {
-	struct vm *vm = opaque;
-	int ret = migration_cancel(vm->migration);
-
 	if (ret == -ENOENT)
 		snprintf(err, errlen, "no migration in progress");
 	else if (ret == -EBUSY)
@@ -161,16 +159,16 @@ static int vmm_api_cancel(void *opaque, char *err, size_t errlen)
 	return ret;
 }
 
+static int vmm_api_cancel(void *opaque, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	return migration_refused(migration_cancel(vm->migration), err, errlen);
+}
+
 static int vmm_api_postcopy(void *opaque, char *err, size_t errlen)
 {
 	struct vm *vm = opaque;
-	int ret = migration_switch_postcopy(vm->migration);
-
-	if (ret == -ENOENT)
-		snprintf(err, errlen, "no migration in progress");
-	else if (ret == -EALREADY)
-		snprintf(err, errlen, "the destination has the VM already");
-	return ret;
+	return migration_refused(migration_switch_postcopy(vm->migration), err, errlen);
 }
 
 static int vmm_api_migrate_status(void *opaque, struct api_migrate_status *out, char *err,

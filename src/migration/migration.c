@@ -618,12 +618,8 @@ static int loader_read(struct loader *l, struct stream *s)
 				snprintf(l->why, n, "out of memory");
 				return -ENOMEM;
 			}
-			for (uint64_t w = 0; w < words; w++) {
-				uint64_t v = 0;
-				for (int i = 0; i < 8; i++)
-					v |= (uint64_t)p[w * 8 + i] << (8 * i);
-				l->need[w] = v;
-			}
+			for (uint64_t w = 0; w < words; w++)
+				l->need[w] = get_u64(p + w * 8);
 			break;
 		}
 		case REC_CLOCK: {
@@ -881,8 +877,9 @@ struct dest {
 	int lfd; /* listening, for the source to reconnect */
 	char unix_path[108];
 	int stop_efd;
-	pthread_mutex_t lock; /* fd and writes on it; requested[] */
+	pthread_mutex_t lock; /* fd and writes on it (w); requested[] */
 	int fd;               /* -1 while the link is down */
+	struct stream w;      /* writes on fd */
 	int uffd;
 	uint64_t *have;      /* atomic bit operations */
 	uint64_t *requested; /* asked for on the current connection */
@@ -906,14 +903,9 @@ static int dest_send(struct dest *d, uint8_t type, const void *p, uint32_t len)
 	int err = -ENOTCONN;
 	pthread_mutex_lock(&d->lock);
 	if (d->fd >= 0) {
-		struct stream w;
-		err = stream_init(&w, d->fd);
-		if (!err) {
-			err = stream_write_record(&w, type, 1, p, len);
-			if (!err)
-				err = stream_flush(&w);
-			stream_free(&w);
-		}
+		d->w.fd = d->fd;
+		d->w.len = 0;
+		err = send_record(&d->w, type, p, len);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -1030,11 +1022,11 @@ static void *dest_fault_thread(void *arg)
 	return NULL;
 }
 
-/* The lacking pages as a RESUME_ACK payload: u64 running since, then the bitmap. */
+/* The lacking pages as a RESUME_ACK payload: u64 running since, then the bitmap. Under
+ * d->lock. */
 static int dest_resume_ack(struct dest *d, int fd)
 {
 	struct sbuf b;
-	struct stream w;
 	int err;
 
 	sbuf_init(&b);
@@ -1044,13 +1036,9 @@ static int dest_resume_ack(struct dest *d, int fd)
 			sbuf_u64(&b, ~__atomic_load_n(&d->have[i], __ATOMIC_ACQUIRE) &
 					     (i == d->words - 1 && d->npages % 64
 						      ? (1ULL << (d->npages % 64)) - 1 : ~0ULL));
-	err = b.oom ? -ENOMEM : stream_init(&w, fd);
-	if (!err) {
-		err = stream_write_record(&w, REC_RESUME_ACK, 1, b.data, (uint32_t)b.len);
-		if (!err)
-			err = stream_flush(&w);
-		stream_free(&w);
-	}
+	d->w.fd = fd;
+	d->w.len = 0;
+	err = b.oom ? -ENOMEM : send_record(&d->w, REC_RESUME_ACK, b.data, (uint32_t)b.len);
 	sbuf_free(&b);
 	return err;
 }
@@ -1267,12 +1255,9 @@ static void dest_free(struct dest *d)
 	if (d->fd >= 0) {
 		if (d->postcopy && !atomic_load(&d->finished)) {
 			/* The VM ended here first: the source need not wait for us. */
-			struct stream w;
-			if (stream_init(&w, d->fd) == 0) {
-				if (stream_write_record(&w, REC_PC_COMPLETE, 1, NULL, 0) == 0)
-					(void)stream_flush(&w);
-				stream_free(&w);
-			}
+			d->w.fd = d->fd;
+			d->w.len = 0;
+			(void)send_record(&d->w, REC_PC_COMPLETE, NULL, 0);
 		}
 		shutdown(d->fd, SHUT_RDWR);
 	}
@@ -1297,6 +1282,7 @@ static void dest_free(struct dest *d)
 	close(d->stop_efd);
 	pthread_mutex_destroy(&d->lock);
 	ZSTD_freeDCtx(d->dctx);
+	stream_free(&d->w);
 	free(d->have);
 	free(d->requested);
 	free(d);
@@ -1392,12 +1378,17 @@ static struct dest *dest_create(struct vm *vm, int lfd, const char *uri)
 	d->dctx = ZSTD_createDCtx();
 	if (getrandom(&d->id, sizeof(d->id), 0) != sizeof(d->id))
 		d->id = host_now_ns() ^ (uint64_t)getpid() << 32;
-	if (d->stop_efd < 0 || !d->have || !d->requested || !d->dctx) {
-		if (d->stop_efd < 0)
-			d->stop_efd = eventfd(0, EFD_CLOEXEC); /* dest_free closes it */
-		d->lfd = -1;
-		d->unix_path[0] = 0;
-		dest_free(d);
+	if (d->stop_efd < 0 || !d->have || !d->requested || !d->dctx ||
+	    stream_init(&d->w, -1)) {
+		/* The caller still owns lfd. */
+		if (d->stop_efd >= 0)
+			close(d->stop_efd);
+		pthread_mutex_destroy(&d->lock);
+		ZSTD_freeDCtx(d->dctx);
+		stream_free(&d->w);
+		free(d->have);
+		free(d->requested);
+		free(d);
 		return NULL;
 	}
 	return d;
@@ -2560,7 +2551,7 @@ int migration_switch_postcopy(struct migration *m)
 {
 	pthread_mutex_lock(&m->lock);
 	int ret = !m->busy || m->is_snapshot || m->st.state != MIGRATE_ACTIVE ? -ENOENT
-		  : m->committing || m->params.postcopy			? -EALREADY
+		  : m->committing || m->params.postcopy			? -EBUSY
 										: 0;
 	if (!ret)
 		m->to_postcopy = 1;

@@ -80,7 +80,7 @@ int migration_cancel(struct migration *m);
 void migration_get_status(struct migration *m, struct migrate_status *st);
 /* Switches the running migration to post-copy: the current pass stops, the guest pauses,
  * and the pages not yet current on the destination follow after it runs there. -ENOENT
- * when no migration runs, -EALREADY when it is past its hand-over. */
+ * when no migration runs, -EBUSY when it is past its hand-over. */
 int migration_switch_postcopy(struct migration *m);
 
 /* Destination: waits on uri for a migration into vm (made, devices created, vCPUs not
