@@ -1291,6 +1291,7 @@ static void dest_free(struct dest *d)
 static int uffd_open(char *why, size_t n)
 {
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int e = errno; /* the reason to give: the system call's */
 #ifdef USERFAULTFD_IOC_NEW
 	if (fd < 0) {
 		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -1301,13 +1302,12 @@ static int uffd_open(char *why, size_t n)
 	}
 #endif
 	if (fd < 0) {
-		int e = errno;
 		snprintf(why, n, "post-copy needs userfaultfd: %s", strerror(e));
 		return -e;
 	}
 	struct uffdio_api api = { .api = UFFD_API };
 	if (ioctl(fd, UFFDIO_API, &api) < 0) {
-		int e = errno;
+		e = errno;
 		snprintf(why, n, "userfaultfd: %s", strerror(e));
 		close(fd);
 		return -e;
