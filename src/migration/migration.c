@@ -897,15 +897,27 @@ static bool have_page(struct dest *d, uint64_t idx)
 	return __atomic_load_n(&d->have[idx / 64], __ATOMIC_ACQUIRE) >> (idx % 64) & 1;
 }
 
+/* Points the write stream at fd, forgetting an error on an earlier connection (a stream
+ * refuses to write after its first error). Under d->lock. */
+static struct stream *dest_writer(struct dest *d, int fd)
+{
+	d->w.fd = fd;
+	d->w.len = 0;
+	d->w.err[0] = 0;
+	return &d->w;
+}
+
 /* Sends one record on the current connection (if any). */
 static int dest_send(struct dest *d, uint8_t type, const void *p, uint32_t len)
 {
 	int err = -ENOTCONN;
 	pthread_mutex_lock(&d->lock);
 	if (d->fd >= 0) {
-		d->w.fd = d->fd;
-		d->w.len = 0;
-		err = send_record(&d->w, type, p, len);
+		err = send_record(dest_writer(d, d->fd), type, p, len);
+		/* A record half sent leaves the connection useless: end it, and the
+		 * connection thread waits for the source to come back. */
+		if (err)
+			shutdown(d->fd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -1036,9 +1048,8 @@ static int dest_resume_ack(struct dest *d, int fd)
 			sbuf_u64(&b, ~__atomic_load_n(&d->have[i], __ATOMIC_ACQUIRE) &
 					     (i == d->words - 1 && d->npages % 64
 						      ? (1ULL << (d->npages % 64)) - 1 : ~0ULL));
-	d->w.fd = fd;
-	d->w.len = 0;
-	err = b.oom ? -ENOMEM : send_record(&d->w, REC_RESUME_ACK, b.data, (uint32_t)b.len);
+	err = b.oom ? -ENOMEM
+		    : send_record(dest_writer(d, fd), REC_RESUME_ACK, b.data, (uint32_t)b.len);
 	sbuf_free(&b);
 	return err;
 }
@@ -1255,9 +1266,7 @@ static void dest_free(struct dest *d)
 	if (d->fd >= 0) {
 		if (d->postcopy && !atomic_load(&d->finished)) {
 			/* The VM ended here first: the source need not wait for us. */
-			d->w.fd = d->fd;
-			d->w.len = 0;
-			(void)send_record(&d->w, REC_PC_COMPLETE, NULL, 0);
+			(void)send_record(dest_writer(d, d->fd), REC_PC_COMPLETE, NULL, 0);
 		}
 		shutdown(d->fd, SHUT_RDWR);
 	}
