@@ -865,8 +865,8 @@ fail_errno:
  * which wakes the sleepers). have[] has a bit per page that is current here; a current
  * page that was never written (the source said zero) is mapped as zeros on its fault. */
 
-#define RECONNECT_WINDOW_NS (60ULL * 1000000000ULL) /* pre-copy: how long a lost source may
-						     * come back for its answer */
+/* Pre-copy: how long a source that lost the link may come back for its answer. */
+#define RECONNECT_WINDOW_NS (60ULL * 1000000000ULL)
 #define REQ_BATCH 64
 
 struct dest {
