@@ -1810,8 +1810,11 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 				p->broken = true; /* no word from the destination */
 		}
 		bool complete = p->complete, broken = p->broken;
-		while (nq < 256 && p->qn)
-			q[nq++] = p->q[--p->qn];
+		/* First asked, first served: a fault's page before those asked after it. */
+		nq = p->qn < 256 ? p->qn : 256;
+		memcpy(q, p->q, nq * sizeof(q[0]));
+		memmove(p->q, p->q + nq, (p->qn - nq) * sizeof(q[0]));
+		p->qn -= nq;
 		pthread_mutex_unlock(&p->lock);
 		if (complete)
 			break;
