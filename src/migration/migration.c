@@ -27,6 +27,8 @@
 #include <linux/sockios.h>
 #include <linux/userfaultfd.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -753,6 +755,11 @@ static void set_timeouts(int fd, int seconds)
 	struct timeval tv = { .tv_sec = seconds };
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* TCP: data unacknowledged that long ends the connection. Without it a write that
+	 * gets part of its bytes out restarts SO_SNDTIMEO, and a dead link took up to twice
+	 * the timeout to notice. (Fails harmlessly on Unix sockets.) */
+	int ms = seconds * 1000;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
 }
 
 /* Splits "HOST:PORT" (HOST may be [v6]). */

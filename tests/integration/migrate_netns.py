@@ -22,7 +22,8 @@ pattern; uptime lines) all along, while:
    of the guest must run afterwards: either the migration failed, the source's guest runs
    on and the destination gives up without ever running it, or it completed, the source
    exited 0 and the guest runs on the destination. Then the next migration must succeed;
-4. (unless --no-postcopy) two post-copy migrations whose link is cut
+4. (unless --no-postcopy) two post-copy migrations (capped at 32 MiB/s, so that the pages
+   take seconds to follow) whose link is cut
    (for 3-6 s, then 11-13 s) while the guest already runs on the destination; once the link
    is back each must complete on its own, the guest running on the destination only;
 5. at the end the workload stops: the pattern verifies, every record is on the disk in
@@ -67,6 +68,7 @@ HOSTS = ("h1", "h2", "stor")
 # drawn from span pass 1, pass 2, the switch-over and a little after (about 1.2 s in
 # all; uncapped, the 256 MiB VM goes over the veths in about 0.4 s).
 CUT_OPTS = ("--bandwidth", "100")
+POSTCOPY_OPTS = ("--bandwidth", "32")  # 256 MiB of pages: about 8 s
 
 
 def note(msg):
@@ -177,12 +179,16 @@ def stop(proc, grace=5):
         proc.wait(10)
 
 
-def info_state(vm):
+def info(vm):
     try:
         rc, out, _ = M.mabo(vm.sock, "info", timeout=10)
-        return json.loads(out).get("state") if rc == 0 else None
+        return json.loads(out) if rc == 0 else {}
     except (subprocess.TimeoutExpired, ValueError):
-        return None
+        return {}
+
+
+def info_state(vm):
+    return info(vm).get("state")
 
 
 class Migrations:
@@ -450,20 +456,19 @@ class Migrations:
         dst = self.destination()
         what = "post-copy cut (%s link down %.2f s into post-copy for %.1f s)" % (
             dst.host, delay, down)
-        p = self.migrate_start(dst, "--postcopy")
-        # The guest's workload printing on the destination: post-copy is on.
+        # Capped, so that the pages take seconds to follow and the cut lands among them.
+        p = self.migrate_start(dst, "--postcopy", *POSTCOPY_OPTS)
+        # The destination says it runs the guest with pages still to come: post-copy is on.
         deadline = time.monotonic() + 30
-        while p.poll() is None and not M.uptimes(dst.output) and time.monotonic() < deadline:
+        while (p.poll() is None and "postcopy_link" not in info(dst) and
+               time.monotonic() < deadline):
             time.sleep(0.02)
-        running = bool(M.uptimes(dst.output))
+        running = p.poll() is None and "postcopy_link" in info(dst)
         dst_during = 0
-        if not running and p.poll() is not None:
-            note("%s: the migration ended before the guest ran on the destination; no cut" %
-                 what)
+        if not running:
+            M.bad("%s: the migration ended or failed before post-copy was seen; no cut" %
+                  what)
         else:
-            if not running:
-                note("%s: the guest does not run on the destination yet; cutting anyway" %
-                     what)
             time.sleep(delay)
             self.net.link(dst.host, False)
             try:
@@ -471,8 +476,16 @@ class Migrations:
                 dst_lines = len(M.uptimes(dst.output))
                 time.sleep(down)
                 dst_during = len(M.uptimes(dst.output)) - dst_lines
+                # Past the socket timeouts the destination has noticed, and says so.
+                st = info(dst) if down > IO_TIMEOUT_S + 1 else None
             finally:
                 self.net.link(dst.host, True)
+            if st is not None:
+                if st.get("postcopy_link") == "down" and st.get("postcopy_missing_pages"):
+                    M.ok("%s: the destination reports the link down, %d pages missing" %
+                         (what, st["postcopy_missing_pages"]))
+                else:
+                    M.bad("%s: the destination's info during the cut: %s" % (what, st))
         rc, res, err = self.migrate_end(p, timeout=120)
         print("   %s: migrate exit %s, %s%s; the destination printed %d workload lines "
               "while cut" % (what, rc, res.get("status"), " (%s)" % res.get("error")
