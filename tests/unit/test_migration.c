@@ -269,6 +269,7 @@ static void test_snapshot_roundtrip(void **state)
 	mmio_write32(&a.vm, "clint", 0x4000 + 8, 0x12345678);
 	mmio_write32(&a.vm, "virtio_mmio", 0x070, 1); /* status: ACKNOWLEDGE */
 	mmio_write32(&a.vm, "uart0", 7, 0x5a);         /* scratch register */
+	uint64_t before_save = vm_mtime(&a.vm);
 	write_snapshot(&a);
 
 	machine_make(&b, disk_path);
@@ -289,8 +290,9 @@ static void test_snapshot_roundtrip(void **state)
 	assert_int_equal(mmio_read32(&b.vm, "clint", 0x4000 + 8), 0x12345678);
 	assert_int_equal(mmio_read32(&b.vm, "virtio_mmio", 0x070), 1);
 	assert_int_equal(mmio_read32(&b.vm, "uart0", 7), 0x5a);
-	/* The guest clock continues, never behind where it was saved. */
-	assert_true(vm_mtime(&b.vm) + VM_TIMEBASE_HZ / 10 >= vm_mtime(&a.vm));
+	/* The guest clock continues, never behind where it was saved (the saved value is at
+	 * least before_save; a's clock runs on meanwhile, so it is no yardstick). */
+	assert_true(vm_mtime(&b.vm) >= before_save);
 	machine_free(&b);
 	machine_free(&a);
 }
