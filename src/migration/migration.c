@@ -1952,6 +1952,7 @@ static int src_handover(struct migration *m, struct stream *s, struct page_sende
 		/* Tell the destination to drop what it holds (it may not hear it). */
 		static const char msg[] = "the source keeps the VM";
 		s->cancelled = 0;
+		s->err[0] = 0; /* a failed read must not stop this write */
 		(void)send_record(s, REC_NACK, msg, sizeof(msg) - 1);
 		return err;
 	}
