@@ -114,8 +114,36 @@ class Net:
         return ["ip", "netns", "exec", self.ns[host]]
 
     def link(self, host, up):
-        """The host's link at the switch: up or cut."""
+        """The host's link at the switch: up or cut. Once up, waits until the host reaches
+        the others again (its neighbour entries may have failed while it was cut)."""
         sh(["ip", "-n", self.ns["sw"], "link", "set", host, "up" if up else "down"])
+        if up:
+            self.wait_reachable(host)
+
+    def wait_reachable(self, host, timeout=20):
+        """Waits until host opens TCP to every other host (a refusal also counts: the
+        peer answered); raises after timeout s."""
+        probe = ("import socket, sys\n"
+                 "for a in sys.argv[1:]:\n"
+                 "    s = socket.socket()\n"
+                 "    s.settimeout(1)\n"
+                 "    try:\n"
+                 "        s.connect((a, %d))\n"
+                 "    except ConnectionRefusedError:\n"
+                 "        pass\n"
+                 "    finally:\n"
+                 "        s.close()\n" % NBD_PORT)
+        others = [self.addr[h] for h in HOSTS if h != host]
+        deadline = time.monotonic() + timeout
+        while True:
+            p = sh(self.prefix(host) + [sys.executable, "-c", probe] + others, check=False)
+            if p.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise console.ConsoleError("%s does not reach %s %d s after its link came "
+                                           "back: %s" % (host, " ".join(others), timeout,
+                                                         p.stdout.strip()[-300:]))
+            time.sleep(0.3)
 
     def cleanup(self):
         for ns in reversed(self.made):
