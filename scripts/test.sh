@@ -8,13 +8,15 @@ cd "$root"
 scripts/install-deps.sh || exit 1
 make -s -j"$(nproc)" || exit 1
 
-passed=0 failed=0 skipped=0
+passed=0 failed=0 skipped=0 times=""
 suite() {
 	local name=$1
 	shift
 	echo "=== $name"
+	local t0=$SECONDS
 	"$@"
 	local status=$?
+	times="$times $name:$((SECONDS - t0))s"
 	if [ "$status" -eq 0 ]; then
 		passed=$((passed + 1))
 	elif [ "$status" -eq 77 ]; then
@@ -81,5 +83,6 @@ else
 	failed=$((failed + 1))
 fi
 
+echo "suite times:$times"
 echo "suites: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
