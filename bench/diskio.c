@@ -75,7 +75,8 @@ static int io_all(int fd, uint8_t *buf, size_t len, uint64_t off, int write)
 			continue;
 		if (n <= 0) {
 			fprintf(stderr, "diskio: %s at byte %llu: %s\n", write ? "write" : "read",
-				(unsigned long long)(off + done), n < 0 ? strerror(errno) : "end of device");
+				(unsigned long long)(off + done),
+				n < 0 ? strerror(errno) : "end of device");
 			return -1;
 		}
 		done += (size_t)n;

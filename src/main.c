@@ -133,7 +133,8 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 		if (deadline) {
 			struct timespec ts = { .tv_sec = deadline / 1000000000ULL,
 					       .tv_nsec = deadline % 1000000000ULL };
-			if (pthread_cond_timedwait(&vm.exit_cond, &vm.exit_lock, &ts) == ETIMEDOUT &&
+			if (pthread_cond_timedwait(&vm.exit_cond, &vm.exit_lock, &ts) ==
+				    ETIMEDOUT &&
 			    !atomic_load(&vm.exit_reason)) {
 				pthread_mutex_unlock(&vm.exit_lock);
 				vm_request_exit(&vm, VM_EXIT_TIMEOUT, 0);
@@ -187,8 +188,7 @@ int main(int argc, char **argv)
 		switch (reason) {
 		case VM_EXIT_POWEROFF:
 		case VM_EXIT_PASS:
-		case VM_EXIT_MIGRATED:
-			return 0;
+		case VM_EXIT_MIGRATED: return 0;
 		case VM_EXIT_REBOOT:
 			if (cfg.no_reboot)
 				return 0;
@@ -208,8 +208,7 @@ int main(int argc, char **argv)
 		case VM_EXIT_TIMEOUT:
 			log_error("timeout: the guest did not finish within %g s", cfg.timeout);
 			return 3;
-		default:
-			return 1;
+		default: return 1;
 		}
 	}
 }

@@ -92,10 +92,8 @@ int block_backend_submit(struct block_backend *bb, struct block_request *req)
 		    !req->buf)
 			return -EINVAL;
 		break;
-	case BLOCK_OP_FLUSH:
-		break;
-	default:
-		return -EINVAL;
+	case BLOCK_OP_FLUSH: break;
+	default: return -EINVAL;
 	}
 	return bb->ops->submit(bb, req);
 }

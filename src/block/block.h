@@ -22,9 +22,9 @@ struct block_backend;
 #define BLOCK_SECTOR_SIZE 512
 
 enum block_op {
-	BLOCK_OP_READ,         /* len bytes at offset into buf */
-	BLOCK_OP_WRITE,        /* len bytes from buf to offset */
-	BLOCK_OP_FLUSH,        /* make completed writes durable (offset, len unused) */
+	BLOCK_OP_READ,	       /* len bytes at offset into buf */
+	BLOCK_OP_WRITE,	       /* len bytes from buf to offset */
+	BLOCK_OP_FLUSH,	       /* make completed writes durable (offset, len unused) */
 	BLOCK_OP_DISCARD,      /* the range's contents may be dropped (a hint) */
 	BLOCK_OP_WRITE_ZEROES, /* the range reads as zeros afterwards */
 };
@@ -38,18 +38,18 @@ typedef void (*block_done_fn)(struct block_request *req);
 struct block_request {
 	enum block_op op;
 	uint64_t offset; /* bytes */
-	uint64_t len;    /* bytes */
-	void *buf;       /* READ/WRITE */
-	bool unmap;      /* WRITE_ZEROES: the backend may deallocate the range */
+	uint64_t len;	 /* bytes */
+	void *buf;	 /* READ/WRITE */
+	bool unmap;	 /* WRITE_ZEROES: the backend may deallocate the range */
 	block_done_fn done;
-	void *opaque;    /* the submitter's */
-	int result;      /* set by the backend before done */
+	void *opaque;		    /* the submitter's */
+	int result;		    /* set by the backend before done */
 	struct block_request *next; /* the backend's, while in flight */
 };
 
 /* How a disk is opened. */
 struct block_options {
-	bool readonly;              /* refuse writes */
+	bool readonly; /* refuse writes */
 	/* Network backends: seconds to keep retrying a lost server, with the requests
 	 * waiting, before they fail with -EIO. */
 	unsigned reconnect_timeout;
@@ -78,9 +78,9 @@ struct block_backend_ops {
 
 struct block_backend {
 	const struct block_backend_ops *ops;
-	uint64_t size;  /* bytes, a multiple of BLOCK_SECTOR_SIZE */
+	uint64_t size; /* bytes, a multiple of BLOCK_SECTOR_SIZE */
 	bool readonly;
-	void *priv;     /* the backend's state */
+	void *priv; /* the backend's state */
 };
 
 /* Opens the disk named by uri ("file:/path", or a path) with the backend its scheme
@@ -103,8 +103,8 @@ int block_backend_submit(struct block_backend *bb, struct block_request *req)
 void block_backend_close(struct block_backend *bb);
 
 /* ---- Backend types ---- */
-extern const struct block_backend_ops block_file_ops;     /* block/file.c */
-extern const struct block_backend_ops block_nbd_ops;      /* block/nbd.c: nbd:// */
+extern const struct block_backend_ops block_file_ops;	  /* block/file.c */
+extern const struct block_backend_ops block_nbd_ops;	  /* block/nbd.c: nbd:// */
 extern const struct block_backend_ops block_nbd_unix_ops; /* block/nbd.c: nbd+unix:// */
 
 #endif

@@ -32,16 +32,16 @@ struct block_file {
 	bool is_blkdev;
 	char name[64]; /* for messages */
 	struct event_loop *loop;
-	int done_fd;     /* eventfd: completions -> event loop */
+	int done_fd;	 /* eventfd: completions -> event loop */
 	bool registered; /* done_fd is on loop */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;                /* work queued, or stopping */
-	struct block_request *queue;        /* to do, oldest first (under lock) */
+	pthread_cond_t cond;	     /* work queued, or stopping */
+	struct block_request *queue; /* to do, oldest first (under lock) */
 	struct block_request **queue_tail;
-	struct block_request *done;         /* finished, not yet delivered (under lock) */
+	struct block_request *done; /* finished, not yet delivered (under lock) */
 	struct block_request **done_tail;
-	bool stopping;                      /* (under lock) */
+	bool stopping; /* (under lock) */
 	unsigned nthreads;
 	pthread_t threads[FILE_THREADS];
 };
@@ -111,22 +111,18 @@ static int file_write_zeroes(struct block_file *f, uint64_t off, uint64_t len, b
 static int file_do(struct block_file *f, struct block_request *req)
 {
 	switch (req->op) {
-	case BLOCK_OP_READ:
-		return file_pread_all(f->fd, req->buf, req->len, req->offset);
-	case BLOCK_OP_WRITE:
-		return file_pwrite_all(f->fd, req->buf, req->len, req->offset);
-	case BLOCK_OP_FLUSH:
-		return fdatasync(f->fd) < 0 ? -errno : 0;
+	case BLOCK_OP_READ: return file_pread_all(f->fd, req->buf, req->len, req->offset);
+	case BLOCK_OP_WRITE: return file_pwrite_all(f->fd, req->buf, req->len, req->offset);
+	case BLOCK_OP_FLUSH: return fdatasync(f->fd) < 0 ? -errno : 0;
 	case BLOCK_OP_DISCARD:
 		/* A hint: where holes cannot be punched, keep the data. */
 		if (req->len && !f->is_blkdev &&
-		    fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      (off_t)req->offset, (off_t)req->len) < 0 &&
+		    fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)req->offset,
+			      (off_t)req->len) < 0 &&
 		    errno != EOPNOTSUPP && errno != ENOSYS)
 			return -errno;
 		return 0;
-	case BLOCK_OP_WRITE_ZEROES:
-		return file_write_zeroes(f, req->offset, req->len, req->unmap);
+	case BLOCK_OP_WRITE_ZEROES: return file_write_zeroes(f, req->offset, req->len, req->unmap);
 	}
 	return -EINVAL;
 }
@@ -232,8 +228,8 @@ static void file_close(struct block_backend *bb)
 	bb->priv = NULL;
 }
 
-static int file_open(struct block_backend *bb, const char *path,
-		     const struct block_options *opts, struct event_loop *loop)
+static int file_open(struct block_backend *bb, const char *path, const struct block_options *opts,
+		     struct event_loop *loop)
 {
 	bool readonly = opts->readonly;
 	struct block_file *f;
@@ -268,8 +264,8 @@ static int file_open(struct block_backend *bb, const char *path,
 	if (f->fd < 0) {
 		err = -errno;
 		if (!readonly && (errno == EACCES || errno == EROFS || errno == EPERM))
-			log_error("disk '%s': cannot open for writing: %s (add readonly=on?)",
-				  path, strerror(errno));
+			log_error("disk '%s': cannot open for writing: %s (add readonly=on?)", path,
+				  strerror(errno));
 		else
 			log_error("disk '%s': cannot open: %s", path, strerror(errno));
 		goto err;

@@ -52,7 +52,7 @@
 #define NBD_CLOSE_GRACE_MS 5000
 
 enum nbd_state {
-	NBD_DOWN,       /* no handle: waiting for the next attempt (or idle) */
+	NBD_DOWN,	/* no handle: waiting for the next attempt (or idle) */
 	NBD_CONNECTING, /* a handle in its handshake */
 	NBD_CONNECTED,
 };
@@ -64,7 +64,7 @@ struct nbd_op {
 	uint64_t issued;      /* bytes of the range sent as commands */
 	bool flush_sent;      /* FLUSH: the command is sent */
 	unsigned outstanding; /* its commands in flight */
-	int err;              /* the first command error, -errno */
+	int err;	      /* the first command error, -errno */
 };
 
 /* One command's callback data: the connection it went out on, so that a late callback
@@ -78,39 +78,39 @@ struct nbd_chunk {
 struct block_nbd {
 	char uri[1024];
 	struct event_loop *loop;
-	int done_fd;     /* eventfd: completions -> event loop */
+	int done_fd;	 /* eventfd: completions -> event loop */
 	bool registered; /* done_fd is on loop */
-	int wake_fd;     /* eventfd: submissions or stop -> I/O thread */
+	int wake_fd;	 /* eventfd: submissions or stop -> I/O thread */
 	pthread_t thread;
 	bool started;
 
 	pthread_mutex_t lock;
 	struct block_request *queue; /* submitted, not yet taken by the thread (under lock) */
 	struct block_request **queue_tail;
-	struct block_request *done;  /* finished, not yet delivered (under lock) */
+	struct block_request *done; /* finished, not yet delivered (under lock) */
 	struct block_request **done_tail;
-	bool stopping;               /* (under lock) */
+	bool stopping; /* (under lock) */
 
 	/* The I/O thread's own (and open's, before the thread starts). */
 	struct nbd_handle *h;
 	enum nbd_state state;
-	uint64_t conn;              /* bumped for each handle */
-	uint64_t size;              /* the disk's, fixed at open */
-	uint32_t max_data;          /* bytes per read or write */
+	uint64_t conn;	   /* bumped for each handle */
+	uint64_t size;	   /* the disk's, fixed at open */
+	uint32_t max_data; /* bytes per read or write */
 	bool can_flush, can_trim, can_zero;
-	void *zeros;                /* NBD_ZERO_BUF zero bytes, when the server cannot zero */
-	struct nbd_op *ops;         /* taken, unfinished, oldest first */
+	void *zeros;	    /* NBD_ZERO_BUF zero bytes, when the server cannot zero */
+	struct nbd_op *ops; /* taken, unfinished, oldest first */
 	struct nbd_op **ops_tail;
-	unsigned chunks;            /* commands in flight */
-	unsigned timeout_ms;        /* reconnect timeout */
-	bool retrying;              /* a round of reconnect attempts is on */
-	uint64_t down_since;        /* ms, when the connection was lost */
-	uint64_t deadline;          /* ms, the end of this round of attempts */
-	uint64_t next_attempt;      /* ms */
-	uint64_t attempt_end;       /* ms, when the attempt connecting now is given up */
-	unsigned backoff;           /* ms before the attempt after next */
-	bool warned_unreachable;    /* this round's failed attempt is logged */
-	char why[256];              /* the last libnbd error on the connection */
+	unsigned chunks;	 /* commands in flight */
+	unsigned timeout_ms;	 /* reconnect timeout */
+	bool retrying;		 /* a round of reconnect attempts is on */
+	uint64_t down_since;	 /* ms, when the connection was lost */
+	uint64_t deadline;	 /* ms, the end of this round of attempts */
+	uint64_t next_attempt;	 /* ms */
+	uint64_t attempt_end;	 /* ms, when the attempt connecting now is given up */
+	unsigned backoff;	 /* ms before the attempt after next */
+	bool warned_unreachable; /* this round's failed attempt is logged */
+	char why[256];		 /* the last libnbd error on the connection */
 };
 
 static uint64_t nbd_now_ms(void)
@@ -196,16 +196,16 @@ static int nbd_read_caps(struct block_nbd *n, bool first, char *msg, size_t cap)
 		n->size = (uint64_t)size & ~(uint64_t)(BLOCK_SECTOR_SIZE - 1);
 		if (n->size != (uint64_t)size)
 			log_warn("disk '%s': the export's %lld bytes are not whole sectors; the "
-				 "guest sees %llu", n->uri, (long long)size,
-				 (unsigned long long)n->size);
+				 "guest sees %llu",
+				 n->uri, (long long)size, (unsigned long long)n->size);
 	} else if ((uint64_t)size < n->size) {
 		snprintf(msg, cap, "the export shrank to %lld bytes", (long long)size);
 		return -EIO;
 	}
 	int64_t max = nbd_get_block_size(n->h, LIBNBD_SIZE_MAXIMUM);
 	int64_t min = nbd_get_block_size(n->h, LIBNBD_SIZE_MINIMUM);
-	uint32_t align = min > BLOCK_SECTOR_SIZE && min <= 65536 ? (uint32_t)min :
-								   BLOCK_SECTOR_SIZE;
+	uint32_t align =
+		min > BLOCK_SECTOR_SIZE && min <= 65536 ? (uint32_t)min : BLOCK_SECTOR_SIZE;
 	/* Chunks start and end on the server's minimum block (or a sector). */
 	n->max_data = max > 0 && max < NBD_DEFAULT_MAX_DATA ? (uint32_t)max : NBD_DEFAULT_MAX_DATA;
 	n->max_data -= n->max_data % align;
@@ -338,9 +338,7 @@ static int nbd_issue_one(struct block_nbd *n, struct nbd_op *op)
 		len = left < n->max_data ? left : n->max_data;
 		r = nbd_aio_pwrite(n->h, (uint8_t *)req->buf + op->issued, len, off, cb, 0);
 		break;
-	case BLOCK_OP_FLUSH:
-		r = nbd_aio_flush(n->h, cb, 0);
-		break;
+	case BLOCK_OP_FLUSH: r = nbd_aio_flush(n->h, cb, 0); break;
 	case BLOCK_OP_DISCARD:
 		len = left < NBD_MAX_NODATA ? left : NBD_MAX_NODATA;
 		r = nbd_aio_trim(n->h, len, off, cb, 0);
@@ -541,11 +539,12 @@ static void *nbd_worker(void *opaque)
 				unsigned s = n->timeout_ms / 1000;
 				if (waiting)
 					log_error("disk '%s': server unreachable for %u s; %u "
-						  "requests fail with an I/O error", n->uri, s,
-						  waiting);
+						  "requests fail with an I/O error",
+						  n->uri, s, waiting);
 				else
 					log_warn("disk '%s': server unreachable for %u s; the "
-						 "next request tries again", n->uri, s);
+						 "next request tries again",
+						 n->uri, s);
 				nbd_fail_all(n, -EIO);
 				n->retrying = false;
 			} else if (n->retrying && now >= n->next_attempt) {
@@ -755,9 +754,9 @@ static int nbd_open(struct block_backend *bb, const char *uri, const struct bloc
 	}
 	snprintf(n->uri, sizeof(n->uri), "%s", uri);
 
-	unsigned open_ms = n->timeout_ms < NBD_OPEN_TIMEOUT_MIN_MS ? NBD_OPEN_TIMEOUT_MIN_MS :
-			   n->timeout_ms > NBD_OPEN_TIMEOUT_MAX_MS ? NBD_OPEN_TIMEOUT_MAX_MS :
-								     n->timeout_ms;
+	unsigned open_ms = n->timeout_ms < NBD_OPEN_TIMEOUT_MIN_MS   ? NBD_OPEN_TIMEOUT_MIN_MS
+			   : n->timeout_ms > NBD_OPEN_TIMEOUT_MAX_MS ? NBD_OPEN_TIMEOUT_MAX_MS
+								     : n->timeout_ms;
 	err = nbd_connect_now(n, open_ms, msg, sizeof(msg));
 	if (err) {
 		log_error("disk '%s': cannot connect to the NBD server: %s", uri, msg);

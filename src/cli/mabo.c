@@ -55,7 +55,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: mabo --api-socket PATH COMMAND [ARGS]\n"
-		"Controls a running mabo-vmm through its control socket (mabo-vmm --api-socket).\n\n"
+		"Controls a running mabo-vmm through its control socket (mabo-vmm "
+		"--api-socket).\n\n"
 		"Commands:\n"
 		"  info                 print the VM's state as one JSON object\n"
 		"  pause                stop the vCPUs\n"
@@ -74,7 +75,8 @@ static void usage(FILE *f)
 		"Options:\n"
 		"  --api-socket PATH    the control socket (or $MABO_API_SOCKET)\n"
 		"  -h, --help           this help\n\n"
-		"migrate shows its progress on stderr when that is a terminal, prints the outcome as\n"
+		"migrate shows its progress on stderr when that is a terminal, prints the outcome "
+		"as\n"
 		"one JSON line (status, total_ms, downtime_ms, bytes, rounds, ...) on stdout, and\n"
 		"cancels the migration on Ctrl-C.\n"
 		"Exit status: 0 done (migrate: the VM runs on the destination); 1 failed or\n"
@@ -108,8 +110,9 @@ static int conn_open(struct conn *c, const char *path)
 	if (connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
 		int e = errno;
 		err_line("cannot connect to '%s': %s%s", path, strerror(e),
-			 e == ENOENT || e == ECONNREFUSED ? " (is mabo-vmm running with --api-socket?)"
-							  : "");
+			 e == ENOENT || e == ECONNREFUSED
+				 ? " (is mabo-vmm running with --api-socket?)"
+				 : "");
 		close(c->fd);
 		return -e;
 	}
@@ -327,11 +330,13 @@ static void draw_progress(const struct json_value *ev, bool cancelling)
 		snprintf(bar + 1 + WIDTH, sizeof(bar) - 1 - WIDTH, "] %3d%% ",
 			 (int)(done * 100 / total));
 	}
-	fprintf(stderr, "\r\033[K%s %llu %s remaining %llu pages, dirty %llu pages/s, "
+	fprintf(stderr,
+		"\r\033[K%s %llu %s remaining %llu pages, dirty %llu pages/s, "
 		"%.1f MiB/s, downtime ~%llu ms%s",
 		post && post->type == JSON_BOOL && post->boolean ? "postcopy, pass" : "pass",
 		(unsigned long long)get_u64(ev, "pass"), bar, (unsigned long long)remaining,
-		(unsigned long long)get_u64(ev, "dirty_rate_pps"), get_double(ev, "bandwidth_mibps"),
+		(unsigned long long)get_u64(ev, "dirty_rate_pps"),
+		get_double(ev, "bandwidth_mibps"),
 		(unsigned long long)get_u64(ev, "expected_downtime_ms"),
 		cancelling ? " (cancelling)" : "");
 	fflush(stderr);
@@ -340,8 +345,8 @@ static void draw_progress(const struct json_value *ev, bool cancelling)
 
 struct migrate_opts {
 	const char *uri;
-	long downtime_ms;  /* -1: the VMM's default */
-	long bandwidth;    /* -1: none given */
+	long downtime_ms; /* -1: the VMM's default */
+	long bandwidth;	  /* -1: none given */
 	bool postcopy, compress;
 };
 
@@ -403,7 +408,8 @@ static int cmd_migrate(struct conn *c, const struct migrate_opts *o)
 			quiet_ms += 200;
 			if (quiet_ms >= MABO_QUIET_MS) {
 				quiet_ms = 0;
-				if (conn_send(c, "{\"cmd\":\"migrate-status\",\"events\":true}") < 0) {
+				if (conn_send(c, "{\"cmd\":\"migrate-status\",\"events\":true}") <
+				    0) {
 					err_line("migrate: %s", strerror(errno));
 					return EXIT_FAILED;
 				}
@@ -516,9 +522,7 @@ int main(int argc, char **argv)
 			break;
 		case O_POSTCOPY: mo.postcopy = migrate_opt = true; break;
 		case O_COMPRESS: mo.compress = migrate_opt = true; break;
-		case 'h':
-			usage(stdout);
-			return 0;
+		case 'h': usage(stdout); return 0;
 		case ':':
 			err_line("option '%s' needs a value", argv[optind - 1]);
 			return EXIT_USAGE;
@@ -539,8 +543,9 @@ int main(int argc, char **argv)
 	bool is_simple = false;
 	for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++)
 		is_simple |= strcmp(cmd, simple[i]) == 0;
-	int want = is_simple ? 0 : strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "migrate") == 0 ? 1
-												 : -1;
+	int want = is_simple							 ? 0
+		   : strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "migrate") == 0 ? 1
+										 : -1;
 	if (want < 0) {
 		err_line("unknown command '%s' (see --help)", cmd);
 		return EXIT_USAGE;
@@ -548,14 +553,17 @@ int main(int argc, char **argv)
 	if (nargs != want) {
 		if (want)
 			err_line("%s: expected %s", cmd,
-				 strcmp(cmd, "snapshot") == 0 ? "one FILE" : "one URI (tcp:HOST:PORT or unix:PATH)");
+				 strcmp(cmd, "snapshot") == 0
+					 ? "one FILE"
+					 : "one URI (tcp:HOST:PORT or unix:PATH)");
 		else
 			err_line("%s: unexpected argument '%s'", cmd, argv[optind]);
 		return EXIT_USAGE;
 	}
 	if (migrate_opt && strcmp(cmd, "migrate") != 0) {
-		err_line("%s: --downtime-ms, --bandwidth, --postcopy and --compress are for migrate",
-			 cmd);
+		err_line(
+			"%s: --downtime-ms, --bandwidth, --postcopy and --compress are for migrate",
+			cmd);
 		return EXIT_USAGE;
 	}
 	if (!socket_path || !*socket_path) {

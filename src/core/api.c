@@ -41,19 +41,19 @@
 struct api_client {
 	struct api *api;
 	int fd;
-	char *in;          /* API_MAX_LINE + 1 bytes: a line and its newline */
+	char *in; /* API_MAX_LINE + 1 bytes: a line and its newline */
 	size_t in_len;
 	char *out;
 	size_t out_len, out_off, out_cap;
-	uint32_t events;   /* what the loop waits for on fd */
-	bool closing;      /* end of input seen: flush, then close */
-	bool rejecting;    /* a fatal error queued: flush, end output, drain input, close */
-	bool shut;         /* our side of the connection ended (rejecting) */
-	size_t drained;    /* bytes thrown away while rejecting */
-	bool dead;         /* drop at the end of the current callback */
-	bool subscribed;   /* wants migration events */
+	uint32_t events; /* what the loop waits for on fd */
+	bool closing;	 /* end of input seen: flush, then close */
+	bool rejecting;	 /* a fatal error queued: flush, end output, drain input, close */
+	bool shut;	 /* our side of the connection ended (rejecting) */
+	size_t drained;	 /* bytes thrown away while rejecting */
+	bool dead;	 /* drop at the end of the current callback */
+	bool subscribed; /* wants migration events */
 	struct api_pending *waiting; /* a request answered later: read no further until then */
-	bool resume;       /* lines wait in the input buffer since a deferred request ended */
+	bool resume; /* lines wait in the input buffer since a deferred request ended */
 	struct api_client *next;
 };
 
@@ -77,8 +77,8 @@ struct api {
 	int nclients;
 	struct event_timer *timer;
 	bool accept_paused;
-	struct api_client *current; /* whose handler is running (it updates itself at the end) */
-	struct api_pending *pending; /* deferred requests not yet completed */
+	struct api_client *current;    /* whose handler is running (it updates itself at the end) */
+	struct api_pending *pending;   /* deferred requests not yet completed */
 	struct api_pending *deferring; /* made by api_defer in the running callback */
 	bool in_callback;
 	struct json_writer w; /* the response being built */
@@ -248,8 +248,7 @@ static void api_write_status(struct json_writer *w, const struct api_migrate_sta
 		json_kv_string(w, "error", st->error[0] ? st->error : "unknown error");
 }
 
-static int api_get_status(struct api *api, struct api_migrate_status *st, char *err,
-			  size_t errlen)
+static int api_get_status(struct api *api, struct api_migrate_status *st, char *err, size_t errlen)
 {
 	memset(st, 0, sizeof(*st));
 	if (!api->ops->migrate_status)
@@ -274,14 +273,13 @@ static int api_get_bool(const struct json_value *req, const char *key, bool *out
 	return 0;
 }
 
-static int api_get_u32(const struct json_value *req, const char *key, uint32_t min,
-		       uint32_t max, uint32_t *out, char *err, size_t errlen)
+static int api_get_u32(const struct json_value *req, const char *key, uint32_t min, uint32_t max,
+		       uint32_t *out, char *err, size_t errlen)
 {
 	const struct json_value *v = json_get(req, key);
 	if (!v)
 		return 0;
-	if (v->type != JSON_NUMBER || !v->number.is_int || v->number.i < min ||
-	    v->number.i > max) {
+	if (v->type != JSON_NUMBER || !v->number.is_int || v->number.i < min || v->number.i > max) {
 		snprintf(err, errlen, "'%s' must be an integer from %u to %u", key, min, max);
 		return -EINVAL;
 	}
@@ -289,8 +287,8 @@ static int api_get_u32(const struct json_value *req, const char *key, uint32_t m
 	return 0;
 }
 
-static int api_get_path(const struct json_value *req, const char *key, size_t max,
-			const char **out, char *err, size_t errlen)
+static int api_get_path(const struct json_value *req, const char *key, size_t max, const char **out,
+			char *err, size_t errlen)
 {
 	const struct json_value *v = json_get(req, key);
 	if (!v) {
@@ -299,8 +297,8 @@ static int api_get_path(const struct json_value *req, const char *key, size_t ma
 	}
 	const char *s = json_get_string(req, key);
 	if (!s || !*s || v->string.len >= max) {
-		snprintf(err, errlen, "'%s' must be a non-empty string shorter than %zu bytes",
-			 key, max);
+		snprintf(err, errlen, "'%s' must be a non-empty string shorter than %zu bytes", key,
+			 max);
 		return -EINVAL;
 	}
 	*out = s;
@@ -312,8 +310,9 @@ static int api_check_uri(const char *uri, char *err, size_t errlen)
 {
 	if (strncmp(uri, "unix:", 5) == 0) {
 		if (!uri[5] || strlen(uri + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			snprintf(err, errlen, "uri '%s': unix: needs a socket path (at most %zu bytes)",
-				 uri, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			snprintf(err, errlen,
+				 "uri '%s': unix: needs a socket path (at most %zu bytes)", uri,
+				 sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -EINVAL;
 		}
 		return 0;
@@ -338,15 +337,15 @@ static int api_check_uri(const char *uri, char *err, size_t errlen)
 typedef int (*api_cmd_fn)(struct api *api, struct api_client *c, const struct json_value *req,
 			  char *err, size_t errlen);
 
-#define API_SIMPLE(name, op)                                                                  \
-	static int api_cmd_##name(struct api *api, struct api_client *c,                       \
-				  const struct json_value *req, char *err, size_t errlen)       \
-	{                                                                                      \
-		(void)c;                                                                       \
-		(void)req;                                                                     \
-		if (!api->ops->op)                                                             \
-			return -ENOTSUP;                                                       \
-		return api->ops->op(api->opaque, err, errlen);                                 \
+#define API_SIMPLE(name, op)                                                                       \
+	static int api_cmd_##name(struct api *api, struct api_client *c,                           \
+				  const struct json_value *req, char *err, size_t errlen)          \
+	{                                                                                          \
+		(void)c;                                                                           \
+		(void)req;                                                                         \
+		if (!api->ops->op)                                                                 \
+			return -ENOTSUP;                                                           \
+		return api->ops->op(api->opaque, err, errlen);                                     \
 	}
 
 API_SIMPLE(pause, pause)
@@ -365,8 +364,8 @@ static int api_cmd_info(struct api *api, struct api_client *c, const struct json
 	return api->ops->info(api->opaque, &api->w, err, errlen);
 }
 
-static int api_cmd_snapshot(struct api *api, struct api_client *c,
-			    const struct json_value *req, char *err, size_t errlen)
+static int api_cmd_snapshot(struct api *api, struct api_client *c, const struct json_value *req,
+			    char *err, size_t errlen)
 {
 	const char *path;
 	(void)c;
@@ -378,8 +377,8 @@ static int api_cmd_snapshot(struct api *api, struct api_client *c,
 	return api->ops->snapshot(api->opaque, path, err, errlen);
 }
 
-static int api_cmd_migrate(struct api *api, struct api_client *c,
-			   const struct json_value *req, char *err, size_t errlen)
+static int api_cmd_migrate(struct api *api, struct api_client *c, const struct json_value *req,
+			   char *err, size_t errlen)
 {
 	struct api_migrate_params p = { .downtime_ms = 300 };
 	const char *uri;
@@ -443,7 +442,7 @@ static const struct api_command {
 	const char *name;
 	api_cmd_fn fn;
 	const char *const *fields; /* members the request may have besides "cmd" */
-	bool can_defer;            /* its callback may answer later (api_defer) */
+	bool can_defer;		   /* its callback may answer later (api_defer) */
 } api_commands[] = {
 	{ "info", api_cmd_info, api_no_fields, false },
 	{ "pause", api_cmd_pause, api_no_fields, true },
@@ -459,8 +458,7 @@ static const struct api_command {
 };
 
 /* Runs one request line and queues its response. */
-static void api_handle_line(struct api *api, struct api_client *c, const char *line,
-			    size_t len)
+static void api_handle_line(struct api *api, struct api_client *c, const char *line, size_t len)
 {
 	static const struct json_limits limits = { .max_depth = 16, .max_bytes = API_MAX_LINE };
 	struct json_value *req;
@@ -485,8 +483,10 @@ static void api_handle_line(struct api *api, struct api_client *c, const char *l
 			command = &api_commands[i];
 	}
 	if (!command) {
-		snprintf(msg, sizeof(msg), "unknown command '%.64s' (commands: info, pause, resume, "
-			 "snapshot, migrate, migrate-status, cancel, quit)", cmd);
+		snprintf(msg, sizeof(msg),
+			 "unknown command '%.64s' (commands: info, pause, resume, "
+			 "snapshot, migrate, migrate-status, cancel, quit)",
+			 cmd);
 		api_send_error(api, c, msg);
 		goto out;
 	}
@@ -535,8 +535,8 @@ static void api_handle_line(struct api *api, struct api_client *c, const char *l
 	if (ret) {
 		err[sizeof(err) - 1] = '\0';
 		if (!err[0])
-			snprintf(err, sizeof(err), "%s", ret == -ENOTSUP ? "not supported yet"
-									 : strerror(-ret));
+			snprintf(err, sizeof(err), "%s",
+				 ret == -ENOTSUP ? "not supported yet" : strerror(-ret));
 		/* One line: a callback's message must not break the framing (the writer
 		 * escapes newlines anyway, but a message is meant to be one line). */
 		for (char *p = err; *p; p++) {
@@ -758,7 +758,8 @@ static void api_listen_event(void *opaque, uint32_t events)
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			/* Level-triggered: waiting again at once would spin. Try again at the
 			 * next tick. */
-			log_warn("api '%s': cannot accept a client: %s", api->path, strerror(errno));
+			log_warn("api '%s': cannot accept a client: %s", api->path,
+				 strerror(errno));
 			if (event_loop_modify_fd(api->loop, api->fd, 0) == 0) {
 				api->accept_paused = true;
 				api_tick_arm(api);
@@ -856,7 +857,8 @@ static int api_listen(const char *path, int *out)
 
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			log_error("api socket '%s': exists and is not a socket (not removed)", path);
+			log_error("api socket '%s': exists and is not a socket (not removed)",
+				  path);
 			return -EEXIST;
 		}
 		/* A server answering there is alive; a refused connection means a socket
@@ -913,8 +915,8 @@ static int api_listen(const char *path, int *out)
 	return 0;
 }
 
-int api_create(struct event_loop *loop, const char *path, const struct api_ops *ops,
-	       void *opaque, struct api **out)
+int api_create(struct event_loop *loop, const char *path, const struct api_ops *ops, void *opaque,
+	       struct api **out)
 {
 	struct stat st;
 	int err;

@@ -31,11 +31,11 @@ struct json_writer;
 
 /* The migrate command's parameters, checked by the server. */
 struct api_migrate_params {
-	char uri[API_URI_MAX];    /* "tcp:HOST:PORT" (port 1-65535) or "unix:PATH" */
-	uint32_t downtime_ms;     /* the downtime target, 1 to 60000; default 300 */
+	char uri[API_URI_MAX];	  /* "tcp:HOST:PORT" (port 1-65535) or "unix:PATH" */
+	uint32_t downtime_ms;	  /* the downtime target, 1 to 60000; default 300 */
 	uint32_t bandwidth_mibps; /* a cap in MiB/s; 0 = none (the default) */
-	bool postcopy;            /* switch to post-copy (default false) */
-	bool compress;            /* compress pages (default false) */
+	bool postcopy;		  /* switch to post-copy (default false) */
+	bool compress;		  /* compress pages (default false) */
 };
 
 enum api_migrate_state {
@@ -50,18 +50,18 @@ enum api_migrate_state {
  * The server zeroes it before the call; fields left 0 are still reported. */
 struct api_migrate_status {
 	enum api_migrate_state state;
-	uint32_t pass;                 /* pre-copy pass, 1 = the first full pass */
-	bool postcopy_active;          /* the guest already runs on the destination */
-	uint64_t total_pages;          /* guest RAM in pages */
+	uint32_t pass;		       /* pre-copy pass, 1 = the first full pass */
+	bool postcopy_active;	       /* the guest already runs on the destination */
+	uint64_t total_pages;	       /* guest RAM in pages */
 	uint64_t remaining_pages;      /* dirty pages still to send */
 	uint64_t dirty_rate_pps;       /* pages the guest dirties per second */
-	double bandwidth_mibps;        /* measured link throughput */
+	double bandwidth_mibps;	       /* measured link throughput */
 	uint64_t expected_downtime_ms; /* remaining_pages at bandwidth_mibps, plus the state */
-	uint64_t total_ms;             /* since the migration started (final once over) */
-	double downtime_ms;            /* the outage (to the microsecond); 0 until known */
-	uint64_t bytes;                /* sent so far */
-	uint32_t rounds;               /* passes completed */
-	char error[256];               /* FAILED: why, one line */
+	uint64_t total_ms;	       /* since the migration started (final once over) */
+	double downtime_ms;	       /* the outage (to the microsecond); 0 until known */
+	uint64_t bytes;		       /* sent so far */
+	uint32_t rounds;	       /* passes completed */
+	char error[256];	       /* FAILED: why, one line */
 };
 
 /* The VMM's side. opaque is api_create's. */
@@ -78,8 +78,7 @@ struct api_ops {
 	/* Starts a migration and returns at once (-EBUSY when one is active); its progress
 	 * is then read with migrate_status. Call api_migration_notify on state changes so
 	 * that clients hear of them without waiting for the next tick. */
-	int (*migrate)(void *opaque, const struct api_migrate_params *p, char *err,
-		       size_t errlen);
+	int (*migrate)(void *opaque, const struct api_migrate_params *p, char *err, size_t errlen);
 	/* Cancels the active migration (asynchronously: migrate_status says "cancelled"
 	 * once the VM runs here again). -ENOENT when none is active. */
 	int (*migrate_cancel)(void *opaque, char *err, size_t errlen);
@@ -96,8 +95,8 @@ struct api_ops {
  * a dead process is replaced; a path where a server answers is -EADDRINUSE; any other
  * existing file is -EEXIST (never removed). Call before event_loop_start or on the loop
  * thread. 0 or -errno, after logging one line. */
-int api_create(struct event_loop *loop, const char *path, const struct api_ops *ops,
-	       void *opaque, struct api **out) __attribute__((warn_unused_result));
+int api_create(struct event_loop *loop, const char *path, const struct api_ops *ops, void *opaque,
+	       struct api **out) __attribute__((warn_unused_result));
 
 /* Answering later. A pause, resume, snapshot, cancel or quit callback that cannot finish at
  * once (it must wait for the loop itself, e.g. for disk requests to drain) calls api_defer,

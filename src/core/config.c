@@ -27,10 +27,26 @@ int config_parse_size(const char *s, uint64_t *out)
 		return -EINVAL;
 	unsigned shift = 0;
 	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
 	case '\0': break;
 	default: return -EINVAL;
 	}
@@ -51,29 +67,36 @@ static void usage(FILE *f)
 		"Runs one RISC-V rv64gc virtual machine; its console is on stdin/stdout.\n\n"
 		"  --kernel FILE       Linux Image (or, with --firmware none, an ELF program)\n"
 		"  --initramfs FILE    initramfs (cpio, optionally compressed)\n"
-		"  --firmware FILE     OpenSBI fw_dynamic.bin; 'none' runs the kernel ELF bare-metal\n"
+		"  --firmware FILE     OpenSBI fw_dynamic.bin; 'none' runs the kernel ELF "
+		"bare-metal\n"
 		"                      in machine mode (default: Debian's opensbi package)\n"
 		"  --cmdline STR       kernel command line\n"
 		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default 512M)\n"
 		"  --cpus N            virtual CPUs, 1 to %d (default 1)\n"
-		"  --no-reboot         exit (status 0) when the guest reboots instead of restarting\n"
+		"  --no-reboot         exit (status 0) when the guest reboots instead of "
+		"restarting\n"
 		"  --timeout SECONDS   end the run with status 3 after this long\n"
 		"  --dump-dtb FILE     write the machine's device tree blob to FILE and exit\n"
-		"  --rng               add a virtio-rng device, the guest's /dev/hwrng (default: none)\n"
+		"  --rng               add a virtio-rng device, the guest's /dev/hwrng (default: "
+		"none)\n"
 		"  --disk path=FILE[,readonly=on][,id=SERIAL]\n"
 		"                      add a virtio-blk disk backed by FILE (a raw image, size a\n"
 		"                      multiple of 512, or a block device); repeatable: the\n"
 		"                      guest sees vda, vdb, ... in order; readonly=on refuses\n"
 		"                      writes; id sets the serial (default: the file name)\n"
 		"  --net user[,hostfwd=RULE]...[,mac=MAC]\n"
-		"                      add a virtio-net NIC on user-mode networking (no privileges):\n"
+		"                      add a virtio-net NIC on user-mode networking (no "
+		"privileges):\n"
 		"                      the guest is 10.0.2.15/24 (DHCP), the host 10.0.2.2, DNS\n"
-		"                      10.0.2.3; RULE tcp:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT\n"
+		"                      10.0.2.3; RULE "
+		"tcp:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT\n"
 		"                      (or udp:) forwards a host port to the guest (repeatable)\n"
 		"  --net tap=IFNAME[,mac=MAC]\n"
 		"                      add a virtio-net NIC on the host TAP interface IFNAME\n"
-		"                      (created if missing and allowed); --net is repeatable: eth0,\n"
-		"                      eth1, ...; MAC defaults to 52:54:00:12:34:56 plus the index\n"
+		"                      (created if missing and allowed); --net is repeatable: "
+		"eth0,\n"
+		"                      eth1, ...; MAC defaults to 52:54:00:12:34:56 plus the "
+		"index\n"
 		"  --disk path=nbd://HOST[:PORT]/EXPORT[,reconnect-timeout=SECONDS][,...]\n"
 		"  --disk path=nbd+unix:///EXPORT?socket=PATH[,reconnect-timeout=SECONDS][,...]\n"
 		"                      a disk on an NBD server (nbdkit, qemu-nbd, nbd-server); a\n"
@@ -84,8 +107,10 @@ static void usage(FILE *f)
 		"                      UART, ttyS0; default) or 'virtio' (adds a virtio-console,\n"
 		"                      hvc0; boot with console=hvc0; the UART still prints)\n"
 		"  --incoming URI      wait for a live migration on tcp:ADDR:PORT or unix:PATH\n"
-		"                      instead of booting (give the same VM options as the source)\n"
-		"  --restore FILE      resume the VM saved in the snapshot FILE instead of booting\n"
+		"                      instead of booting (give the same VM options as the "
+		"source)\n"
+		"  --restore FILE      resume the VM saved in the snapshot FILE instead of "
+		"booting\n"
 		"                      (give the same VM options as when it was saved)\n"
 		"  --api-socket PATH   serve the control socket (JSON lines) at PATH, mode 0600;\n"
 		"                      build/mabo is its client (docs/api.md)\n"
@@ -120,8 +145,8 @@ static int config_add_device(struct vm_config *cfg, const char *option, const ch
 
 /* Copies the value of key (n bytes at v) into dst of size cap; -EINVAL when it is empty or
  * too long. */
-static int config_disk_value(const char *arg, const char *key, const char *v, size_t n,
-			     char *dst, size_t cap)
+static int config_disk_value(const char *arg, const char *key, const char *v, size_t n, char *dst,
+			     size_t cap)
 {
 	if (n == 0) {
 		log_error("--disk '%s': %s needs a value", arg, key);
@@ -187,22 +212,23 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 			}
 			have_rt = true;
 			if (vlen == 0 || vlen >= sizeof(num) || *v < '0' || *v > '9') {
-				log_error("--disk '%s': reconnect-timeout must be 0 to %d seconds", arg,
-					  CONFIG_RECONNECT_TIMEOUT_MAX);
+				log_error("--disk '%s': reconnect-timeout must be 0 to %d seconds",
+					  arg, CONFIG_RECONNECT_TIMEOUT_MAX);
 				return -EINVAL;
 			}
 			memcpy(num, v, vlen);
 			num[vlen] = '\0';
 			unsigned long t = strtoul(num, &e, 10);
 			if (*e || t > CONFIG_RECONNECT_TIMEOUT_MAX) {
-				log_error("--disk '%s': reconnect-timeout must be 0 to %d seconds", arg,
-					  CONFIG_RECONNECT_TIMEOUT_MAX);
+				log_error("--disk '%s': reconnect-timeout must be 0 to %d seconds",
+					  arg, CONFIG_RECONNECT_TIMEOUT_MAX);
 				return -EINVAL;
 			}
 			out->reconnect_timeout = (unsigned)t;
 		} else {
 			log_error("--disk '%s': unknown key '%.*s' (keys: path, readonly, id, "
-				  "reconnect-timeout)", arg, (int)klen, p);
+				  "reconnect-timeout)",
+				  arg, (int)klen, p);
 			return -EINVAL;
 		}
 		p = *end ? end + 1 : end;
@@ -329,8 +355,10 @@ int config_parse_net(const char *arg, int index, struct vm_net_config *out)
 			} else if (eq && klen == 3 && strncmp(p, "tap", 3) == 0) {
 				out->mode = VM_NET_TAP;
 				if (vlen == 0 || vlen > VM_NET_IFNAME_MAX) {
-					log_error("--net '%s': the TAP interface name must be 1 to %d "
-						  "characters", arg, VM_NET_IFNAME_MAX);
+					log_error("--net '%s': the TAP interface name must be 1 to "
+						  "%d "
+						  "characters",
+						  arg, VM_NET_IFNAME_MAX);
 					return -EINVAL;
 				}
 				memcpy(out->ifname, v, vlen);
@@ -340,7 +368,8 @@ int config_parse_net(const char *arg, int index, struct vm_net_config *out)
 					return -EINVAL;
 				}
 			} else {
-				log_error("--net '%s': must start with 'user' or 'tap=IFNAME'", arg);
+				log_error("--net '%s': must start with 'user' or 'tap=IFNAME'",
+					  arg);
 				return -EINVAL;
 			}
 		} else if (eq && klen == 3 && strncmp(p, "mac", 3) == 0) {
@@ -350,13 +379,15 @@ int config_parse_net(const char *arg, int index, struct vm_net_config *out)
 			}
 			have_mac = true;
 			if (config_parse_mac(v, vlen, out->mac)) {
-				log_error("--net '%s': mac '%.*s' is not like 52:54:00:12:34:56", arg,
-					  (int)vlen, v);
+				log_error("--net '%s': mac '%.*s' is not like 52:54:00:12:34:56",
+					  arg, (int)vlen, v);
 				return -EINVAL;
 			}
 			if (out->mac[0] & 1) {
-				log_error("--net '%s': mac '%.*s' is a multicast address (the first "
-					  "byte must be even)", arg, (int)vlen, v);
+				log_error(
+					"--net '%s': mac '%.*s' is a multicast address (the first "
+					"byte must be even)",
+					arg, (int)vlen, v);
 				return -EINVAL;
 			}
 		} else if (eq && klen == 7 && strncmp(p, "hostfwd", 7) == 0) {
@@ -370,9 +401,11 @@ int config_parse_net(const char *arg, int index, struct vm_net_config *out)
 				return -EINVAL;
 			}
 			if (config_parse_hostfwd(v, vlen, &out->fwd[out->nfwd])) {
-				log_error("--net '%s': hostfwd '%.*s' is not like "
-					  "tcp:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT (ports 1 to "
-					  "65535)", arg, (int)vlen, v);
+				log_error(
+					"--net '%s': hostfwd '%.*s' is not like "
+					"tcp:[HOSTADDR:]HOSTPORT-[GUESTADDR]:GUESTPORT (ports 1 to "
+					"65535)",
+					arg, (int)vlen, v);
 				return -EINVAL;
 			}
 			out->nfwd++;
@@ -395,8 +428,24 @@ int config_parse_net(const char *arg, int index, struct vm_net_config *out)
 
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
-	enum { O_KERNEL = 256, O_INITRD, O_FW, O_CMDLINE, O_MEM, O_CPUS, O_NOREBOOT,
-	       O_TIMEOUT, O_DUMPDTB, O_RNG, O_CONSOLE, O_DISK, O_INCOMING, O_RESTORE, O_API, O_NET };
+	enum {
+		O_KERNEL = 256,
+		O_INITRD,
+		O_FW,
+		O_CMDLINE,
+		O_MEM,
+		O_CPUS,
+		O_NOREBOOT,
+		O_TIMEOUT,
+		O_DUMPDTB,
+		O_RNG,
+		O_CONSOLE,
+		O_DISK,
+		O_INCOMING,
+		O_RESTORE,
+		O_API,
+		O_NET
+	};
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
 		{ "initramfs", required_argument, NULL, O_INITRD },
@@ -533,12 +582,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		}
 		case 'v': cfg->verbose++; break;
-		case 'h':
-			usage(stdout);
-			return 1;
-		case ':':
-			log_error("option '%s' needs a value", argv[optind - 1]);
-			return -EINVAL;
+		case 'h': usage(stdout); return 1;
+		case ':': log_error("option '%s' needs a value", argv[optind - 1]); return -EINVAL;
 		default:
 			log_error("unknown option '%s' (see --help)", argv[optind - 1]);
 			return -EINVAL;

@@ -21,10 +21,10 @@ enum vm_console {
 
 /* --disk's options, parsed. */
 struct vm_disk_config {
-	char path[PATH_MAX];          /* a file or block device, or a URI (nbd://...) */
-	char id[VM_DISK_ID_MAX + 1];  /* serial; "" = from the file name */
+	char path[PATH_MAX];	     /* a file or block device, or a URI (nbd://...) */
+	char id[VM_DISK_ID_MAX + 1]; /* serial; "" = from the file name */
 	bool readonly;
-	unsigned reconnect_timeout;   /* seconds (NBD); BLOCK_RECONNECT_TIMEOUT_DEFAULT */
+	unsigned reconnect_timeout; /* seconds (NBD); BLOCK_RECONNECT_TIMEOUT_DEFAULT */
 };
 
 /* --net: user-mode networking (libslirp) or a host TAP device. */
@@ -54,7 +54,7 @@ struct vm_net_config {
 	enum vm_net_mode mode;
 	char ifname[VM_NET_IFNAME_MAX + 1]; /* VM_NET_TAP */
 	uint8_t mac[6];
-	int nfwd;                            /* VM_NET_USER */
+	int nfwd; /* VM_NET_USER */
 	struct vm_net_fwd fwd[VM_NET_MAX_FWD];
 };
 
@@ -62,8 +62,8 @@ struct vm_net_config {
  * devices their slots in that order, so the guest always sees them the same way (later,
  * disks become vda, vdb, ... in the order given). */
 struct vm_device_config {
-	const char *type; /* a registered device type: "virtio-rng", "virtio-console" */
-	const char *arg;  /* the type's argument, as given; may be NULL */
+	const char *type;	    /* a registered device type: "virtio-rng", "virtio-console" */
+	const char *arg;	    /* the type's argument, as given; may be NULL */
 	struct vm_disk_config disk; /* "virtio-blk" */
 	struct vm_net_config net;   /* "virtio-net" */
 };
@@ -76,14 +76,14 @@ struct vm_config {
 	uint64_t memory;       /* bytes */
 	int cpus;
 	bool no_reboot;
-	double timeout;        /* seconds, 0 = none */
+	double timeout; /* seconds, 0 = none */
 	int verbose;
-	const char *dump_dtb;  /* write the DTB here and exit */
+	const char *dump_dtb;	/* write the DTB here and exit */
 	const char *api_socket; /* serve the control socket here (core/api.h); may be NULL */
-	bool bare_metal;       /* firmware "none" */
+	bool bare_metal;	/* firmware "none" */
 	enum vm_console console;
-	const char *incoming;  /* tcp:ADDR:PORT or unix:PATH: wait for a migration */
-	const char *restore;   /* a snapshot file to resume from */
+	const char *incoming; /* tcp:ADDR:PORT or unix:PATH: wait for a migration */
+	const char *restore;  /* a snapshot file to resume from */
 	int ndevices;
 	struct vm_device_config devices[VM_MAX_DEVICES];
 };

@@ -31,8 +31,8 @@ struct console {
 	void *opaque;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;  /* ready_gen moved, or stop */
-	uint64_t ready_gen;   /* bumped by console_input_ready and console_set_input */
+	pthread_cond_t cond; /* ready_gen moved, or stop */
+	uint64_t ready_gen;  /* bumped by console_input_ready and console_set_input */
 	bool stop;
 
 	/* Input thread; pend holds bytes read but not yet taken (a consumer that shrank). */
@@ -77,8 +77,8 @@ static void console_tty_signal(int sig)
  * precedence: we only claim signals still at their default action. */
 static void console_tty_install_hooks(void)
 {
-	static const int sigs[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGABRT,
-				    SIGSEGV, SIGBUS, SIGILL, SIGFPE };
+	static const int sigs[] = { SIGHUP,  SIGINT, SIGQUIT, SIGTERM, SIGABRT,
+				    SIGSEGV, SIGBUS, SIGILL,  SIGFPE };
 
 	if (console_tty_hooks_installed)
 		return;
@@ -108,7 +108,8 @@ static bool console_tty_make_raw(int fd)
 	if (tcgetattr(fd, &console_tty_saved) != 0)
 		goto out;
 	raw = console_tty_saved;
-	raw.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+	raw.c_iflag &=
+		~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
 	raw.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
 	raw.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
 	raw.c_cflag |= CS8;
@@ -290,7 +291,8 @@ static bool console_input_wanted(struct console *c)
 	 * that is not our controlling one has no foreground group: tcgetpgrp fails.) */
 	pid_t fg = tcgetpgrp(c->in_fd);
 	if (fg >= 0 && fg != getpgrp()) {
-		log_warn("console: standard input is the terminal of a background job: no guest input");
+		log_warn("console: standard input is the terminal of a background job: no guest "
+			 "input");
 		return false;
 	}
 	c->tty = console_tty_make_raw(c->in_fd);

@@ -44,7 +44,7 @@ struct event_timer {
 	event_fn fn;
 	void *opaque;
 	uint64_t deadline; /* under el->lock */
-	bool armed;        /* under el->lock */
+	bool armed;	   /* under el->lock */
 	struct event_timer *next;
 };
 
@@ -55,8 +55,8 @@ struct event_loop {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a round ended, a posted function ran, the loop stopped */
-	bool running;        /* the thread exists (started, not yet joined) */
-	bool exited;         /* the thread has left its loop (stop, or a fatal epoll error) */
+	bool running;	     /* the thread exists (started, not yet joined) */
+	bool exited;	     /* the thread has left its loop (stop, or a fatal epoll error) */
 	bool stop;
 	uint64_t round;
 	struct event_handler *handlers;
@@ -353,8 +353,7 @@ static struct event_handler *event_find_locked(struct event_loop *el, int fd,
 	return NULL;
 }
 
-int event_loop_add_fd(struct event_loop *el, int fd, uint32_t events, event_fd_fn fn,
-		      void *opaque)
+int event_loop_add_fd(struct event_loop *el, int fd, uint32_t events, event_fd_fn fn, void *opaque)
 {
 	int err = 0;
 
@@ -477,8 +476,7 @@ int event_loop_run(struct event_loop *el, event_fn fn, void *opaque)
 	return err;
 }
 
-int event_timer_create(struct event_loop *el, event_fn fn, void *opaque,
-		       struct event_timer **out)
+int event_timer_create(struct event_loop *el, event_fn fn, void *opaque, struct event_timer **out)
 {
 	struct event_timer *t = calloc(1, sizeof(*t));
 

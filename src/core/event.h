@@ -49,8 +49,8 @@ bool event_loop_on_thread(const struct event_loop *el);
 
 /* Calls fn(opaque, events) on the loop thread whenever fd is ready for events (EPOLLIN,
  * EPOLLOUT; level-triggered). One handler per fd. 0, -EEXIST, or -errno. */
-int event_loop_add_fd(struct event_loop *el, int fd, uint32_t events, event_fd_fn fn,
-		      void *opaque) __attribute__((warn_unused_result));
+int event_loop_add_fd(struct event_loop *el, int fd, uint32_t events, event_fd_fn fn, void *opaque)
+	__attribute__((warn_unused_result));
 
 /* Changes the events fd's handler waits for (e.g. drop EPOLLIN while a buffer is full).
  * 0, -ENOENT or -errno. */
@@ -72,8 +72,8 @@ int event_loop_run(struct event_loop *el, event_fn fn, void *opaque)
 
 /* A timer that calls fn(opaque) on the loop thread once its deadline passes. Created
  * disarmed. 0 or -ENOMEM. */
-int event_timer_create(struct event_loop *el, event_fn fn, void *opaque,
-		       struct event_timer **out) __attribute__((warn_unused_result));
+int event_timer_create(struct event_loop *el, event_fn fn, void *opaque, struct event_timer **out)
+	__attribute__((warn_unused_result));
 
 /* Arms (or re-arms) t for a CLOCK_MONOTONIC deadline in ns (host_now_ns() + delay); from
  * any thread. A timer fires once per arming. */

@@ -21,11 +21,11 @@ struct json_parser {
 	struct json_error *err;
 };
 
-static int json_fail(struct json_parser *ps, const unsigned char *at, int code,
-		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int json_fail(struct json_parser *ps, const unsigned char *at, int code, const char *fmt,
+		     ...) __attribute__((format(printf, 4, 5)));
 
-static int json_fail(struct json_parser *ps, const unsigned char *at, int code,
-		     const char *fmt, ...)
+static int json_fail(struct json_parser *ps, const unsigned char *at, int code, const char *fmt,
+		     ...)
 {
 	if (ps->err) {
 		va_list ap;
@@ -161,18 +161,40 @@ static int json_parse_string(struct json_parser *ps, char **out, size_t *out_len
 		/* q is a quote, so p + 1 < q + 1 is readable. */
 		const unsigned char *esc = p;
 		switch (p[1]) {
-		case '"': s[n++] = '"'; p += 2; continue;
-		case '\\': s[n++] = '\\'; p += 2; continue;
-		case '/': s[n++] = '/'; p += 2; continue;
-		case 'b': s[n++] = '\b'; p += 2; continue;
-		case 'f': s[n++] = '\f'; p += 2; continue;
-		case 'n': s[n++] = '\n'; p += 2; continue;
-		case 'r': s[n++] = '\r'; p += 2; continue;
-		case 't': s[n++] = '\t'; p += 2; continue;
+		case '"':
+			s[n++] = '"';
+			p += 2;
+			continue;
+		case '\\':
+			s[n++] = '\\';
+			p += 2;
+			continue;
+		case '/':
+			s[n++] = '/';
+			p += 2;
+			continue;
+		case 'b':
+			s[n++] = '\b';
+			p += 2;
+			continue;
+		case 'f':
+			s[n++] = '\f';
+			p += 2;
+			continue;
+		case 'n':
+			s[n++] = '\n';
+			p += 2;
+			continue;
+		case 'r':
+			s[n++] = '\r';
+			p += 2;
+			continue;
+		case 't':
+			s[n++] = '\t';
+			p += 2;
+			continue;
 		case 'u': break;
-		default:
-			free(s);
-			return json_fail(ps, esc, -EINVAL, "invalid escape in string");
+		default: free(s); return json_fail(ps, esc, -EINVAL, "invalid escape in string");
 		}
 		int32_t cp = q - p >= 6 ? json_hex4(p + 2) : -1;
 		if (cp < 0) {
@@ -185,10 +207,12 @@ static int json_parse_string(struct json_parser *ps, char **out, size_t *out_len
 			return json_fail(ps, esc, -EINVAL, "unpaired low surrogate in string");
 		}
 		if (cp >= 0xd800 && cp <= 0xdbff) {
-			int32_t lo = q - p >= 6 && p[0] == '\\' && p[1] == 'u' ? json_hex4(p + 2) : -1;
+			int32_t lo =
+				q - p >= 6 && p[0] == '\\' && p[1] == 'u' ? json_hex4(p + 2) : -1;
 			if (lo < 0xdc00 || lo > 0xdfff) {
 				free(s);
-				return json_fail(ps, esc, -EINVAL, "unpaired high surrogate in string");
+				return json_fail(ps, esc, -EINVAL,
+						 "unpaired high surrogate in string");
 			}
 			p += 6;
 			cp = 0x10000 + (((cp - 0xd800) << 10) | (lo - 0xdc00));
@@ -337,7 +361,8 @@ static int json_parse_array(struct json_parser *ps, struct json_value *v, unsign
 		return 0;
 	}
 	for (;;) {
-		if (json_grow((void **)&v->array.items, v->array.n, &cap, sizeof(struct json_value)))
+		if (json_grow((void **)&v->array.items, v->array.n, &cap,
+			      sizeof(struct json_value)))
 			return json_fail_oom(ps);
 		/* Counted before parsing, so that a partly built item is freed with the rest. */
 		v->array.n++;
@@ -460,8 +485,8 @@ static int json_parse_value(struct json_parser *ps, struct json_value *v, unsign
 	return json_fail(ps, ps->p, -EINVAL, "unexpected byte 0x%02x", *ps->p);
 }
 
-int json_parse(const char *text, size_t len, const struct json_limits *lim,
-	       struct json_value **out, struct json_error *err)
+int json_parse(const char *text, size_t len, const struct json_limits *lim, struct json_value **out,
+	       struct json_error *err)
 {
 	struct json_parser ps = {
 		.start = (const unsigned char *)text,
@@ -499,9 +524,7 @@ int json_parse(const char *text, size_t len, const struct json_limits *lim,
 static void json_value_clear(struct json_value *v)
 {
 	switch (v->type) {
-	case JSON_STRING:
-		free(v->string.s);
-		break;
+	case JSON_STRING: free(v->string.s); break;
 	case JSON_ARRAY:
 		for (size_t i = 0; i < v->array.n; i++)
 			json_value_clear(&v->array.items[i]);
@@ -514,8 +537,7 @@ static void json_value_clear(struct json_value *v)
 		}
 		free(v->object.members);
 		break;
-	default:
-		break;
+	default: break;
 	}
 	v->type = JSON_NULL;
 }
@@ -720,13 +742,34 @@ static void json_put_string(struct json_writer *w, const char *str, size_t len)
 		unsigned char c = *p;
 		char esc[8];
 		switch (c) {
-		case '"': json_put(w, "\\\"", 2); p++; continue;
-		case '\\': json_put(w, "\\\\", 2); p++; continue;
-		case '\b': json_put(w, "\\b", 2); p++; continue;
-		case '\f': json_put(w, "\\f", 2); p++; continue;
-		case '\n': json_put(w, "\\n", 2); p++; continue;
-		case '\r': json_put(w, "\\r", 2); p++; continue;
-		case '\t': json_put(w, "\\t", 2); p++; continue;
+		case '"':
+			json_put(w, "\\\"", 2);
+			p++;
+			continue;
+		case '\\':
+			json_put(w, "\\\\", 2);
+			p++;
+			continue;
+		case '\b':
+			json_put(w, "\\b", 2);
+			p++;
+			continue;
+		case '\f':
+			json_put(w, "\\f", 2);
+			p++;
+			continue;
+		case '\n':
+			json_put(w, "\\n", 2);
+			p++;
+			continue;
+		case '\r':
+			json_put(w, "\\r", 2);
+			p++;
+			continue;
+		case '\t':
+			json_put(w, "\\t", 2);
+			p++;
+			continue;
 		default: break;
 		}
 		if (c < 0x20) {
@@ -809,12 +852,8 @@ void json_null(struct json_writer *w)
 void json_value(struct json_writer *w, const struct json_value *v)
 {
 	switch (v->type) {
-	case JSON_NULL:
-		json_null(w);
-		break;
-	case JSON_BOOL:
-		json_bool(w, v->boolean);
-		break;
+	case JSON_NULL: json_null(w); break;
+	case JSON_BOOL: json_bool(w, v->boolean); break;
 	case JSON_NUMBER:
 		/* -0 parses as an integer 0; keep its sign. */
 		if (v->number.is_int && !signbit(v->number.d))
@@ -822,9 +861,7 @@ void json_value(struct json_writer *w, const struct json_value *v)
 		else
 			json_double(w, v->number.d);
 		break;
-	case JSON_STRING:
-		json_string_len(w, v->string.s, v->string.len);
-		break;
+	case JSON_STRING: json_string_len(w, v->string.s, v->string.len); break;
 	case JSON_ARRAY:
 		json_begin_array(w);
 		for (size_t i = 0; i < v->array.n; i++)

@@ -30,8 +30,8 @@ struct json_value {
 			bool is_int; /* an integer (no fraction or exponent) that fits int64 */
 		} number;
 		struct {
-			char *s;     /* UTF-8, NUL-terminated; may hold "\u0000" escapes */
-			size_t len;  /* bytes, without the terminator */
+			char *s;    /* UTF-8, NUL-terminated; may hold "\u0000" escapes */
+			size_t len; /* bytes, without the terminator */
 		} string;
 		struct {
 			struct json_value *items;
@@ -69,8 +69,8 @@ struct json_error {
  * text, which need not be NUL-terminated. lim may be NULL. On success *out is a tree to free
  * with json_free; on failure returns -EINVAL (bad input, err says where), -E2BIG (too long or
  * too deep) or -ENOMEM, and *out is NULL. err may be NULL. */
-int json_parse(const char *text, size_t len, const struct json_limits *lim,
-	       struct json_value **out, struct json_error *err) __attribute__((warn_unused_result));
+int json_parse(const char *text, size_t len, const struct json_limits *lim, struct json_value **out,
+	       struct json_error *err) __attribute__((warn_unused_result));
 
 /* Frees a tree from json_parse. NULL is fine. */
 void json_free(struct json_value *v);
@@ -92,10 +92,10 @@ const char *json_type_name(enum json_type t);
 struct json_writer {
 	char *buf;
 	size_t len, cap;
-	int err;       /* 0, -ENOMEM, or -EINVAL (misuse: too deep, unbalanced) */
+	int err; /* 0, -ENOMEM, or -EINVAL (misuse: too deep, unbalanced) */
 	unsigned depth;
 	bool after_key;
-	bool first[JSON_WRITER_MAX_DEPTH + 1];     /* nothing written yet at this depth */
+	bool first[JSON_WRITER_MAX_DEPTH + 1];	   /* nothing written yet at this depth */
 	bool is_object[JSON_WRITER_MAX_DEPTH + 1]; /* the container at this depth */
 };
 

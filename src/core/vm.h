@@ -32,11 +32,11 @@ struct api;
 enum vm_exit_reason {
 	VM_EXIT_NONE = 0,
 	VM_EXIT_POWEROFF, /* guest powered off */
-	VM_EXIT_REBOOT,   /* guest asked for a reset */
-	VM_EXIT_PASS,     /* bare-metal test reported pass */
-	VM_EXIT_FAIL,     /* test reported failure: exit_code is an HTIF exit value ((n << 1) | 1) */
+	VM_EXIT_REBOOT,	  /* guest asked for a reset */
+	VM_EXIT_PASS,	  /* bare-metal test reported pass */
+	VM_EXIT_FAIL, /* test reported failure: exit_code is an HTIF exit value ((n << 1) | 1) */
 	VM_EXIT_TIMEOUT,
-	VM_EXIT_ERROR,    /* host-side failure */
+	VM_EXIT_ERROR,	  /* host-side failure */
 	VM_EXIT_MIGRATED, /* the VM now runs on another host */
 };
 
@@ -77,7 +77,7 @@ struct vm {
 	 * control socket (core/api.h) when --api-socket was given; made by main. */
 	struct migration *migration;
 	struct api *api;
-	bool user_paused; /* paused from the control socket (on the loop thread) */
+	bool user_paused;      /* paused from the control socket (on the loop thread) */
 	_Atomic bool arriving; /* --incoming or --restore: the state is not loaded yet */
 
 	/* Pausing (vm_pause): a request every hart honours at its next block boundary by
@@ -85,7 +85,7 @@ struct vm {
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
 	_Atomic int pause_req; /* pauses requested and not yet resumed */
-	int parked;            /* harts parked now (under pause_lock) */
+	int parked;	       /* harts parked now (under pause_lock) */
 	int running_harts;     /* harts whose threads run hart_run (under pause_lock) */
 
 	/* Dirty-page log for live migration: one bit per guest page, set by device writes

@@ -20,8 +20,8 @@ static int vmm_api_info(void *opaque, struct json_writer *w, char *err, size_t e
 	struct vm *vm = opaque;
 	struct migrate_status st;
 	const char *state = atomic_load(&vm->arriving) ? "incoming"
-			    : vm->user_paused		 ? "paused"
-							 : "running";
+			    : vm->user_paused	       ? "paused"
+						       : "running";
 	(void)err;
 	(void)errlen;
 
@@ -114,8 +114,7 @@ static int vmm_api_snapshot(void *opaque, const char *path, char *err, size_t er
 		return -ENOMEM;
 	}
 	d->loop = vm->loop;
-	int ret = migration_snapshot_start(vm->migration, path, snapshot_finished, d, err,
-					   errlen);
+	int ret = migration_snapshot_start(vm->migration, path, snapshot_finished, d, err, errlen);
 	if (ret) {
 		/* Not started: answer through the loop, after this callback returns. */
 		d->err = ret;

@@ -88,14 +88,14 @@ struct migration {
 	bool is_snapshot;
 	struct migrate_status st; /* under lock */
 	uint64_t start_ns;
-	bool done_read; /* a client read the final status */
+	bool done_read;	       /* a client read the final status */
 	struct stream *stream; /* the job's, while it runs (for cancel) */
 	volatile int cancel;
 	volatile int quit; /* this VMM ends: a committed job stops trying to reach the peer */
 	volatile int to_postcopy; /* the user asked to switch to post-copy */
-	bool committing; /* the destination has the VM: too late to cancel */
-	struct dest *dest; /* the destination side, once its VM runs (migration_incoming) */
-	migration_done_fn done; /* the snapshot's caller, told when it ends */
+	bool committing;	  /* the destination has the VM: too late to cancel */
+	struct dest *dest;	  /* the destination side, once its VM runs (migration_incoming) */
+	migration_done_fn done;	  /* the snapshot's caller, told when it ends */
 	void *done_opaque;
 
 	/* Auto-converge: a thread that holds the vCPUs throttle_pct % of the time. */
@@ -165,8 +165,7 @@ static void config_save(const struct vm *vm, struct sbuf *b)
 }
 
 /* Checks that the stream's VM has this VM's shape; a one-line reason in why. */
-static int config_check(const struct vm *vm, const uint8_t *p, uint32_t len, char *why,
-			size_t n)
+static int config_check(const struct vm *vm, const uint8_t *p, uint32_t len, char *why, size_t n)
 {
 	struct sreader r;
 	const struct vm_config *cfg = vm->cfg;
@@ -324,8 +323,8 @@ static int pages_send_bitmap(struct migration *m, struct page_sender *ps, uint64
 	for (uint64_t w = 0; w < (npages + 63) / 64 && !err && !m->to_postcopy; w++) {
 		uint64_t bits = bitmap[w];
 		bitmap[w] = 0;
-		uint64_t unbacked = bits && pm && (w + 1) * 64 <= npages
-					    ? pagemap_unbacked(pm, vm, w * 64) : 0;
+		uint64_t unbacked =
+			bits && pm && (w + 1) * 64 <= npages ? pagemap_unbacked(pm, vm, w * 64) : 0;
 		while (bits) {
 			if (m->cancel) {
 				err = -ECANCELED;
@@ -339,8 +338,8 @@ static int pages_send_bitmap(struct migration *m, struct page_sender *ps, uint64
 			unsigned bit = (unsigned)__builtin_ctzll(bits);
 			uint64_t idx = w * 64 + bit;
 			bits &= bits - 1;
-			const uint8_t *page = unbacked >> bit & 1 ? zero_page
-								: vm->ram.host + idx * PAGE_SIZE;
+			const uint8_t *page =
+				unbacked >> bit & 1 ? zero_page : vm->ram.host + idx * PAGE_SIZE;
 			err = pages_add(ps, idx, page);
 			if (err)
 				break;
@@ -533,7 +532,7 @@ struct loader {
 	unsigned passes;
 	struct stream *ack; /* migration: where PASS_ACK goes; NULL for a snapshot */
 	uint64_t *written;  /* pages written so far (others are still zero), or NULL */
-	uint64_t *need;     /* post-copy: the pages still to come (PC_START), or NULL */
+	uint64_t *need;	    /* post-copy: the pages still to come (PC_START), or NULL */
 	char why[200];
 };
 
@@ -671,7 +670,8 @@ static int loader_read(struct loader *l, struct stream *s)
 			break;
 		case REC_END:
 			if (!l->have_clock || !l->have_devices) {
-				snprintf(l->why, n, "the state ends before the CPU and device state");
+				snprintf(l->why, n,
+					 "the state ends before the CPU and device state");
 				return -EPROTO;
 			}
 			for (int i = 0; i < vm->nharts; i++)
@@ -680,9 +680,7 @@ static int loader_read(struct loader *l, struct stream *s)
 					return -EPROTO;
 				}
 			return 0;
-		default:
-			snprintf(l->why, n, "unknown record type %u", type);
-			return -EPROTO;
+		default: snprintf(l->why, n, "unknown record type %u", type); return -EPROTO;
 		}
 	}
 }
@@ -885,10 +883,10 @@ struct dest {
 	char unix_path[108];
 	int stop_efd;
 	pthread_mutex_t lock; /* fd and writes on it (w); requested[] */
-	int fd;               /* -1 while the link is down */
+	int fd;		      /* -1 while the link is down */
 	struct stream w;      /* writes on fd */
 	int uffd;
-	uint64_t *have;      /* atomic bit operations */
+	uint64_t *have;	     /* atomic bit operations */
 	uint64_t *requested; /* asked for on the current connection */
 	uint64_t npages, words;
 	_Atomic uint64_t missing;
@@ -946,7 +944,8 @@ static int dest_place(struct dest *d, uint64_t idx, const uint8_t *src)
 		return 0;
 	do {
 		if (src) {
-			struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)src,
+			struct uffdio_copy c = { .dst = addr,
+						 .src = (uintptr_t)src,
 						 .len = PAGE_SIZE };
 			r = ioctl(d->uffd, UFFDIO_COPY, &c);
 		} else {
@@ -1054,7 +1053,8 @@ static int dest_resume_ack(struct dest *d, int fd)
 		for (uint64_t i = 0; i < d->words; i++)
 			sbuf_u64(&b, ~__atomic_load_n(&d->have[i], __ATOMIC_ACQUIRE) &
 					     (i == d->words - 1 && d->npages % 64
-						      ? (1ULL << (d->npages % 64)) - 1 : ~0ULL));
+						      ? (1ULL << (d->npages % 64)) - 1
+						      : ~0ULL));
 	err = b.oom ? -ENOMEM
 		    : send_record(dest_writer(d, fd), REC_RESUME_ACK, b.data, (uint32_t)b.len);
 	sbuf_free(&b);
@@ -1249,7 +1249,8 @@ static void *dest_conn_thread(void *arg)
 		}
 		if (err) {
 			if (err == -EPROTO)
-				log_warn("migration: unexpected data from the source (record %u)", type);
+				log_warn("migration: unexpected data from the source (record %u)",
+					 type);
 			dest_link_down(d);
 		}
 	}
@@ -1364,8 +1365,8 @@ static int dest_postcopy_setup(struct dest *d, const uint64_t *need, char *why, 
 		snprintf(why, n, "userfaultfd: cannot register guest memory: %s", strerror(e));
 		return -e;
 	}
-	const uint64_t want = 1ULL << _UFFDIO_COPY | 1ULL << _UFFDIO_ZEROPAGE |
-			      1ULL << _UFFDIO_WAKE;
+	const uint64_t want =
+		1ULL << _UFFDIO_COPY | 1ULL << _UFFDIO_ZEROPAGE | 1ULL << _UFFDIO_WAKE;
 	if ((reg.ioctls & want) != want) {
 		snprintf(why, n, "userfaultfd: this kernel cannot place pages");
 		return -ENOTSUP;
@@ -1394,8 +1395,7 @@ static struct dest *dest_create(struct vm *vm, int lfd, const char *uri)
 	d->dctx = ZSTD_createDCtx();
 	if (getrandom(&d->id, sizeof(d->id), 0) != sizeof(d->id))
 		d->id = host_now_ns() ^ (uint64_t)getpid() << 32;
-	if (d->stop_efd < 0 || !d->have || !d->requested || !d->dctx ||
-	    stream_init(&d->w, -1)) {
+	if (d->stop_efd < 0 || !d->have || !d->requested || !d->dctx || stream_init(&d->w, -1)) {
 		/* The caller still owns lfd. */
 		if (d->stop_efd >= 0)
 			close(d->stop_efd);
@@ -1457,7 +1457,8 @@ static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, siz
 	/* The link broke: the source has either kept the VM or let go of it; only it knows.
 	 * Nothing runs here until it comes back and says which. */
 	log_warn("migration: the link to the source broke before its word (%s); waiting for "
-		 "it to come back (the guest does not run meanwhile)", s->err);
+		 "it to come back (the guest does not run meanwhile)",
+		 s->err);
 	for (;;) {
 		int nfd = dest_accept_resume(d, 1000);
 		if (nfd == -ECANCELED) {
@@ -1565,8 +1566,8 @@ int migration_incoming(struct vm *vm, const char *uri)
 	}
 	if (!err) {
 		log_info("migration received (%u passes, %" PRIu64 " MiB%s)", l.passes,
-			 s.bytes >> 20, d->postcopy ? "; post-copy: the rest comes while it runs"
-						    : "");
+			 s.bytes >> 20,
+			 d->postcopy ? "; post-copy: the rest comes while it runs" : "");
 		/* Stay reachable until the source is done with us. */
 		if (version >= 2) {
 			d->conn_started =
@@ -1778,8 +1779,8 @@ static void set_postcopy(struct migrate_status *st, void *arg)
 }
 
 /* Sends the pages in need until the destination has them all. 0, or -ESHUTDOWN. */
-static int src_postcopy(struct migration *m, struct page_sender *ps, struct stream *s,
-			uint64_t id, uint64_t *need)
+static int src_postcopy(struct migration *m, struct page_sender *ps, struct stream *s, uint64_t id,
+			uint64_t *need)
 {
 	struct vm *vm = m->vm;
 	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
@@ -1882,19 +1883,23 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 			}
 		}
 		if (!nq && left) {
-			/* The next 64 pages in need (a quarter MiB at most), then requests again. */
+			/* The next 64 pages in need (a quarter MiB at most), then requests again.
+			 */
 			while (!need[cursor])
 				cursor = (cursor + 1) % words;
 			uint64_t bits = need[cursor];
 			need[cursor] = 0;
 			uint64_t unbacked = (cursor + 1) * 64 <= npages
-						    ? pagemap_unbacked(pm, vm, cursor * 64) : 0;
+						    ? pagemap_unbacked(pm, vm, cursor * 64)
+						    : 0;
 			while (bits && !err) {
 				unsigned bit = (unsigned)__builtin_ctzll(bits);
 				bits &= bits - 1;
 				uint64_t idx = cursor * 64 + bit;
-				err = pages_add(ps, idx, unbacked >> bit & 1
-							 ? zero_page : vm->ram.host + idx * PAGE_SIZE);
+				err = pages_add(ps, idx,
+						unbacked >> bit & 1
+							? zero_page
+							: vm->ram.host + idx * PAGE_SIZE);
 				left--;
 			}
 		} else if (!nq && !done_sent) {
@@ -2180,9 +2185,9 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	if (!err)
 		err = vm_dirty_log_start(vm);
 
-	uint64_t target_ns = (uint64_t)(m->params.downtime_ms ? m->params.downtime_ms
-							      : DEFAULT_DOWNTIME_MS) *
-			     1000000ULL;
+	uint64_t target_ns =
+		(uint64_t)(m->params.downtime_ms ? m->params.downtime_ms : DEFAULT_DOWNTIME_MS) *
+		1000000ULL;
 	double bw = 0; /* bytes per second, measured */
 	uint64_t last_sync = host_now_ns();
 	unsigned pass = 0, no_progress = 0;
@@ -2347,7 +2352,8 @@ static void *job_thread(void *arg)
 {
 	struct migration *m = arg;
 	char why[200] = "";
-	int err = m->is_snapshot ? do_snapshot(m, why, sizeof(why)) : do_migrate(m, why, sizeof(why));
+	int err =
+		m->is_snapshot ? do_snapshot(m, why, sizeof(why)) : do_migrate(m, why, sizeof(why));
 
 	pthread_mutex_lock(&m->lock);
 	m->st.total_ms = (host_now_ns() - m->start_ns) / 1000000ULL;
@@ -2363,7 +2369,8 @@ static void *job_thread(void *arg)
 	if (err == -ESHUTDOWN) {
 		log_warn("migration: %s", why);
 	} else if (err) {
-		log_warn("%s %s: %s; the guest runs on here", m->is_snapshot ? "snapshot" : "migration",
+		log_warn("%s %s: %s; the guest runs on here",
+			 m->is_snapshot ? "snapshot" : "migration",
 			 err == -ECANCELED ? "cancelled" : "failed", why);
 	} else if (m->is_snapshot) {
 		log_info("snapshot written to %s", m->snapshot_path);
@@ -2500,8 +2507,7 @@ static int job_start(struct migration *m, bool snapshot, char *err, size_t errle
 	return 0;
 }
 
-int migration_start(struct migration *m, const struct migrate_params *p, char *err,
-		    size_t errlen)
+int migration_start(struct migration *m, const struct migrate_params *p, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&m->lock);
 	if (!m->busy)
@@ -2571,8 +2577,8 @@ int migration_switch_postcopy(struct migration *m)
 {
 	pthread_mutex_lock(&m->lock);
 	int ret = !m->busy || m->is_snapshot || m->st.state != MIGRATE_ACTIVE ? -ENOENT
-		  : m->committing || m->params.postcopy			? -EBUSY
-										: 0;
+		  : m->committing || m->params.postcopy			      ? -EBUSY
+									      : 0;
 	if (!ret)
 		m->to_postcopy = 1;
 	pthread_mutex_unlock(&m->lock);

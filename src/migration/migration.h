@@ -23,11 +23,11 @@ struct vm;
 struct migration;
 
 struct migrate_params {
-	char uri[256];            /* tcp:HOST:PORT or unix:PATH */
-	uint32_t downtime_ms;     /* target for the final pause; 0: the default (300) */
+	char uri[256];		  /* tcp:HOST:PORT or unix:PATH */
+	uint32_t downtime_ms;	  /* target for the final pause; 0: the default (300) */
 	uint32_t bandwidth_mibps; /* cap; 0: none */
-	bool compress;            /* zstd on non-zero pages */
-	bool postcopy;            /* hand the VM over at once; pages follow on demand */
+	bool compress;		  /* zstd on non-zero pages */
+	bool postcopy;		  /* hand the VM over at once; pages follow on demand */
 };
 
 enum migrate_state {
@@ -40,18 +40,18 @@ enum migrate_state {
 
 struct migrate_status {
 	enum migrate_state state;
-	bool snapshot;              /* the job is a snapshot, not a migration */
-	unsigned pass;              /* current pre-copy pass (1 = the full pass) */
-	uint64_t remaining_pages;   /* dirty pages not yet sent at the last count */
-	uint64_t dirty_rate_pps;    /* pages dirtied per second in the last pass */
-	uint64_t bandwidth_mibps;   /* measured in the last pass */
+	bool snapshot;		  /* the job is a snapshot, not a migration */
+	unsigned pass;		  /* current pre-copy pass (1 = the full pass) */
+	uint64_t remaining_pages; /* dirty pages not yet sent at the last count */
+	uint64_t dirty_rate_pps;  /* pages dirtied per second in the last pass */
+	uint64_t bandwidth_mibps; /* measured in the last pass */
 	uint64_t expected_downtime_ms;
-	uint64_t total_ms;          /* since the start (to the end once finished) */
-	uint64_t downtime_us;       /* vCPUs paused here to running there (when known) */
-	uint64_t bytes;             /* sent */
-	unsigned rounds;            /* pre-copy passes done */
-	unsigned throttle_pct;      /* auto-converge: share of time the vCPUs are held */
-	bool postcopy_active;       /* the guest runs on the destination, pages still go */
+	uint64_t total_ms;     /* since the start (to the end once finished) */
+	uint64_t downtime_us;  /* vCPUs paused here to running there (when known) */
+	uint64_t bytes;	       /* sent */
+	unsigned rounds;       /* pre-copy passes done */
+	unsigned throttle_pct; /* auto-converge: share of time the vCPUs are held */
+	bool postcopy_active;  /* the guest runs on the destination, pages still go */
 	char error[200];
 };
 
@@ -66,8 +66,7 @@ void migration_shutdown(struct migration *m);
 void migration_destroy(struct migration *m);
 
 /* Starts a migration (returns at once). 0, or -errno with a one-line reason in err. */
-int migration_start(struct migration *m, const struct migrate_params *p, char *err,
-		    size_t errlen);
+int migration_start(struct migration *m, const struct migrate_params *p, char *err, size_t errlen);
 /* Starts writing a snapshot to path (the guest pauses while it is written, then runs
  * on). 0, or -errno with a reason in err. When done is not NULL it is called once the
  * snapshot is written or has failed (err 0 or -errno, msg the reason), on the job's thread. */

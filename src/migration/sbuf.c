@@ -227,7 +227,7 @@ static uint32_t crc32c_soft(uint32_t crc, const uint8_t *s, size_t n)
 #if defined(__x86_64__)
 /* The SSE4.2 crc32 instruction computes CRC-32C: 8 bytes per instruction. */
 __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *s,
-								size_t n)
+							       size_t n)
 {
 	uint64_t c = crc;
 	while (n && ((uintptr_t)s & 7)) {

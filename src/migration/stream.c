@@ -199,8 +199,8 @@ int stream_read_header(struct stream *s, enum stream_kind kind, uint32_t *versio
 	return 0;
 }
 
-int stream_read_record(struct stream *s, uint8_t *type, uint16_t *version,
-		       const uint8_t **payload, uint32_t *len)
+int stream_read_record(struct stream *s, uint8_t *type, uint16_t *version, const uint8_t **payload,
+		       uint32_t *len)
 {
 	uint8_t h[8], c[4];
 	int err = stream_read_all(s, h, sizeof(h), true);
@@ -209,8 +209,8 @@ int stream_read_record(struct stream *s, uint8_t *type, uint16_t *version,
 		return err;
 	uint32_t n = rd32(h + 4);
 	if (h[1] != 0 || n > STREAM_MAX_PAYLOAD)
-		return stream_fail(s, -EPROTO, "malformed record header (type %u, %u bytes)",
-				   h[0], n);
+		return stream_fail(s, -EPROTO, "malformed record header (type %u, %u bytes)", h[0],
+				   n);
 	if (n > s->cap) {
 		uint8_t *nb = realloc(s->buf, n);
 		if (!nb)

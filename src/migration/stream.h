@@ -29,24 +29,24 @@ enum stream_kind {
 };
 
 enum stream_record {
-	REC_CONFIG = 1,    /* the VM's shape: memory, harts, devices */
-	REC_PAGES = 2,     /* guest pages (see ram.c) */
-	REC_PASS_END = 3,  /* the end of a pre-copy pass */
-	REC_CLOCK = 4,     /* guest clock and host stamps at the pause */
-	REC_CPU = 5,       /* one hart */
-	REC_DEVICES = 6,   /* the machine's devices */
-	REC_END = 7,       /* the state is complete */
-	REC_ACK = 8,       /* destination to source: loaded (v1: and running now) */
-	REC_NACK = 9,      /* destination to source: refused (payload: a message) */
-	REC_PASS_ACK = 10, /* destination to source: a pass is loaded (it has caught up) */
-	REC_PC_START = 11, /* post-copy: the pages the destination lacks (a bitmap) */
-	REC_GO = 12,       /* source to destination: run (the source has let go) */
-	REC_RUNNING = 13,  /* destination to source: running since (u64 instant) */
-	REC_PC_REQ = 14,   /* destination to source: pages wanted now (u64 list) */
-	REC_PC_DONE = 15,  /* source to destination: nothing more to send */
+	REC_CONFIG = 1,	      /* the VM's shape: memory, harts, devices */
+	REC_PAGES = 2,	      /* guest pages (see ram.c) */
+	REC_PASS_END = 3,     /* the end of a pre-copy pass */
+	REC_CLOCK = 4,	      /* guest clock and host stamps at the pause */
+	REC_CPU = 5,	      /* one hart */
+	REC_DEVICES = 6,      /* the machine's devices */
+	REC_END = 7,	      /* the state is complete */
+	REC_ACK = 8,	      /* destination to source: loaded (v1: and running now) */
+	REC_NACK = 9,	      /* destination to source: refused (payload: a message) */
+	REC_PASS_ACK = 10,    /* destination to source: a pass is loaded (it has caught up) */
+	REC_PC_START = 11,    /* post-copy: the pages the destination lacks (a bitmap) */
+	REC_GO = 12,	      /* source to destination: run (the source has let go) */
+	REC_RUNNING = 13,     /* destination to source: running since (u64 instant) */
+	REC_PC_REQ = 14,      /* destination to source: pages wanted now (u64 list) */
+	REC_PC_DONE = 15,     /* source to destination: nothing more to send */
 	REC_PC_COMPLETE = 16, /* destination to source: every page is in, or the VM ended */
-	REC_RESUME = 17,   /* source to destination, on a new connection: carry on (u64 id) */
-	REC_RESUME_ACK = 18, /* destination to source: u64 running since, bitmap of lacking */
+	REC_RESUME = 17,      /* source to destination, on a new connection: carry on (u64 id) */
+	REC_RESUME_ACK = 18,  /* destination to source: u64 running since, bitmap of lacking */
 };
 
 /* A buffered stream over a file descriptor (a file or a connected socket). */
@@ -56,11 +56,11 @@ struct stream {
 	size_t len;   /* bytes in buf */
 	size_t pos;   /* read position in buf */
 	size_t cap;
-	uint64_t bytes;       /* sent or received so far */
-	uint64_t rate_bps;    /* 0, or a cap on bytes per second for writes */
+	uint64_t bytes;	   /* sent or received so far */
+	uint64_t rate_bps; /* 0, or a cap on bytes per second for writes */
 	uint64_t rate_start_ns, rate_bytes;
 	volatile int cancelled; /* set from another thread: the next I/O fails */
-	char err[160];          /* the first error, for messages */
+	char err[160];		/* the first error, for messages */
 };
 
 /* Sets s up on fd (not owned). 0 or -ENOMEM. */
@@ -78,7 +78,7 @@ int stream_flush(struct stream *s);
  * the stream reuses: valid until the next read). 0 or -errno: -EPROTO for a malformed
  * stream, -ENODATA for an end of file before a record, -EIO/-ETIMEDOUT etc. for I/O. */
 int stream_read_header(struct stream *s, enum stream_kind kind, uint32_t *version);
-int stream_read_record(struct stream *s, uint8_t *type, uint16_t *version,
-		       const uint8_t **payload, uint32_t *len);
+int stream_read_record(struct stream *s, uint8_t *type, uint16_t *version, const uint8_t **payload,
+		       uint32_t *len);
 
 #endif

@@ -66,10 +66,10 @@ struct net_backend {
 	const struct net_backend_ops *ops;
 	const struct net_client *client;
 	struct event_loop *loop;
-	void *priv;                 /* the backend's state */
-	atomic_bool work_posted;    /* a call of ops->work is queued on the loop */
-	atomic_bool rx_ready;       /* the device asked to resume receiving */
-	bool closed;                /* (loop thread) */
+	void *priv;		 /* the backend's state */
+	atomic_bool work_posted; /* a call of ops->work is queued on the loop */
+	atomic_bool rx_ready;	 /* the device asked to resume receiving */
+	bool closed;		 /* (loop thread) */
 };
 
 /* Opens the backend cfg names, delivering to client (which must outlive it), on loop.

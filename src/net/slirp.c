@@ -30,9 +30,9 @@
 
 #define USER_NETWORK 0x0a000200u /* 10.0.2.0/24 */
 #define USER_NETMASK 0xffffff00u
-#define USER_HOST 0x0a000202u    /* 10.0.2.2 */
-#define USER_DNS 0x0a000203u     /* 10.0.2.3 */
-#define USER_GUEST 0x0a00020fu   /* 10.0.2.15, the first DHCP address */
+#define USER_HOST 0x0a000202u  /* 10.0.2.2 */
+#define USER_DNS 0x0a000203u   /* 10.0.2.3 */
+#define USER_GUEST 0x0a00020fu /* 10.0.2.15, the first DHCP address */
 
 /* Guest frames waiting for slirp, and slirp's frames waiting for guest buffers, at most. */
 #define USER_TXQ_MAX 256
@@ -80,7 +80,7 @@ struct user_net {
 	struct event_timer *poll_timer;
 	struct user_timer *timers;
 	struct user_frame_queue txq; /* guest -> slirp */
-	bool tx_full;                /* can_send said no: tell the client when drained */
+	bool tx_full;		     /* can_send said no: tell the client when drained */
 	struct user_frame_queue rxq; /* slirp -> guest, while the guest has no room */
 	bool rx_blocked;
 	unsigned guest_errors, drops;
@@ -530,18 +530,19 @@ static int user_open(struct net_backend *nb, const struct vm_net_config *cfg,
 		if ((gaddr & USER_NETMASK) != USER_NETWORK || gaddr == USER_HOST ||
 		    gaddr == USER_DNS) {
 			log_error("net user: hostfwd '%s': the guest address must be on "
-				  "10.0.2.0/24 (the guest is 10.0.2.15)", f->text);
+				  "10.0.2.0/24 (the guest is 10.0.2.15)",
+				  f->text);
 			user_free(u);
 			return -EINVAL;
 		}
 		errno = 0;
-		if (slirp_add_hostfwd(u->slirp, f->udp, host, f->host_port, guest,
-				      f->guest_port) < 0) {
+		if (slirp_add_hostfwd(u->slirp, f->udp, host, f->host_port, guest, f->guest_port) <
+		    0) {
 			err = errno ? -errno : -EADDRINUSE;
 			char a[INET_ADDRSTRLEN];
 			inet_ntop(AF_INET, &host, a, sizeof(a));
-			log_error("net user: hostfwd '%s': cannot listen on %s port %u: %s", f->text,
-				  a, f->host_port, strerror(-err));
+			log_error("net user: hostfwd '%s': cannot listen on %s port %u: %s",
+				  f->text, a, f->host_port, strerror(-err));
 			user_free(u);
 			return err;
 		}

@@ -32,7 +32,7 @@ struct tap_net {
 	struct event_loop *loop;
 	int fd;
 	char ifname[IFNAMSIZ];
-	bool reading;   /* EPOLLIN registered */
+	bool reading;	/* EPOLLIN registered */
 	size_t pending; /* bytes of a frame in buf the guest had no room for, 0 none */
 	unsigned errors;
 	uint8_t buf[NET_FRAME_MAX];

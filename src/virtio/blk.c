@@ -80,7 +80,7 @@ struct blk_req {
 	struct block_request breq;
 	struct blk_dev *blk;
 	struct blk_req *prev, *next; /* blk->inflight (under vdev->lock) */
-	uint64_t gen;                /* blk->gen when taken */
+	uint64_t gen;		     /* blk->gen when taken */
 	uint16_t head;
 	uint32_t type;
 	uint32_t status_off; /* of the status byte in the writable part */
@@ -92,11 +92,11 @@ struct blk_dev {
 	struct virtio_dev *vdev;
 	struct block_backend *bb;
 	uint64_t capacity; /* sectors */
-	uint64_t gen;      /* bumped by each reset (under vdev->lock) */
+	uint64_t gen;	   /* bumped by each reset (under vdev->lock) */
 	struct blk_req *inflight;
 	uint64_t inflight_bytes; /* bounce buffers of inflight (under vdev->lock) */
-	bool throttled;          /* stopped taking chains at BLK_MAX_INFLIGHT_BYTES */
-	unsigned errors;   /* I/O errors logged */
+	bool throttled;		 /* stopped taking chains at BLK_MAX_INFLIGHT_BYTES */
+	unsigned errors;	 /* I/O errors logged */
 	char serial[BLK_ID_BYTES];
 	uint8_t config[BLK_CONFIG_SIZE];
 
@@ -286,8 +286,7 @@ static bool blk_range_ok(const struct blk_dev *b, uint64_t sector, uint64_t n)
 
 /* Serves one chain. 0 (answered now or submitted), or -EIO when the device cannot go on.
  * *pushed is set when a chain was given back now. */
-static int blk_handle(struct blk_dev *b, struct virtq *q, const struct virtq_chain *c,
-		      bool *pushed)
+static int blk_handle(struct blk_dev *b, struct virtq *q, const struct virtq_chain *c, bool *pushed)
 {
 	struct virtio_dev *vdev = b->vdev;
 	uint8_t hdr[BLK_HDR_SIZE];
@@ -317,9 +316,7 @@ static int blk_handle(struct blk_dev *b, struct virtq *q, const struct virtq_cha
 			status = VIRTIO_BLK_S_IOERR;
 		offset = sector * BLOCK_SECTOR_SIZE;
 		break;
-	case VIRTIO_BLK_T_FLUSH:
-		op = BLOCK_OP_FLUSH;
-		break;
+	case VIRTIO_BLK_T_FLUSH: op = BLOCK_OP_FLUSH; break;
 	case VIRTIO_BLK_T_GET_ID: {
 		uint32_t n = c->in_len - 1 < BLK_ID_BYTES ? c->in_len - 1 : BLK_ID_BYTES;
 		if (virtq_chain_write(q, c, 0, b->serial, n) != (ssize_t)n)
@@ -357,9 +354,7 @@ static int blk_handle(struct blk_dev *b, struct virtq *q, const struct virtq_cha
 		unmap = flags & VIRTIO_BLK_WZ_F_UNMAP;
 		break;
 	}
-	default:
-		status = VIRTIO_BLK_S_UNSUPP;
-		break;
+	default: status = VIRTIO_BLK_S_UNSUPP; break;
 	}
 	if (status != VIRTIO_BLK_S_OK) {
 		if (blk_finish(q, c, status_off, status, used))
@@ -379,8 +374,9 @@ static int blk_handle(struct blk_dev *b, struct virtq *q, const struct virtq_cha
 	r->chain = *c;
 	r->chain.segs = r->segs;
 	memcpy(r->segs, c->segs, c->nsegs * sizeof(r->segs[0]));
-	r->breq = (struct block_request){ .op = op, .offset = offset, .len = len,
-					  .unmap = unmap, .done = blk_done };
+	r->breq = (struct block_request){
+		.op = op, .offset = offset, .len = len, .unmap = unmap, .done = blk_done
+	};
 	if (op == BLOCK_OP_READ || op == BLOCK_OP_WRITE) {
 		r->breq.buf = malloc(len ? len : 1);
 		if (!r->breq.buf) {

@@ -108,7 +108,8 @@ static void vcon_transmit(struct vcon *v, struct virtq *q)
 		virtq_disable_notify(q);
 		while ((r = virtq_pop(q, segs, VCON_MAX_SEGS, &c)) > 0) {
 			for (unsigned i = 0; i < c.nout; i++) {
-				const void *p = vm_ram_ptr(v->vdev->vm, c.segs[i].addr, c.segs[i].len);
+				const void *p =
+					vm_ram_ptr(v->vdev->vm, c.segs[i].addr, c.segs[i].len);
 				if (!p) {
 					virtio_dev_fail(v->vdev, "buffer outside guest RAM");
 					return;

@@ -76,28 +76,16 @@ static uint32_t virtio_mmio_read_reg(struct virtio_mmio *t, uint64_t off)
 	struct virtq *q;
 
 	switch (off) {
-	case VIRTIO_MMIO_MAGIC_VALUE:
-		return VIRTIO_MMIO_MAGIC;
-	case VIRTIO_MMIO_VERSION:
-		return 2;
-	case VIRTIO_MMIO_DEVICE_ID:
-		return vdev->ops->device_id;
-	case VIRTIO_MMIO_VENDOR_ID:
-		return VIRTIO_MMIO_VENDOR;
-	case VIRTIO_MMIO_DEVICE_FEATURES:
-		return virtio_dev_features(vdev, t->device_features_sel);
-	case VIRTIO_MMIO_QUEUE_NUM_MAX:
-		return virtio_mmio_queue(t) ? vdev->ops->queue_max : 0;
-	case VIRTIO_MMIO_QUEUE_NUM:
-		q = virtio_mmio_queue(t);
-		return q ? q->size : 0;
-	case VIRTIO_MMIO_QUEUE_READY:
-		q = virtio_mmio_queue(t);
-		return q && q->ready;
-	case VIRTIO_MMIO_INTERRUPT_STATUS:
-		return t->interrupt_status;
-	case VIRTIO_MMIO_STATUS:
-		return vdev->status;
+	case VIRTIO_MMIO_MAGIC_VALUE: return VIRTIO_MMIO_MAGIC;
+	case VIRTIO_MMIO_VERSION: return 2;
+	case VIRTIO_MMIO_DEVICE_ID: return vdev->ops->device_id;
+	case VIRTIO_MMIO_VENDOR_ID: return VIRTIO_MMIO_VENDOR;
+	case VIRTIO_MMIO_DEVICE_FEATURES: return virtio_dev_features(vdev, t->device_features_sel);
+	case VIRTIO_MMIO_QUEUE_NUM_MAX: return virtio_mmio_queue(t) ? vdev->ops->queue_max : 0;
+	case VIRTIO_MMIO_QUEUE_NUM: q = virtio_mmio_queue(t); return q ? q->size : 0;
+	case VIRTIO_MMIO_QUEUE_READY: q = virtio_mmio_queue(t); return q && q->ready;
+	case VIRTIO_MMIO_INTERRUPT_STATUS: return t->interrupt_status;
+	case VIRTIO_MMIO_STATUS: return vdev->status;
 	case VIRTIO_MMIO_QUEUE_DESC_LOW:
 	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
 	case VIRTIO_MMIO_QUEUE_DRIVER_LOW:
@@ -107,20 +95,17 @@ static uint32_t virtio_mmio_read_reg(struct virtio_mmio *t, uint64_t off)
 		q = virtio_mmio_queue(t);
 		if (!q)
 			return 0;
-		uint64_t v = off < VIRTIO_MMIO_QUEUE_DRIVER_LOW ? q->desc
+		uint64_t v = off < VIRTIO_MMIO_QUEUE_DRIVER_LOW	  ? q->desc
 			     : off < VIRTIO_MMIO_QUEUE_DEVICE_LOW ? q->avail
-								   : q->used;
+								  : q->used;
 		return off & 4 ? (uint32_t)(v >> 32) : (uint32_t)v;
 	}
 	case VIRTIO_MMIO_SHM_LEN_LOW:
 	case VIRTIO_MMIO_SHM_LEN_HIGH:
 	case VIRTIO_MMIO_SHM_BASE_LOW:
-	case VIRTIO_MMIO_SHM_BASE_HIGH:
-		return 0xffffffff; /* length ~0: no shared memory region */
-	case VIRTIO_MMIO_CONFIG_GENERATION:
-		return vdev->config_generation;
-	default:
-		return 0;
+	case VIRTIO_MMIO_SHM_BASE_HIGH: return 0xffffffff; /* length ~0: no shared memory region */
+	case VIRTIO_MMIO_CONFIG_GENERATION: return vdev->config_generation;
+	default: return 0;
 	}
 }
 
@@ -149,18 +134,12 @@ static void virtio_mmio_write_reg(struct virtio_mmio *t, uint64_t off, uint32_t 
 	struct virtq *q;
 
 	switch (off) {
-	case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
-		t->device_features_sel = val;
-		break;
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: t->device_features_sel = val; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:
 		virtio_dev_set_guest_features(vdev, t->driver_features_sel, val);
 		break;
-	case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
-		t->driver_features_sel = val;
-		break;
-	case VIRTIO_MMIO_QUEUE_SEL:
-		t->queue_sel = val;
-		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: t->driver_features_sel = val; break;
+	case VIRTIO_MMIO_QUEUE_SEL: t->queue_sel = val; break;
 	case VIRTIO_MMIO_QUEUE_NUM:
 		q = virtio_mmio_queue(t);
 		/* Checked when the queue is made ready; too big for 16 bits is never valid. */
@@ -203,8 +182,7 @@ static void virtio_mmio_write_reg(struct virtio_mmio *t, uint64_t off, uint32_t 
 		if (q && !q->ready)
 			virtio_mmio_set_half(&q->used, off, val);
 		break;
-	default:
-		break; /* read-only or unknown: ignored */
+	default: break; /* read-only or unknown: ignored */
 	}
 }
 
@@ -245,11 +223,11 @@ static void virtio_mmio_write(void *opaque, uint64_t off, uint64_t val, unsigned
 }
 
 /* Evaluates a libfdt call; on failure returns -ENOSPC or -EINVAL from the caller. */
-#define VIRTIO_MMIO_FDT(call)                                                         \
-	do {                                                                           \
-		int fdt_ret_ = (call);                                                 \
-		if (fdt_ret_ < 0)                                                      \
-			return fdt_ret_ == -FDT_ERR_NOSPACE ? -ENOSPC : -EINVAL;       \
+#define VIRTIO_MMIO_FDT(call)                                                                      \
+	do {                                                                                       \
+		int fdt_ret_ = (call);                                                             \
+		if (fdt_ret_ < 0)                                                                  \
+			return fdt_ret_ == -FDT_ERR_NOSPACE ? -ENOSPC : -EINVAL;                   \
 	} while (0)
 
 /* The node under /soc (#address-cells = #size-cells = 2), as QEMU's virt machine has it. */
@@ -258,8 +236,10 @@ static int virtio_mmio_fdt_node(void *opaque, void *fdt, const struct vm *vm)
 	struct virtio_mmio *t = opaque;
 	char name[40];
 	fdt32_t reg[4] = {
-		cpu_to_fdt32((uint32_t)(t->base >> 32)), cpu_to_fdt32((uint32_t)t->base),
-		cpu_to_fdt32((uint32_t)(t->size >> 32)), cpu_to_fdt32((uint32_t)t->size),
+		cpu_to_fdt32((uint32_t)(t->base >> 32)),
+		cpu_to_fdt32((uint32_t)t->base),
+		cpu_to_fdt32((uint32_t)(t->size >> 32)),
+		cpu_to_fdt32((uint32_t)t->size),
 	};
 
 	(void)vm;

@@ -47,7 +47,7 @@ struct sreader;
 #define VIRTIO_MMIO_CONFIG_GENERATION 0x0fc
 #define VIRTIO_MMIO_CONFIG 0x100
 
-#define VIRTIO_MMIO_MAGIC 0x74726976 /* "virt", little-endian */
+#define VIRTIO_MMIO_MAGIC 0x74726976  /* "virt", little-endian */
 #define VIRTIO_MMIO_VENDOR 0x4f42414d /* "MABO" */
 
 /* The bus ops of every virtio-mmio window (opaque: struct virtio_mmio). */
@@ -69,8 +69,7 @@ void virtio_mmio_destroy(struct virtio_mmio *t);
 /* Saved state: the transport's registers, then the device (virtio_dev_save). Load is for
  * a device just created, after the PLIC is loaded. 0 or -EINVAL (r->err says why). */
 void virtio_mmio_save(struct virtio_mmio *t, struct sbuf *b);
-int virtio_mmio_load(struct virtio_mmio *t, struct sreader *r)
-	__attribute__((warn_unused_result));
+int virtio_mmio_load(struct virtio_mmio *t, struct sreader *r) __attribute__((warn_unused_result));
 
 /* The device behind the transport (to quiesce it). */
 struct virtio_dev *virtio_mmio_dev(struct virtio_mmio *t);

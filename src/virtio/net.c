@@ -53,7 +53,7 @@ struct net_dev {
 	struct net_backend *nb;
 	struct net_client client;
 	bool rx_waiting; /* refused a frame for want of receive buffers (under vdev->lock) */
-	unsigned drops;  /* malformed transmit frames logged */
+	unsigned drops;	 /* malformed transmit frames logged */
 	uint8_t config[NET_CONFIG_SIZE];
 	/* Under vdev->lock: one chain's segments, one frame with its header. */
 	struct virtq_seg segs[VIRTQ_MAX_SEGS];
@@ -125,7 +125,8 @@ static int net_create(struct virtio_dev *vdev, const struct vm_device_config *cf
 	if (!n)
 		return -ENOMEM;
 	n->vdev = vdev;
-	n->client = (struct net_client){ .receive = net_receive, .tx_ready = net_tx_ready,
+	n->client = (struct net_client){ .receive = net_receive,
+					 .tx_ready = net_tx_ready,
 					 .opaque = n };
 	memcpy(n->config + NET_CFG_MAC, cfg->net.mac, 6);
 	n->config[NET_CFG_STATUS] = VIRTIO_NET_S_LINK_UP;

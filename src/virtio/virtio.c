@@ -183,7 +183,8 @@ void virtio_dev_set_status(struct virtio_dev *vdev, uint8_t status)
 		if (f & ~vdev->host_features)
 			why = "accepted features the device does not offer";
 		else if (!(f & VIRTIO_FEATURE(VIRTIO_F_VERSION_1)))
-			why = "did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
+			why = "did not accept VIRTIO_F_VERSION_1 (legacy drivers are not "
+			      "supported)";
 		else if (vdev->ops->features_ok && vdev->ops->features_ok(vdev, f) != 0)
 			why = "accepted a feature set the device refuses";
 		if (why) {
@@ -213,8 +214,7 @@ void virtio_dev_set_queue_ready(struct virtio_dev *vdev, unsigned q, bool ready)
 	if (vq->ready)
 		return;
 	/* A bad configuration breaks the queue, which makes the device need a reset. */
-	if (virtq_enable(vq, vdev->ops->queue_max,
-			 virtio_dev_has_feature(vdev, VIRTIO_F_EVENT_IDX),
+	if (virtq_enable(vq, vdev->ops->queue_max, virtio_dev_has_feature(vdev, VIRTIO_F_EVENT_IDX),
 			 virtio_dev_has_feature(vdev, VIRTIO_F_INDIRECT_DESC)) != 0)
 		return;
 }
@@ -244,8 +244,7 @@ void virtio_dev_config_read(struct virtio_dev *vdev, uint32_t off, void *buf, ui
 	vdev->ops->config_read(vdev, off, buf, len);
 }
 
-void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *buf,
-			     uint32_t len)
+void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *buf, uint32_t len)
 {
 	uint32_t size = vdev->ops->config_size;
 

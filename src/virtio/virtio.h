@@ -72,8 +72,7 @@ struct virtio_device_ops {
 	/* Reads/writes len bytes of configuration at off (off + len <= config_size). NULL:
 	 * reads as zeros, writes ignored. */
 	void (*config_read)(struct virtio_dev *vdev, uint32_t off, void *buf, uint32_t len);
-	void (*config_write)(struct virtio_dev *vdev, uint32_t off, const void *buf,
-			     uint32_t len);
+	void (*config_write)(struct virtio_dev *vdev, uint32_t off, const void *buf, uint32_t len);
 	/* May refuse the features the driver accepted when it sets FEATURES_OK (0 or
 	 * -errno). NULL: any subset of the offer is fine. */
 	int (*features_ok)(struct virtio_dev *vdev, uint64_t features);
@@ -109,24 +108,24 @@ struct virtio_transport_ops {
 struct virtio_dev {
 	struct vm *vm;
 	const struct virtio_device_ops *ops;
-	void *priv; /* the device's own state */
+	void *priv;    /* the device's own state */
 	char name[48]; /* for messages: "virtio-rng at 0x10001000" */
 
 	const struct virtio_transport_ops *transport_ops;
 	void *transport;
 
 	pthread_mutex_t lock;
-	uint64_t host_features;   /* offered */
-	uint64_t guest_features;  /* accepted by the driver (under lock) */
-	uint8_t status;           /* (under lock) */
+	uint64_t host_features;	    /* offered */
+	uint64_t guest_features;    /* accepted by the driver (under lock) */
+	uint8_t status;		    /* (under lock) */
 	uint32_t config_generation; /* (under lock) */
 	struct virtq queues[VIRTIO_MAX_QUEUES];
 
-	int notify_fd;                    /* eventfd: notifications -> event loop */
-	_Atomic uint64_t notify_pending;  /* queues to run, a bit each */
-	bool registered;                  /* notify_fd is on vm->loop */
-	bool quiesced;                    /* no queue work until unquiesced (under lock) */
-	unsigned failures;                /* logged so far (a guest can fail it at will) */
+	int notify_fd;			 /* eventfd: notifications -> event loop */
+	_Atomic uint64_t notify_pending; /* queues to run, a bit each */
+	bool registered;		 /* notify_fd is on vm->loop */
+	bool quiesced;			 /* no queue work until unquiesced (under lock) */
+	unsigned failures;		 /* logged so far (a guest can fail it at will) */
 };
 
 /* The device type registered under name ("virtio-rng", "virtio-console"), or NULL. */
@@ -173,8 +172,7 @@ void virtio_dev_notify(struct virtio_dev *vdev, unsigned q);
 
 /* Configuration space accesses; out of range reads give zeros, writes are ignored. */
 void virtio_dev_config_read(struct virtio_dev *vdev, uint32_t off, void *buf, uint32_t len);
-void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *buf,
-			     uint32_t len);
+void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *buf, uint32_t len);
 
 /* Snapshots and migration (vCPUs paused). quiesce: on the event loop, the number of
  * requests the device still has in progress (0: quiet and durable); call until 0.
@@ -184,8 +182,7 @@ void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *
 unsigned virtio_dev_quiesce(struct virtio_dev *vdev);
 void virtio_dev_unquiesce(struct virtio_dev *vdev);
 void virtio_dev_save(struct virtio_dev *vdev, struct sbuf *b);
-int virtio_dev_load(struct virtio_dev *vdev, struct sreader *r)
-	__attribute__((warn_unused_result));
+int virtio_dev_load(struct virtio_dev *vdev, struct sreader *r) __attribute__((warn_unused_result));
 
 /* ---- For devices ---- */
 
@@ -226,9 +223,9 @@ void virtio_dev_fail(struct virtio_dev *vdev, const char *why);
 void virtio_dev_config_changed(struct virtio_dev *vdev);
 
 /* ---- Device types ---- */
-extern const struct virtio_device_ops virtio_rng_ops;     /* virtio/rng.c */
+extern const struct virtio_device_ops virtio_rng_ops;	  /* virtio/rng.c */
 extern const struct virtio_device_ops virtio_console_ops; /* virtio/console.c */
-extern const struct virtio_device_ops virtio_blk_ops;     /* virtio/blk.c */
-extern const struct virtio_device_ops virtio_net_ops;     /* virtio/net.c */
+extern const struct virtio_device_ops virtio_blk_ops;	  /* virtio/blk.c */
+extern const struct virtio_device_ops virtio_net_ops;	  /* virtio/net.c */
 
 #endif

@@ -32,8 +32,7 @@ struct virtq_desc {
 };
 
 /* Breaks q (once) and tells its owner why. */
-static void __attribute__((format(printf, 2, 3))) virtq_break(struct virtq *q, const char *fmt,
-							     ...)
+static void __attribute__((format(printf, 2, 3))) virtq_break(struct virtq *q, const char *fmt, ...)
 {
 	char why[160];
 	va_list ap;
@@ -124,7 +123,8 @@ int virtq_enable(struct virtq *q, uint16_t max_size, bool event_idx, bool indire
 	if (!vm_ram_ptr(q->vm, q->desc, VIRTQ_DESC_BYTES(n)) ||
 	    !vm_ram_ptr(q->vm, q->avail, VIRTQ_AVAIL_BYTES(n)) ||
 	    !vm_ram_ptr(q->vm, q->used, VIRTQ_USED_BYTES(n))) {
-		virtq_break(q, "rings outside guest RAM (desc 0x%llx, driver 0x%llx, device 0x%llx)",
+		virtq_break(q,
+			    "rings outside guest RAM (desc 0x%llx, driver 0x%llx, device 0x%llx)",
 			    (unsigned long long)q->desc, (unsigned long long)q->avail,
 			    (unsigned long long)q->used);
 		return -EINVAL;
@@ -172,8 +172,7 @@ static bool virtq_read_desc(struct virtq *q, uint64_t table, uint32_t i, struct 
 }
 
 /* Walks the chain at head into chain->segs; false when it breaks the queue. */
-static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs,
-		       struct virtq_chain *chain)
+static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs, struct virtq_chain *chain)
 {
 	uint64_t table = q->desc;
 	uint32_t table_n = q->size;
@@ -190,16 +189,19 @@ static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs,
 			return false;
 		if (++visited > table_n) {
 			if (in_indirect)
-				virtq_break(q, "indirect descriptor chain from head %u loops", head);
+				virtq_break(q, "indirect descriptor chain from head %u loops",
+					    head);
 			else
-				virtq_break(q, "descriptor chain from head %u loops (longer than "
-					    "the queue size %u)", head, q->size);
+				virtq_break(q,
+					    "descriptor chain from head %u loops (longer than "
+					    "the queue size %u)",
+					    head, q->size);
 			return false;
 		}
 		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
 			if (!q->indirect) {
 				virtq_break(q, "indirect descriptor, but VIRTIO_F_INDIRECT_DESC "
-					    "was not negotiated");
+					       "was not negotiated");
 				return false;
 			}
 			if (in_indirect) {
@@ -211,13 +213,17 @@ static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs,
 				return false;
 			}
 			if (d.len == 0 || d.len % VIRTQ_DESC_SIZE) {
-				virtq_break(q, "indirect table length %u is not a non-zero multiple "
-					    "of 16", d.len);
+				virtq_break(q,
+					    "indirect table length %u is not a non-zero multiple "
+					    "of 16",
+					    d.len);
 				return false;
 			}
 			if (!vm_ram_ptr(q->vm, d.addr, d.len)) {
-				virtq_break(q, "indirect table at 0x%llx (%u bytes) is outside "
-					    "guest RAM", (unsigned long long)d.addr, d.len);
+				virtq_break(q,
+					    "indirect table at 0x%llx (%u bytes) is outside "
+					    "guest RAM",
+					    (unsigned long long)d.addr, d.len);
 				return false;
 			}
 			table = d.addr;
@@ -243,8 +249,10 @@ static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs,
 			in_len += d.len;
 		} else {
 			if (n > nout) {
-				virtq_break(q, "readable buffer after a writable one in the chain "
-					    "from head %u", head);
+				virtq_break(q,
+					    "readable buffer after a writable one in the chain "
+					    "from head %u",
+					    head);
 				return false;
 			}
 			out_len += d.len;
@@ -255,7 +263,8 @@ static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs,
 				    head);
 			return false;
 		}
-		chain->segs[n++] = (struct virtq_seg){ .addr = d.addr, .len = d.len, .write = write };
+		chain->segs[n++] =
+			(struct virtq_seg){ .addr = d.addr, .len = d.len, .write = write };
 		if (!(d.flags & VIRTQ_DESC_F_NEXT))
 			break;
 		if (d.next >= table_n) {
@@ -273,8 +282,7 @@ static bool virtq_walk(struct virtq *q, uint16_t head, unsigned max_segs,
 	return true;
 }
 
-int virtq_pop(struct virtq *q, struct virtq_seg *segs, unsigned max_segs,
-	      struct virtq_chain *chain)
+int virtq_pop(struct virtq *q, struct virtq_seg *segs, unsigned max_segs, struct virtq_chain *chain)
 {
 	uint16_t avail;
 
@@ -303,8 +311,8 @@ int virtq_pop(struct virtq *q, struct virtq_seg *segs, unsigned max_segs,
 			    q->size);
 		return -EIO;
 	}
-	uint16_t *slot = virtq_ring_u16(q, q->avail + 4 + 2ULL * (q->last_avail & (q->size - 1)),
-					false);
+	uint16_t *slot =
+		virtq_ring_u16(q, q->avail + 4 + 2ULL * (q->last_avail & (q->size - 1)), false);
 	if (!slot)
 		return -EIO;
 	/* Ordered after the avail->idx load (acquire). */
@@ -393,8 +401,8 @@ bool virtq_enable_notify(struct virtq *q)
 	return avail != q->last_avail;
 }
 
-ssize_t virtq_chain_read(struct virtq *q, const struct virtq_chain *chain, size_t off,
-			 void *buf, size_t len)
+ssize_t virtq_chain_read(struct virtq *q, const struct virtq_chain *chain, size_t off, void *buf,
+			 size_t len)
 {
 	uint8_t *dst = buf;
 	size_t done = 0;

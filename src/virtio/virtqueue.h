@@ -49,7 +49,7 @@ struct sreader;
 #define VIRTQ_DESC_SIZE 16
 #define VIRTQ_DESC_BYTES(n) (16ULL * (n))
 #define VIRTQ_AVAIL_BYTES(n) (6ULL + 2ULL * (n)) /* flags, idx, ring[n], used_event */
-#define VIRTQ_USED_BYTES(n) (6ULL + 8ULL * (n))  /* flags, idx, ring[n], avail_event */
+#define VIRTQ_USED_BYTES(n) (6ULL + 8ULL * (n))	 /* flags, idx, ring[n], avail_event */
 
 /* One buffer of a chain: guest physical address and length, device-writable or not. */
 struct virtq_seg {
@@ -61,11 +61,11 @@ struct virtq_seg {
 /* A chain taken from the avail ring. Readable segments come first (segs[0 .. nout-1]), then
  * writable ones (segs[nout .. nsegs-1]). */
 struct virtq_chain {
-	uint16_t head;      /* the id to give back with virtq_push */
+	uint16_t head; /* the id to give back with virtq_push */
 	unsigned nsegs;
-	unsigned nout;      /* readable segments */
-	uint32_t out_len;   /* bytes the device can read */
-	uint32_t in_len;    /* bytes the device can write */
+	unsigned nout;		/* readable segments */
+	uint32_t out_len;	/* bytes the device can read */
+	uint32_t in_len;	/* bytes the device can write */
 	struct virtq_seg *segs; /* the caller's array */
 };
 
@@ -79,19 +79,19 @@ struct virtq {
 	void *error_opaque;
 
 	/* Set by the driver through the transport while the queue is not ready. */
-	uint16_t size;  /* entries; a power of 2 */
-	uint64_t desc;  /* descriptor table */
+	uint16_t size;	/* entries; a power of 2 */
+	uint64_t desc;	/* descriptor table */
 	uint64_t avail; /* driver area */
-	uint64_t used;  /* device area */
+	uint64_t used;	/* device area */
 
 	/* Device state. */
 	bool ready;
 	bool broken;
-	bool event_idx;      /* VIRTIO_F_EVENT_IDX negotiated */
-	bool indirect;       /* VIRTIO_F_INDIRECT_DESC negotiated */
-	bool notify_enabled; /* the device wants available-buffer notifications */
-	uint16_t last_avail; /* next avail ring index to take */
-	uint16_t used_idx;   /* next used ring index to fill (our copy of used->idx) */
+	bool event_idx;		 /* VIRTIO_F_EVENT_IDX negotiated */
+	bool indirect;		 /* VIRTIO_F_INDIRECT_DESC negotiated */
+	bool notify_enabled;	 /* the device wants available-buffer notifications */
+	uint16_t last_avail;	 /* next avail ring index to take */
+	uint16_t used_idx;	 /* next used ring index to fill (our copy of used->idx) */
 	uint16_t signalled_used; /* used_idx at the last should-notify decision */
 	bool signalled_used_valid;
 };
@@ -115,8 +115,8 @@ int virtq_enable(struct virtq *q, uint16_t max_size, bool event_idx, bool indire
  * has been told to notify for the next buffer); -EIO: the queue is broken (now or before),
  * or not ready. A chain with more than max_segs segments breaks the queue: a device sizes
  * max_segs to what it advertises. */
-int virtq_pop(struct virtq *q, struct virtq_seg *segs, unsigned max_segs,
-	      struct virtq_chain *chain) __attribute__((warn_unused_result));
+int virtq_pop(struct virtq *q, struct virtq_seg *segs, unsigned max_segs, struct virtq_chain *chain)
+	__attribute__((warn_unused_result));
 
 /* Gives chain head back to the driver with len bytes written into it. 0, or -EIO when the
  * queue is broken or not ready (or -EINVAL for a head out of range: a device bug). */
@@ -132,13 +132,14 @@ void virtq_disable_notify(struct virtq *q);
 
 /* Asks for notifications again; true when chains arrived meanwhile that the driver will
  * not notify about, so the device must go on taking them. Typical device loop:
- *   do { virtq_disable_notify(q); while (virtq_pop(...) > 0) ...; } while (virtq_enable_notify(q)); */
+ *   do { virtq_disable_notify(q); while (virtq_pop(...) > 0) ...; } while (virtq_enable_notify(q));
+ */
 bool virtq_enable_notify(struct virtq *q);
 
 /* Copies up to len bytes of the chain's readable data, from byte off on, into buf: the
  * number copied, or -EIO (the queue breaks) if a segment is no longer in RAM. */
-ssize_t virtq_chain_read(struct virtq *q, const struct virtq_chain *chain, size_t off,
-			 void *buf, size_t len);
+ssize_t virtq_chain_read(struct virtq *q, const struct virtq_chain *chain, size_t off, void *buf,
+			 size_t len);
 
 /* Copies up to len bytes from buf into the chain's writable buffers, from byte off of the
  * writable part on (through vm_guest_write): the number copied, or -EIO. */

@@ -37,10 +37,10 @@ static int fuzz_backend_open(const char *uri, const struct block_options *opts,
 #include "virtio/blk.c"
 #undef block_backend_open_opts
 
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		if (!(cond))                                                           \
-			__builtin_trap();                                              \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			__builtin_trap();                                                          \
 	} while (0)
 
 /* The log (core/log.c is not linked): formatted, so format bugs still show, then dropped. */
@@ -49,13 +49,13 @@ static void fuzz_log(const char *fmt, va_list ap)
 	char buf[1024];
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 }
-#define FUZZ_LOG_FN(name)                                                              \
-	void name(const char *fmt, ...)                                                \
-	{                                                                              \
-		va_list ap;                                                            \
-		va_start(ap, fmt);                                                     \
-		fuzz_log(fmt, ap);                                                     \
-		va_end(ap);                                                            \
+#define FUZZ_LOG_FN(name)                                                                          \
+	void name(const char *fmt, ...)                                                            \
+	{                                                                                          \
+		va_list ap;                                                                        \
+		va_start(ap, fmt);                                                                 \
+		fuzz_log(fmt, ap);                                                                 \
+		va_end(ap);                                                                        \
 	}
 FUZZ_LOG_FN(log_error)
 FUZZ_LOG_FN(log_warn)
@@ -114,8 +114,8 @@ struct mem_disk {
 static uint64_t fuzz_disk_size; /* for the next open */
 static struct mem_disk *fuzz_disk;
 
-static int mem_open(struct block_backend *bb, const char *uri,
-		    const struct block_options *opts, struct event_loop *loop)
+static int mem_open(struct block_backend *bb, const char *uri, const struct block_options *opts,
+		    struct event_loop *loop)
 {
 	bool readonly = opts->readonly;
 	(void)uri, (void)loop;
@@ -182,8 +182,7 @@ static struct block_request *mem_complete(struct mem_disk *d, unsigned i, int re
 		if (in_backed)
 			memset(d->data + off, 0, in_backed);
 		break;
-	case BLOCK_OP_FLUSH:
-		break;
+	case BLOCK_OP_FLUSH: break;
 	}
 	req->result = result;
 	return req;
@@ -256,7 +255,7 @@ static void run_notify(struct virtio_dev *vdev)
 /* ---- Guest memory --------------------------------------------------------------------- */
 
 #define FUZZ_RAM_SIZE 0x40000 /* 256 KiB at RAM_BASE */
-#define DESC_AT 0x0000        /* up to 128 descriptors */
+#define DESC_AT 0x0000	      /* up to 128 descriptors */
 #define AVAIL_AT 0x0800
 #define USED_AT 0x0c00
 #define INDIRECT_AT 0x1100 /* indirect tables, 0x4000 bytes (after the used ring) */
@@ -270,7 +269,7 @@ static void run_notify(struct virtio_dev *vdev)
 struct guest {
 	struct vm *vm;
 	uint16_t qsize;
-	uint16_t next_desc;  /* free descriptors are handed out in order, per round */
+	uint16_t next_desc; /* free descriptors are handed out in order, per round */
 	uint32_t next_indirect;
 	uint32_t next_data;
 	uint16_t avail_idx;
@@ -317,7 +316,7 @@ struct seg_spec {
 /* A request as the harness built it, with what the device should answer. */
 struct expect {
 	bool in_flight;
-	bool checked;  /* well-formed: status and length are known */
+	bool checked; /* well-formed: status and length are known */
 	uint64_t status_gpa;
 	uint8_t status;
 	uint32_t used_len;
@@ -376,12 +375,9 @@ static uint64_t pick_sector(struct input *in, uint64_t capacity)
 	uint8_t s = in_u8(in);
 	switch (s >> 6) {
 	case 0:
-	case 1:
-		return s & 0x7f;
-	case 2:
-		return capacity - (s & 0x3f); /* wraps for a tiny disk: out of range */
-	default:
-		return in_u64(in);
+	case 1: return s & 0x7f;
+	case 2: return capacity - (s & 0x3f); /* wraps for a tiny disk: out of range */
+	default: return in_u64(in);
 	}
 }
 
@@ -498,18 +494,19 @@ static int build_request(struct guest *g, struct input *in, unsigned nth, struct
 		uint8_t how = in_u8(in);
 		unsigned i = (how >> 3) % n;
 		switch (how & 7) {
-		case 0: segs[i].write = !segs[i].write; break;      /* direction */
-		case 1: segs[i].addr = in_u64(in); break;           /* anywhere */
+		case 0: segs[i].write = !segs[i].write; break;			     /* direction */
+		case 1: segs[i].addr = in_u64(in); break;			     /* anywhere */
 		case 2: segs[i].addr = RAM_BASE + FUZZ_RAM_SIZE - (how >> 4); break; /* the edge */
-		case 3: segs[i].len = in_u32(in); break;            /* any length */
-		case 4: n--; break;                                  /* no status byte */
+		case 3: segs[i].len = in_u32(in); break; /* any length */
+		case 4: n--; break;			 /* no status byte */
 		case 5: segs[i].len = 0; break;
-		case 6: segs[0].len = how >> 4; break;               /* short header */
+		case 6: segs[0].len = how >> 4; break; /* short header */
 		default: break;
 		}
 	}
-	int head = put_chain(g, segs, n, indirect && vdev->guest_features &
-						   VIRTIO_FEATURE(VIRTIO_F_INDIRECT_DESC));
+	int head = put_chain(g, segs, n,
+			     indirect &&
+				     vdev->guest_features & VIRTIO_FEATURE(VIRTIO_F_INDIRECT_DESC));
 	if (head < 0)
 		return -1;
 
@@ -536,8 +533,7 @@ static int build_request(struct guest *g, struct input *in, unsigned nth, struct
 		else if (type == VIRTIO_BLK_T_IN)
 			e->used_len = 1 + (uint32_t)data_len;
 		break;
-	case VIRTIO_BLK_T_FLUSH:
-		break;
+	case VIRTIO_BLK_T_FLUSH: break;
 	case VIRTIO_BLK_T_GET_ID:
 		e->used_len = 1 + (data_len < BLK_ID_BYTES ? (uint32_t)data_len : BLK_ID_BYTES);
 		break;
@@ -557,9 +553,7 @@ static int build_request(struct guest *g, struct input *in, unsigned nth, struct
 			e->status = VIRTIO_BLK_S_IOERR;
 		break;
 	}
-	default:
-		e->status = VIRTIO_BLK_S_UNSUPP;
-		break;
+	default: e->status = VIRTIO_BLK_S_UNSUPP; break;
 	}
 	return head;
 }
@@ -618,10 +612,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t dsel = in_u8(&in);
 	uint8_t mode = in_u8(&in);
 	bool readonly = flags & 1;
-	bool patches = mode & 1;      /* raw bytes over RAM after building */
-	bool do_reset = mode & 2;     /* reset with requests in flight */
-	bool inject = mode & 4;       /* backend errors at submit and completion */
-	bool abandon = mode & 8;      /* destroy the device with requests in flight */
+	bool patches = mode & 1;  /* raw bytes over RAM after building */
+	bool do_reset = mode & 2; /* reset with requests in flight */
+	bool inject = mode & 4;	  /* backend errors at submit and completion */
+	bool abandon = mode & 8;  /* destroy the device with requests in flight */
 	if ((dsel & 0xc0) == 0xc0)
 		fuzz_disk_size = (64ull << 20) + (uint64_t)(dsel & 0x3f) * (1 << 20);
 	else
@@ -643,7 +637,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.type = "virtio-blk";
 	snprintf(cfg.disk.path, sizeof(cfg.disk.path), "mem:%s-%u",
-		 flags & 0x80 ? "/images/a-disk-with-a-name-longer-than-the-serial" : "disk", flags);
+		 flags & 0x80 ? "/images/a-disk-with-a-name-longer-than-the-serial" : "disk",
+		 flags);
 	cfg.disk.readonly = readonly;
 	if (flags & 2)
 		snprintf(cfg.disk.id, sizeof(cfg.disk.id), "serial-of-twenty-chars");
@@ -667,8 +662,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct guest g = { .vm = &vm, .qsize = (uint16_t)(1u << (qexp % (QUEUE_MAX_EXP + 1))) };
 	struct virtq *q = virtio_dev_queue(&vdev, 0);
 	pthread_mutex_lock(&vdev.lock);
-	vdev.status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-		      VIRTIO_STATUS_FEATURES_OK;
+	vdev.status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
 	q->size = g.qsize;
 	q->desc = RAM_BASE + DESC_AT;
 	q->avail = RAM_BASE + AVAIL_AT;

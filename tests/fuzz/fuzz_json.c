@@ -14,10 +14,10 @@
 
 #include "core/json.h"
 
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		if (!(cond))                                                           \
-			__builtin_trap();                                              \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			__builtin_trap();                                                          \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -20,10 +20,10 @@
 #define FUZZ_RAM_SIZE 0x8000 /* 32 KiB of guest RAM at RAM_BASE */
 #define FUZZ_HEADER 16
 
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		if (!(cond))                                                           \
-			__builtin_trap();                                              \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			__builtin_trap();                                                          \
 	} while (0)
 
 static int fuzz_errors;
@@ -41,8 +41,8 @@ static uint32_t get32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static void check_chain(const struct vm *vm, const struct virtq *q,
-			const struct virtq_chain *c, unsigned max_segs)
+static void check_chain(const struct vm *vm, const struct virtq *q, const struct virtq_chain *c,
+			unsigned max_segs)
 {
 	uint64_t out = 0, in = 0;
 
@@ -127,12 +127,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		}
 		check_chain(&vm, &q, &c, max_segs);
-		ssize_t got = virtq_chain_read(&q, &c, iter, scratch,
-					       read_len < sizeof(scratch) ? read_len : sizeof(scratch));
+		ssize_t got =
+			virtq_chain_read(&q, &c, iter, scratch,
+					 read_len < sizeof(scratch) ? read_len : sizeof(scratch));
 		CHECK(got >= 0 && (size_t)got <= sizeof(scratch));
 		memset(scratch, 0xa5, sizeof(scratch));
 		ssize_t put = virtq_chain_write(&q, &c, iter, scratch,
-						write_len < sizeof(scratch) ? write_len : sizeof(scratch));
+						write_len < sizeof(scratch) ? write_len
+									    : sizeof(scratch));
 		CHECK(put >= 0 && (uint64_t)put <= c.in_len);
 		CHECK(virtq_push(&q, c.head, (uint32_t)put) == 0);
 		(void)virtq_should_notify(&q);

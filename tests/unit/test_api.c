@@ -43,7 +43,7 @@ struct fake {
 	enum api_migrate_state outcome;
 	bool cancelled;
 	struct api *api;
-	bool notify; /* cancel tells the server at once, from inside the callback */
+	bool notify;		     /* cancel tells the server at once, from inside the callback */
 	struct api_pending *pending; /* a snapshot of "/defer" answers later */
 };
 
@@ -88,8 +88,7 @@ static int fake_snapshot(void *opaque, const char *path, char *err, size_t errle
 	return -EIO; /* no message: the server uses strerror */
 }
 
-static int fake_migrate(void *opaque, const struct api_migrate_params *p, char *err,
-			size_t errlen)
+static int fake_migrate(void *opaque, const struct api_migrate_params *p, char *err, size_t errlen)
 {
 	struct fake *f = opaque;
 	(void)err;
@@ -287,8 +286,9 @@ static void test_migrate_params(void **state)
 	assert_false(r->fake.params.postcopy);
 	assert_false(r->fake.params.compress);
 
-	expect(fd, "{\"cmd\":\"migrate\",\"uri\":\"unix:/run/m.sock\",\"downtime_ms\":5,"
-		   "\"bandwidth_mibps\":100,\"postcopy\":true,\"compress\":true}\n",
+	expect(fd,
+	       "{\"cmd\":\"migrate\",\"uri\":\"unix:/run/m.sock\",\"downtime_ms\":5,"
+	       "\"bandwidth_mibps\":100,\"postcopy\":true,\"compress\":true}\n",
 	       "{\"ok\":true}");
 	assert_string_equal(r->fake.params.uri, "unix:/run/m.sock");
 	assert_int_equal(r->fake.params.downtime_ms, 5);
@@ -303,7 +303,8 @@ static void test_migrate_params(void **state)
 	} bad[] = {
 		{ "{\"cmd\":\"migrate\"}", "migrate: 'uri' is required" },
 		{ "{\"cmd\":\"migrate\",\"uri\":5}", "migrate: 'uri' must be a non-empty string" },
-		{ "{\"cmd\":\"migrate\",\"uri\":\"\"}", "migrate: 'uri' must be a non-empty string" },
+		{ "{\"cmd\":\"migrate\",\"uri\":\"\"}",
+		  "migrate: 'uri' must be a non-empty string" },
 		{ "{\"cmd\":\"migrate\",\"uri\":\"ftp:x\"}",
 		  "migrate: uri 'ftp:x': expected tcp:HOST:PORT or unix:PATH" },
 		{ "{\"cmd\":\"migrate\",\"uri\":\"tcp:host\"}", "expected tcp:HOST:PORT" },
@@ -325,7 +326,8 @@ static void test_migrate_params(void **state)
 		{ "{\"cmd\":\"migrate\",\"uri\":\"tcp:h:1\",\"downtime\":5}",
 		  "migrate: unknown member 'downtime'" },
 		{ "{\"cmd\":\"snapshot\"}", "snapshot: 'path' is required" },
-		{ "{\"cmd\":\"snapshot\",\"path\":\"a\\u0000b\"}", "'path' must be a non-empty string" },
+		{ "{\"cmd\":\"snapshot\",\"path\":\"a\\u0000b\"}",
+		  "'path' must be a non-empty string" },
 		{ "{\"cmd\":\"pause\",\"now\":true}", "pause: unknown member 'now'" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -353,9 +355,11 @@ static void test_garbage(void **state)
 	expect(fd, "{\"cmd\":\"info\"\n",
 	       "{\"ok\":false,\"error\":\"bad request: unterminated object at byte 13\"}");
 	expect(fd, "[1,2]\n",
-	       "{\"ok\":false,\"error\":\"bad request: expected an object with a \\\"cmd\\\" string\"}");
+	       "{\"ok\":false,\"error\":\"bad request: expected an object with a \\\"cmd\\\" "
+	       "string\"}");
 	expect(fd, "{\"cmd\":42}\n",
-	       "{\"ok\":false,\"error\":\"bad request: expected an object with a \\\"cmd\\\" string\"}");
+	       "{\"ok\":false,\"error\":\"bad request: expected an object with a \\\"cmd\\\" "
+	       "string\"}");
 	expect(fd, "{\"cmd\":\"info\",\"cmd\":\"pause\"}\n",
 	       "{\"ok\":false,\"error\":\"bad request: duplicate key 'cmd' at byte 0\"}");
 	client_send(fd, "{\"cmd\":\"reboot\"}\n");
@@ -404,7 +408,8 @@ static void test_long_line(void **state)
 	memset(big, 'x', n);
 	assert_int_equal(send(fd, big, n, MSG_NOSIGNAL), (ssize_t)n);
 	assert_true(client_line(fd, buf, sizeof(buf)) > 0);
-	assert_string_equal(buf, "{\"ok\":false,\"error\":\"bad request: line longer than 65536 bytes\"}");
+	assert_string_equal(
+		buf, "{\"ok\":false,\"error\":\"bad request: line longer than 65536 bytes\"}");
 	assert_int_equal(client_line(fd, buf, sizeof(buf)), -1);
 	close(fd);
 	free(big);

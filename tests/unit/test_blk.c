@@ -70,7 +70,6 @@ void htif_destroy(struct htif *h)
 #define BUF (RAM_BASE + 0x40000)
 #define QSIZE 64
 
-
 #define DISK_SECTORS 2048 /* 1 MiB */
 static char disk_path[64];
 static int disk_fd = -1;
@@ -142,7 +141,8 @@ static int teardown(void **state)
 /* A virtio-blk on the temp disk, read-only or not, with serial id ("" = the file name). */
 static void create(bool readonly, const char *id)
 {
-	static const struct mmio_region where = { .base = SLOT_BASE, .size = 0x1000,
+	static const struct mmio_region where = { .base = SLOT_BASE,
+						  .size = 0x1000,
 						  .irq = SLOT_IRQ };
 	static struct vm_device_config dc = { .type = "virtio-blk" };
 	snprintf(dc.disk.path, sizeof(dc.disk.path), "%s", disk_path);
@@ -193,13 +193,13 @@ static uint32_t negotiate(uint64_t features)
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	wr(VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-				       VIRTIO_STATUS_FEATURES_OK);
+	wr(VIRTIO_MMIO_STATUS,
+	   VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
 	return rd(VIRTIO_MMIO_STATUS);
 }
 
-#define ALL_FEATURES                                                                   \
-	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |     \
+#define ALL_FEATURES                                                                               \
+	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |                 \
 	 VIRTIO_FEATURE(VIRTIO_F_INDIRECT_DESC))
 
 static void setup_queue(unsigned q, uint16_t size)
@@ -281,8 +281,8 @@ static void used_elem(unsigned q, uint16_t i, uint32_t *id, uint32_t *len)
 #define F_FLUSH 9
 #define F_DISCARD 13
 #define F_WRITE_ZEROES 14
-#define BLK_FEATURES                                                                   \
-	(ALL_FEATURES | VIRTIO_FEATURE(F_SEG_MAX) | VIRTIO_FEATURE(F_BLK_SIZE) |         \
+#define BLK_FEATURES                                                                               \
+	(ALL_FEATURES | VIRTIO_FEATURE(F_SEG_MAX) | VIRTIO_FEATURE(F_BLK_SIZE) |                   \
 	 VIRTIO_FEATURE(F_FLUSH) | VIRTIO_FEATURE(F_DISCARD) | VIRTIO_FEATURE(F_WRITE_ZEROES))
 
 /* Request k (< 16) uses descriptors 3k .. 3k+2, its header at HDR(k), status at STAT(k),
@@ -314,8 +314,8 @@ static void post(unsigned k, uint32_t type, uint64_t sector, uint32_t len)
 	set_desc(0, d, HDR(k), 16, VIRTQ_DESC_F_NEXT, d + 1);
 	if (len) {
 		bool in = type == T_IN || type == T_GET_ID;
-		set_desc(0, d + 1, DATA(k), len,
-			 VIRTQ_DESC_F_NEXT | (in ? VIRTQ_DESC_F_WRITE : 0), d + 2);
+		set_desc(0, d + 1, DATA(k), len, VIRTQ_DESC_F_NEXT | (in ? VIRTQ_DESC_F_WRITE : 0),
+			 d + 2);
 		set_desc(0, d + 2, STAT(k), 1, VIRTQ_DESC_F_WRITE, 0);
 	} else {
 		set_desc(0, d, HDR(k), 16, VIRTQ_DESC_F_NEXT, d + 2);

@@ -318,37 +318,116 @@ static void expect_bad_elf(void (*breakit)(struct tiny_elf *), size_t len, int e
 	machine_free(m);
 }
 
-static void break_class32(struct tiny_elf *e) { e->eh.e_ident[EI_CLASS] = ELFCLASS32; }
+static void break_class32(struct tiny_elf *e)
+{
+	e->eh.e_ident[EI_CLASS] = ELFCLASS32;
+}
 static void break_bigendian(struct tiny_elf *e)
 {
 	e->eh.e_ident[EI_DATA] = ELFDATA2MSB;
 	e->eh.e_machine = (uint16_t)(EM_RISCV << 8 | EM_RISCV >> 8);
 }
-static void break_x86(struct tiny_elf *e) { e->eh.e_machine = EM_X86_64; }
-static void break_aarch64(struct tiny_elf *e) { e->eh.e_machine = EM_AARCH64; }
-static void break_magic(struct tiny_elf *e) { e->eh.e_ident[1] = 'X'; }
-static void break_type(struct tiny_elf *e) { e->eh.e_type = ET_REL; }
-static void break_version(struct tiny_elf *e) { e->eh.e_version = 7; }
-static void break_phoff(struct tiny_elf *e) { e->eh.e_phoff = 0xffffffffffffff00ULL; }
-static void break_phnum(struct tiny_elf *e) { e->eh.e_phnum = 0x7fff; }
-static void break_phentsize(struct tiny_elf *e) { e->eh.e_phentsize = 32; }
-static void break_nophdr(struct tiny_elf *e) { e->eh.e_phnum = 0; }
-static void break_noload(struct tiny_elf *e) { e->ph.p_type = PT_NOTE; }
-static void break_seg_offset(struct tiny_elf *e) { e->ph.p_offset = 0x10000; }
-static void break_seg_filesz(struct tiny_elf *e) { e->ph.p_filesz = 0xfffffffffffffff0ULL; e->ph.p_memsz = e->ph.p_filesz; }
-static void break_seg_memsz(struct tiny_elf *e) { e->ph.p_memsz = 4; }
-static void break_seg_low(struct tiny_elf *e) { e->ph.p_paddr = 0x1000; }
-static void break_seg_high(struct tiny_elf *e) { e->ph.p_paddr = RAM_BASE + RAM_SIZE - 8; }
-static void break_seg_wrap(struct tiny_elf *e) { e->ph.p_memsz = 0xffffffff00000000ULL; }
-static void break_entry(struct tiny_elf *e) { e->eh.e_entry = 0x1000; }
-static void break_shoff(struct tiny_elf *e) { e->eh.e_shoff = 0x100000; }
-static void break_shentsize(struct tiny_elf *e) { e->eh.e_shentsize = 40; }
-static void break_symlink(struct tiny_elf *e) { e->sh[1].sh_link = 99; }
-static void break_symlink_type(struct tiny_elf *e) { e->sh[1].sh_link = 1; }
-static void break_symsize(struct tiny_elf *e) { e->sh[1].sh_size = 0x7fffffffffffULL; }
-static void break_symentsize(struct tiny_elf *e) { e->sh[1].sh_entsize = 0; }
-static void break_strtab(struct tiny_elf *e) { e->sh[2].sh_offset = 0xfffffffffffff000ULL; }
-static void break_tohost(struct tiny_elf *e) { e->sym[1].st_value = 0x1000; }
+static void break_x86(struct tiny_elf *e)
+{
+	e->eh.e_machine = EM_X86_64;
+}
+static void break_aarch64(struct tiny_elf *e)
+{
+	e->eh.e_machine = EM_AARCH64;
+}
+static void break_magic(struct tiny_elf *e)
+{
+	e->eh.e_ident[1] = 'X';
+}
+static void break_type(struct tiny_elf *e)
+{
+	e->eh.e_type = ET_REL;
+}
+static void break_version(struct tiny_elf *e)
+{
+	e->eh.e_version = 7;
+}
+static void break_phoff(struct tiny_elf *e)
+{
+	e->eh.e_phoff = 0xffffffffffffff00ULL;
+}
+static void break_phnum(struct tiny_elf *e)
+{
+	e->eh.e_phnum = 0x7fff;
+}
+static void break_phentsize(struct tiny_elf *e)
+{
+	e->eh.e_phentsize = 32;
+}
+static void break_nophdr(struct tiny_elf *e)
+{
+	e->eh.e_phnum = 0;
+}
+static void break_noload(struct tiny_elf *e)
+{
+	e->ph.p_type = PT_NOTE;
+}
+static void break_seg_offset(struct tiny_elf *e)
+{
+	e->ph.p_offset = 0x10000;
+}
+static void break_seg_filesz(struct tiny_elf *e)
+{
+	e->ph.p_filesz = 0xfffffffffffffff0ULL;
+	e->ph.p_memsz = e->ph.p_filesz;
+}
+static void break_seg_memsz(struct tiny_elf *e)
+{
+	e->ph.p_memsz = 4;
+}
+static void break_seg_low(struct tiny_elf *e)
+{
+	e->ph.p_paddr = 0x1000;
+}
+static void break_seg_high(struct tiny_elf *e)
+{
+	e->ph.p_paddr = RAM_BASE + RAM_SIZE - 8;
+}
+static void break_seg_wrap(struct tiny_elf *e)
+{
+	e->ph.p_memsz = 0xffffffff00000000ULL;
+}
+static void break_entry(struct tiny_elf *e)
+{
+	e->eh.e_entry = 0x1000;
+}
+static void break_shoff(struct tiny_elf *e)
+{
+	e->eh.e_shoff = 0x100000;
+}
+static void break_shentsize(struct tiny_elf *e)
+{
+	e->eh.e_shentsize = 40;
+}
+static void break_symlink(struct tiny_elf *e)
+{
+	e->sh[1].sh_link = 99;
+}
+static void break_symlink_type(struct tiny_elf *e)
+{
+	e->sh[1].sh_link = 1;
+}
+static void break_symsize(struct tiny_elf *e)
+{
+	e->sh[1].sh_size = 0x7fffffffffffULL;
+}
+static void break_symentsize(struct tiny_elf *e)
+{
+	e->sh[1].sh_entsize = 0;
+}
+static void break_strtab(struct tiny_elf *e)
+{
+	e->sh[2].sh_offset = 0xfffffffffffff000ULL;
+}
+static void break_tohost(struct tiny_elf *e)
+{
+	e->sym[1].st_value = 0x1000;
+}
 
 static void test_elf_bad(void **state)
 {
@@ -357,7 +436,8 @@ static void test_elf_bad(void **state)
 		       "32-bit ELF for machine 243 (RISC-V), expected a 64-bit RISC-V ELF");
 	expect_bad_elf(break_bigendian, 0, -ENOEXEC, "big-endian ELF for machine 243 (RISC-V)");
 	expect_bad_elf(break_x86, 0, -ENOEXEC, "ELF for machine 62 (x86-64), expected RISC-V");
-	expect_bad_elf(break_aarch64, 0, -ENOEXEC, "ELF for machine 183 (AArch64), expected RISC-V");
+	expect_bad_elf(break_aarch64, 0, -ENOEXEC,
+		       "ELF for machine 183 (AArch64), expected RISC-V");
 	expect_bad_elf(break_magic, 0, -ENOEXEC, "not an ELF file");
 	expect_bad_elf(break_type, 0, -ENOEXEC, "is not an executable");
 	expect_bad_elf(break_version, 0, -ENOEXEC, "bad ELF version");
@@ -452,8 +532,8 @@ static void image_init(void)
 	image[1] = 0x5a;
 	put64(image + 8, 0x200000);    /* text_offset */
 	put64(image + 16, IMAGE_SIZE); /* image_size */
-	put64(image + 24, 0);          /* flags: little endian */
-	image[32] = 2;                 /* version 0.2 */
+	put64(image + 24, 0);	       /* flags: little endian */
+	image[32] = 2;		       /* version 0.2 */
 	memcpy(image + 48, "RISCV\0\0\0", 8);
 	memcpy(image + 56, "RSC\x05", 4);
 	for (size_t i = 64; i < sizeof(image); i++)
@@ -480,8 +560,8 @@ static void test_linux_good(void **state)
 	for (size_t i = 0; i < sizeof(initrd); i++)
 		initrd[i] = (uint8_t)(i ^ 0x5a);
 	image_init();
-	struct machine *m = linux_machine(RAM_SIZE, image, sizeof(image),
-					  write_file(initrd, sizeof(initrd)));
+	struct machine *m =
+		linux_machine(RAM_SIZE, image, sizeof(image), write_file(initrd, sizeof(initrd)));
 
 	assert_int_equal(virt_load(&m->vm), 0);
 	const uint64_t kernel = RAM_BASE + 0x200000;
@@ -573,15 +653,15 @@ static void test_linux_initrd_after_big_kernel(void **state)
 	image_init();
 	memcpy(big_image, image, sizeof(big_image));
 	put64(big_image + 16, 5 * MiB + 100); /* RAM 8 MiB: QEMU's spot is at +2 MiB + 4 MiB */
-	struct machine *m = linux_machine(8 * MiB, big_image, sizeof(big_image),
-					  write_file("abc", 3));
+	struct machine *m =
+		linux_machine(8 * MiB, big_image, sizeof(big_image), write_file("abc", 3));
 	assert_int_equal(virt_load(&m->vm), 0);
 	const uint64_t initrd_start = RAM_BASE + 0x200000 + 5 * MiB + 4096;
 	assert_memory_equal(ram(m, initrd_start), "abc", 3);
 	const void *fdt = ram(m, resets.a1[0]);
 	fdt64_t v;
-	const void *p = fdt_getprop(fdt, fdt_path_offset(fdt, "/chosen"), "linux,initrd-start",
-				    NULL);
+	const void *p =
+		fdt_getprop(fdt, fdt_path_offset(fdt, "/chosen"), "linux,initrd-start", NULL);
 	assert_non_null(p);
 	memcpy(&v, p, 8);
 	assert_int_equal(fdt64_to_cpu(v), initrd_start);
@@ -650,7 +730,8 @@ static void test_linux_bad(void **state)
 
 	/* Initramfs larger than RAM can hold. */
 	static uint8_t big[6 * MiB];
-	struct machine *m = linux_machine(8 * MiB, image, sizeof(image), write_file(big, sizeof(big)));
+	struct machine *m =
+		linux_machine(8 * MiB, image, sizeof(image), write_file(big, sizeof(big)));
 	expect_load_error(m, -EFBIG, m->cfg.initramfs, "do not fit in RAM");
 	machine_free(m);
 

@@ -38,18 +38,18 @@ static void illegal(uint32_t raw)
 	assert_int_equal((uintptr_t)in.op, (uintptr_t)OP_ILLEGAL);
 }
 
-#define REGS(in, d, s1, s2)                                                                    \
-	do {                                                                                   \
-		assert_int_equal((in).rd, (d));                                                \
-		assert_int_equal((in).rs1, (s1));                                              \
-		assert_int_equal((in).rs2, (s2));                                              \
+#define REGS(in, d, s1, s2)                                                                        \
+	do {                                                                                       \
+		assert_int_equal((in).rd, (d));                                                    \
+		assert_int_equal((in).rs1, (s1));                                                  \
+		assert_int_equal((in).rs2, (s2));                                                  \
 	} while (0)
 
 /* rd and rs1 only (I-type forms) */
-#define REGS2(in, d, s1)                                                                       \
-	do {                                                                                   \
-		assert_int_equal((in).rd, (d));                                                \
-		assert_int_equal((in).rs1, (s1));                                              \
+#define REGS2(in, d, s1)                                                                           \
+	do {                                                                                       \
+		assert_int_equal((in).rd, (d));                                                    \
+		assert_int_equal((in).rs1, (s1));                                                  \
 	} while (0)
 
 /* imm is int64_t: compare as signed so a missing sign extension shows clearly. */
@@ -193,7 +193,7 @@ static void test_r4_fp(void **state)
 	assert_int_equal(in.rs3, 13);
 	assert_int_equal(in.rm, 1);
 	in = dec(0x1820f04f, OP_FNMADD_S); /* fnmadd.s ft0, ft1, ft2, ft3, dyn */
-	assert_int_equal(in.rd, 0); /* FP rd 0 is f0, not the integer sink */
+	assert_int_equal(in.rd, 0);	   /* FP rd 0 is f0, not the integer sink */
 	assert_int_equal(in.rs1, 1);
 	assert_int_equal(in.rs2, 2);
 	assert_int_equal(in.rs3, 3);
@@ -481,21 +481,21 @@ static void test_reserved(void **state)
 	(void)state;
 	illegal(0x00000000);
 	illegal(0xffffffff);
-	illegal(0x0000);     /* all-zero 16-bit */
-	illegal(0x0008);     /* c.addi4spn a0, sp, 0 */
-	illegal(0x6501);     /* c.lui a0, 0 */
-	illegal(0x6101);     /* c.addi16sp sp, 0 */
-	illegal(0x8002);     /* c.jr x0 */
-	illegal(0x4002);     /* c.lwsp x0 */
-	illegal(0x6002);     /* c.ldsp x0 */
-	illegal(0x2001);     /* c.addiw x0 */
-	illegal(0x8000);     /* quadrant 0, funct3 4 */
-	illegal(0x9c41);     /* c.subw-space funct 2 (reserved) */
-	illegal(0x06c5f553); /* fadd with fmt 3 */
-	illegal(0x6ec59543); /* fmadd with fmt 3 */
-	illegal(0x0330200f); /* fence with funct3 2 */
-	illegal(0x30054573); /* CSR funct3 4 */
-	illegal(0x04051513); /* slli with imm[11:6] != 0 */
+	illegal(0x0000);		  /* all-zero 16-bit */
+	illegal(0x0008);		  /* c.addi4spn a0, sp, 0 */
+	illegal(0x6501);		  /* c.lui a0, 0 */
+	illegal(0x6101);		  /* c.addi16sp sp, 0 */
+	illegal(0x8002);		  /* c.jr x0 */
+	illegal(0x4002);		  /* c.lwsp x0 */
+	illegal(0x6002);		  /* c.ldsp x0 */
+	illegal(0x2001);		  /* c.addiw x0 */
+	illegal(0x8000);		  /* quadrant 0, funct3 4 */
+	illegal(0x9c41);		  /* c.subw-space funct 2 (reserved) */
+	illegal(0x06c5f553);		  /* fadd with fmt 3 */
+	illegal(0x6ec59543);		  /* fmadd with fmt 3 */
+	illegal(0x0330200f);		  /* fence with funct3 2 */
+	illegal(0x30054573);		  /* CSR funct3 4 */
+	illegal(0x04051513);		  /* slli with imm[11:6] != 0 */
 	illegal(0x40b50533 | (1u << 12)); /* sub-space funct3 1 */
 }
 
@@ -503,13 +503,14 @@ static void test_ends_block(void **state)
 {
 	(void)state;
 	static const enum rv_op ends[] = {
-		OP_ILLEGAL, OP_JAL, OP_JALR, OP_BEQ, OP_BNE, OP_BLT, OP_BGE, OP_BLTU, OP_BGEU,
-		OP_FENCE_I, OP_ECALL, OP_EBREAK, OP_MRET, OP_SRET, OP_WFI, OP_SFENCE_VMA,
-		OP_CSRRW, OP_CSRRS, OP_CSRRC, OP_CSRRWI, OP_CSRRSI, OP_CSRRCI,
+		OP_ILLEGAL, OP_JAL,    OP_JALR,	  OP_BEQ,	 OP_BNE,   OP_BLT,
+		OP_BGE,	    OP_BLTU,   OP_BGEU,	  OP_FENCE_I,	 OP_ECALL, OP_EBREAK,
+		OP_MRET,    OP_SRET,   OP_WFI,	  OP_SFENCE_VMA, OP_CSRRW, OP_CSRRS,
+		OP_CSRRC,   OP_CSRRWI, OP_CSRRSI, OP_CSRRCI,
 	};
 	static const enum rv_op flows[] = {
-		OP_ADD, OP_ADDI, OP_LUI, OP_AUIPC, OP_LD, OP_LW, OP_SB, OP_SD, OP_MUL, OP_DIV,
-		OP_AMOADD_W, OP_LR_D, OP_SC_D, OP_FENCE, OP_FADD_D, OP_FLD, OP_FSD,
+		OP_ADD, OP_ADDI,     OP_LUI,  OP_AUIPC, OP_LD,	  OP_LW,     OP_SB,  OP_SD,  OP_MUL,
+		OP_DIV, OP_AMOADD_W, OP_LR_D, OP_SC_D,	OP_FENCE, OP_FADD_D, OP_FLD, OP_FSD,
 	};
 	for (size_t k = 0; k < sizeof(ends) / sizeof(ends[0]); k++)
 		assert_true(rv_op_ends_block(ends[k]));

@@ -29,8 +29,38 @@
 
 /* Register numbers */
 enum {
-	ZERO, RA, SP, GP, TP, T0, T1, T2, S0, S1, A0, A1, A2, A3, A4, A5, A6, A7,
-	S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, T3, T4, T5, T6,
+	ZERO,
+	RA,
+	SP,
+	GP,
+	TP,
+	T0,
+	T1,
+	T2,
+	S0,
+	S1,
+	A0,
+	A1,
+	A2,
+	A3,
+	A4,
+	A5,
+	A6,
+	A7,
+	S2,
+	S3,
+	S4,
+	S5,
+	S6,
+	S7,
+	S8,
+	S9,
+	S10,
+	S11,
+	T3,
+	T4,
+	T5,
+	T6,
 };
 
 struct fix {
@@ -284,8 +314,9 @@ static void test_arith(void **state)
 		uint64_t got = rd64(f, RES + 8 * k);
 		if (got != acases[k].want)
 			print_error("%s: %#llx op %#llx = %#llx, want %#llx\n", acases[k].name,
-				    (unsigned long long)acases[k].a, (unsigned long long)acases[k].b,
-				    (unsigned long long)got, (unsigned long long)acases[k].want);
+				    (unsigned long long)acases[k].a,
+				    (unsigned long long)acases[k].b, (unsigned long long)got,
+				    (unsigned long long)acases[k].want);
 		assert_int_equal(got, acases[k].want);
 	}
 	assert_int_equal(rd64(f, RES + 8 * NCASES), 0);
@@ -388,88 +419,88 @@ static void test_jal_jalr(void **state)
 	struct fix *f = *state;
 	LOAD(f, RAM_BASE, jal);
 	run_pass(f);
-	assert_int_equal(X(S1), JAL_R1);      /* jal ra: link = pc + 4 */
-	assert_int_equal(X(S2), JAL_R2);      /* jal t0 */
-	assert_int_equal(X(S3), JAL_R3);      /* jalr to an odd address: bit 0 cleared */
-	assert_int_equal(X(S4), JAL_R4);      /* jalr t1, 0(t1): target read before the link */
-	assert_int_equal(X(S5), JAL_R5);      /* jalr with a negative offset */
+	assert_int_equal(X(S1), JAL_R1); /* jal ra: link = pc + 4 */
+	assert_int_equal(X(S2), JAL_R2); /* jal t0 */
+	assert_int_equal(X(S3), JAL_R3); /* jalr to an odd address: bit 0 cleared */
+	assert_int_equal(X(S4), JAL_R4); /* jalr t1, 0(t1): target read before the link */
+	assert_int_equal(X(S5), JAL_R5); /* jalr with a negative offset */
 	assert_int_equal(X(S8), JAL_R5);
-	assert_int_equal(X(S6), 0);           /* skipped by jal zero */
+	assert_int_equal(X(S6), 0); /* skipped by jal zero */
 	assert_int_equal(X(S7), 1);
 	assert_int_equal(X(RA), JAL_R1);
 }
 
 /* at 0x80000000 */
 static const uint32_t comp[] = {
-	0x4515, /* 0000: c.li a0,5 */
+	0x4515,	    /* 0000: c.li a0,5 */
 	0x00700593, /* 0002: addi a1,zero,7 */
-	0x952e, /* 0006: c.add a0,a1 */
-	0x862a, /* 0008: c.mv a2,a0 */
-	0x0612, /* 000a: c.slli a2,0x4 */
-	0x167d, /* 000c: c.addi a2,-1 */
+	0x952e,	    /* 0006: c.add a0,a1 */
+	0x862a,	    /* 0008: c.mv a2,a0 */
+	0x0612,	    /* 000a: c.slli a2,0x4 */
+	0x167d,	    /* 000c: c.addi a2,-1 */
 	0x123456b7, /* 000e: lui a3,0x12345 */
-	0x82b1, /* 0012: c.srli a3,0xc */
-	0x8abd, /* 0014: c.andi a3,15 */
-	0x8cb2, /* 0016: c.mv s9,a2 */
-	0x8d36, /* 0018: c.mv s10,a3 */
+	0x82b1,	    /* 0012: c.srli a3,0xc */
+	0x8abd,	    /* 0014: c.andi a3,15 */
+	0x8cb2,	    /* 0016: c.mv s9,a2 */
+	0x8d36,	    /* 0018: c.mv s10,a3 */
 	0x00080137, /* 001a: lui sp,0x80 */
 	0x0111011b, /* 001e: addiw sp,sp,17 */
 	0x00c11113, /* 0022: slli sp,sp,0xc */
-	0x7139, /* 0026: c.addi16sp sp,-64 */
-	0xe42a, /* 0028: c.sdsp a0,8(sp) */
-	0x6722, /* 002a: c.ldsp a4,8(sp) */
-	0xc82e, /* 002c: c.swsp a1,16(sp) */
-	0x4ec2, /* 002e: c.lwsp t4,16(sp) */
-	0x440d, /* 0030: c.li s0,3 */
-	0x4481, /* 0032: c.li s1,0 */
-	0x0489, /* 0034: c.addi s1,2 */
+	0x7139,	    /* 0026: c.addi16sp sp,-64 */
+	0xe42a,	    /* 0028: c.sdsp a0,8(sp) */
+	0x6722,	    /* 002a: c.ldsp a4,8(sp) */
+	0xc82e,	    /* 002c: c.swsp a1,16(sp) */
+	0x4ec2,	    /* 002e: c.lwsp t4,16(sp) */
+	0x440d,	    /* 0030: c.li s0,3 */
+	0x4481,	    /* 0032: c.li s1,0 */
+	0x0489,	    /* 0034: c.addi s1,2 */
 	0xfff40413, /* 0036: addi s0,s0,-1 */
-	0xfc6d, /* 003a: c.bnez s0,80000034 */
-	0xa011, /* 003c: c.j 80000040 */
-	0x4481, /* 003e: c.li s1,0 */
-	0xc011, /* 0040: c.beqz s0,80000044 */
-	0x4481, /* 0042: c.li s1,0 */
+	0xfc6d,	    /* 003a: c.bnez s0,80000034 */
+	0xa011,	    /* 003c: c.j 80000040 */
+	0x4481,	    /* 003e: c.li s1,0 */
+	0xc011,	    /* 0040: c.beqz s0,80000044 */
+	0x4481,	    /* 0042: c.li s1,0 */
 	0x00000297, /* 0044: auipc t0,0x0 */
 	0x05e28293, /* 0048: addi t0,t0,94 */
-	0x9282, /* 004c: c.jalr t0 */
-	0x8906, /* 004e: c.mv s2,ra */
-	0x4429, /* 0050: c.li s0,10 */
-	0x450d, /* 0052: c.li a0,3 */
-	0x8c09, /* 0054: c.sub s0,a0 */
-	0x4599, /* 0056: c.li a1,6 */
-	0x8da9, /* 0058: c.xor a1,a0 */
-	0x8dae, /* 005a: c.mv s11,a1 */
-	0x4631, /* 005c: c.li a2,12 */
-	0x8e49, /* 005e: c.or a2,a0 */
-	0x46b9, /* 0060: c.li a3,14 */
-	0x8ee9, /* 0062: c.and a3,a0 */
+	0x9282,	    /* 004c: c.jalr t0 */
+	0x8906,	    /* 004e: c.mv s2,ra */
+	0x4429,	    /* 0050: c.li s0,10 */
+	0x450d,	    /* 0052: c.li a0,3 */
+	0x8c09,	    /* 0054: c.sub s0,a0 */
+	0x4599,	    /* 0056: c.li a1,6 */
+	0x8da9,	    /* 0058: c.xor a1,a0 */
+	0x8dae,	    /* 005a: c.mv s11,a1 */
+	0x4631,	    /* 005c: c.li a2,12 */
+	0x8e49,	    /* 005e: c.or a2,a0 */
+	0x46b9,	    /* 0060: c.li a3,14 */
+	0x8ee9,	    /* 0062: c.and a3,a0 */
 	0x800007b7, /* 0064: lui a5,0x80000 */
 	0xfff7879b, /* 0068: addiw a5,a5,-1 */
-	0x4505, /* 006c: c.li a0,1 */
-	0x9d3d, /* 006e: c.addw a0,a5 */
-	0x89aa, /* 0070: c.mv s3,a0 */
-	0x4505, /* 0072: c.li a0,1 */
-	0x9d11, /* 0074: c.subw a0,a2 */
-	0x8a2a, /* 0076: c.mv s4,a0 */
-	0x2501, /* 0078: c.addiw a0,0 */
-	0x0828, /* 007a: c.addi4spn a0,sp,24 */
-	0x8aaa, /* 007c: c.mv s5,a0 */
+	0x4505,	    /* 006c: c.li a0,1 */
+	0x9d3d,	    /* 006e: c.addw a0,a5 */
+	0x89aa,	    /* 0070: c.mv s3,a0 */
+	0x4505,	    /* 0072: c.li a0,1 */
+	0x9d11,	    /* 0074: c.subw a0,a2 */
+	0x8a2a,	    /* 0076: c.mv s4,a0 */
+	0x2501,	    /* 0078: c.addiw a0,0 */
+	0x0828,	    /* 007a: c.addi4spn a0,sp,24 */
+	0x8aaa,	    /* 007c: c.mv s5,a0 */
 	0x402a8ab3, /* 007e: sub s5,s5,sp */
-	0x45a5, /* 0082: c.li a1,9 */
-	0xc10c, /* 0084: c.sw a1,0(a0) */
-	0x410c, /* 0086: c.lw a1,0(a0) */
-	0x8b2e, /* 0088: c.mv s6,a1 */
-	0x6ba2, /* 008a: c.ldsp s7,8(sp) */
-	0x7e01, /* 008c: c.lui t3,0xfffe0 */
-	0x8c72, /* 008e: c.mv s8,t3 */
+	0x45a5,	    /* 0082: c.li a1,9 */
+	0xc10c,	    /* 0084: c.sw a1,0(a0) */
+	0x410c,	    /* 0086: c.lw a1,0(a0) */
+	0x8b2e,	    /* 0088: c.mv s6,a1 */
+	0x6ba2,	    /* 008a: c.ldsp s7,8(sp) */
+	0x7e01,	    /* 008c: c.lui t3,0xfffe0 */
+	0x8c72,	    /* 008e: c.mv s8,t3 */
 	0x00080fb7, /* 0090: lui t6,0x80 */
 	0x3fff8f9b, /* 0094: addiw t6,t6,1023 */
-	0x0fb2, /* 0098: c.slli t6,0xc */
-	0x4f05, /* 009a: c.li t5,1 */
+	0x0fb2,	    /* 0098: c.slli t6,0xc */
+	0x4f05,	    /* 009a: c.li t5,1 */
 	0x01efb023, /* 009c: sd t5,0(t6) */
-	0xa001, /* 00a0: c.j 800000a0 */
-	0x0001, /* 00a2: c.addi zero,0 */
-	0x8082, /* 00a4: c.jr ra */
+	0xa001,	    /* 00a0: c.j 800000a0 */
+	0x0001,	    /* 00a2: c.addi zero,0 */
+	0x8082,	    /* 00a4: c.jr ra */
 };
 #define COMP_CFUN 0x800000a2ULL
 #define COMP_RET1 0x8000004eULL
@@ -480,21 +511,21 @@ static void test_compressed(void **state)
 	struct fix *f = *state;
 	LOAD(f, RAM_BASE, comp);
 	run_pass(f);
-	assert_int_equal(X(S9), 191);         /* ((5 + 7) << 4) - 1 */
-	assert_int_equal(X(S10), 5);          /* (0x12345000 >> 12) & 15 */
-	assert_int_equal(X(SP), 0x80010fc0);  /* c.addi16sp -64 */
-	assert_int_equal(X(A4), 12);          /* c.sdsp / c.ldsp */
-	assert_int_equal(X(T4), 7);           /* c.swsp / c.lwsp */
-	assert_int_equal(X(S1), 6);           /* c.bnez loop, c.j, c.beqz */
-	assert_int_equal(X(S2), COMP_RET1);   /* c.jalr links pc + 2 */
-	assert_int_equal(X(S0), 7);           /* c.sub */
-	assert_int_equal(X(S11), 5);          /* c.xor */
-	assert_int_equal(X(A2), 15);          /* c.or */
-	assert_int_equal(X(A3), 2);           /* c.and */
+	assert_int_equal(X(S9), 191);			/* ((5 + 7) << 4) - 1 */
+	assert_int_equal(X(S10), 5);			/* (0x12345000 >> 12) & 15 */
+	assert_int_equal(X(SP), 0x80010fc0);		/* c.addi16sp -64 */
+	assert_int_equal(X(A4), 12);			/* c.sdsp / c.ldsp */
+	assert_int_equal(X(T4), 7);			/* c.swsp / c.lwsp */
+	assert_int_equal(X(S1), 6);			/* c.bnez loop, c.j, c.beqz */
+	assert_int_equal(X(S2), COMP_RET1);		/* c.jalr links pc + 2 */
+	assert_int_equal(X(S0), 7);			/* c.sub */
+	assert_int_equal(X(S11), 5);			/* c.xor */
+	assert_int_equal(X(A2), 15);			/* c.or */
+	assert_int_equal(X(A3), 2);			/* c.and */
 	assert_int_equal(X(S3), 0xffffffff80000000ULL); /* c.addw sign-extends */
-	assert_int_equal(X(S4), (uint64_t)-14);          /* c.subw */
-	assert_int_equal(X(S5), 24);          /* c.addi4spn */
-	assert_int_equal(X(S6), 9);           /* c.sw / c.lw */
+	assert_int_equal(X(S4), (uint64_t)-14);		/* c.subw */
+	assert_int_equal(X(S5), 24);			/* c.addi4spn */
+	assert_int_equal(X(S6), 9);			/* c.sw / c.lw */
 	assert_int_equal(X(S7), 12);
 	assert_int_equal(X(S8), 0xfffffffffffe0000ULL); /* c.lui sign-extends */
 	assert_int_equal(rd32(f, X(SP) + 24), 9);
@@ -504,27 +535,27 @@ static void test_compressed(void **state)
 static const uint32_t straddle_a[] = {
 	0x00000513, /* 0ff4: addi a0,zero,0 */
 	0x00300593, /* 0ff8: addi a1,zero,3 */
-	0x4601, /* 0ffc: c.li a2,0 */
+	0x4601,	    /* 0ffc: c.li a2,0 */
 	0x00150513, /* 0ffe: addi a0,a0,1 */
-	0x0609, /* 1002: c.addi a2,2 */
+	0x0609,	    /* 1002: c.addi a2,2 */
 	0xfeb51de3, /* 1004: bne a0,a1,80000ffe */
 	0x7f10006f, /* 1008: jal zero,80001ff8 */
 };
 /* at 0x80001ff8 */
 static const uint32_t straddle_b[] = {
-	0x4685, /* 1ff8: c.li a3,1 */
-	0x4709, /* 1ffa: c.li a4,2 */
-	0x0001, /* 1ffc: c.addi zero,0 */
+	0x4685,	    /* 1ff8: c.li a3,1 */
+	0x4709,	    /* 1ffa: c.li a4,2 */
+	0x0001,	    /* 1ffc: c.addi zero,0 */
 	0x018000ef, /* 1ffe: jal ra,80002016 */
-	0x479d, /* 2002: c.li a5,7 */
+	0x479d,	    /* 2002: c.li a5,7 */
 	0x00080fb7, /* 2004: lui t6,0x80 */
 	0x3fff8f9b, /* 2008: addiw t6,t6,1023 */
-	0x0fb2, /* 200c: c.slli t6,0xc */
-	0x4f05, /* 200e: c.li t5,1 */
+	0x0fb2,	    /* 200c: c.slli t6,0xc */
+	0x4f05,	    /* 200e: c.li t5,1 */
 	0x01efb023, /* 2010: sd t5,0(t6) */
-	0xa001, /* 2014: c.j 80002014 */
-	0x8486, /* 2016: c.mv s1,ra */
-	0x8082, /* 2018: c.jr ra */
+	0xa001,	    /* 2014: c.j 80002014 */
+	0x8486,	    /* 2016: c.mv s1,ra */
+	0x8082,	    /* 2018: c.jr ra */
 };
 #define STRADDLE_BACK 0x80002002ULL
 #define STRADDLE_FAR 0x80002016ULL
@@ -628,22 +659,22 @@ static void load_va(struct fix *f, uint64_t va, const uint32_t *w, size_t n)
 static const uint32_t sv39_a[] = {
 	0x00000513, /* 0ff4: addi a0,zero,0 */
 	0x00400593, /* 0ff8: addi a1,zero,4 */
-	0x4601, /* 0ffc: c.li a2,0 */
+	0x4601,	    /* 0ffc: c.li a2,0 */
 	0x00150513, /* 0ffe: addi a0,a0,1 */
-	0x060d, /* 1002: c.addi a2,3 */
+	0x060d,	    /* 1002: c.addi a2,3 */
 	0xfeb51de3, /* 1004: bne a0,a1,10000ffe */
 	0x140026f3, /* 1008: csrrs a3,sscratch,zero */
 	0x00080fb7, /* 100c: lui t6,0x80 */
 	0x3fff8f9b, /* 1010: addiw t6,t6,1023 */
-	0x0fb2, /* 1014: c.slli t6,0xc */
-	0x4f05, /* 1016: c.li t5,1 */
+	0x0fb2,	    /* 1014: c.slli t6,0xc */
+	0x4f05,	    /* 1016: c.li t5,1 */
 	0x01efb023, /* 1018: sd t5,0(t6) */
-	0xa001, /* 101c: c.j 1000101c */
+	0xa001,	    /* 101c: c.j 1000101c */
 };
 /* at 0x10002ff8 */
 static const uint32_t sv39_b[] = {
 	0x00100513, /* 2ff8: addi a0,zero,1 */
-	0x0001, /* 2ffc: c.addi zero,0 */
+	0x0001,	    /* 2ffc: c.addi zero,0 */
 	0x00150513, /* 2ffe: addi a0,a0,1 */
 };
 #define SV39_BAD 0x10002ffeULL
@@ -767,13 +798,13 @@ static const uint32_t trapprog[] = {
 	0x00198993, /* 002c: addi s3,s3,1 */
 	0x00000d97, /* 0030: auipc s11,0x0 */
 	0x00ad8d93, /* 0034: addi s11,s11,10 */
-	0x4002, /* 0038: .short 0x4002 */
+	0x4002,	    /* 0038: .short 0x4002 */
 	0x00000d97, /* 003a: auipc s11,0x0 */
 	0x00cd8d93, /* 003e: addi s11,s11,12 */
 	0x7c002573, /* 0042: csrrs a0,0x7c0,zero */
 	0x00000d97, /* 0046: auipc s11,0x0 */
 	0x00ad8d93, /* 004a: addi s11,s11,10 */
-	0x0000, /* 004e: .short 0x0000 */
+	0x0000,	    /* 004e: .short 0x0000 */
 	0x00000d97, /* 0050: auipc s11,0x0 */
 	0x010d8d93, /* 0054: addi s11,s11,16 */
 	0x000012b7, /* 0058: lui t0,0x1 */
@@ -830,16 +861,16 @@ static void test_exceptions(void **state)
 {
 	struct fix *f = *state;
 	static const uint64_t want[][3] = {
-		{ EXC_ILLEGAL, 0x30054573, TRAPPROG_ILL1 },  /* CSR funct3 4 */
-		{ EXC_ILLEGAL, 0x4002, TRAPPROG_ILL2 },      /* c.lwsp x0: 16 bits only */
-		{ EXC_ILLEGAL, 0x7c002573, TRAPPROG_ILL3 },  /* csrr of an unknown CSR */
-		{ EXC_ILLEGAL, 0, TRAPPROG_ILL4 },           /* all-zero halfword */
+		{ EXC_ILLEGAL, 0x30054573, TRAPPROG_ILL1 }, /* CSR funct3 4 */
+		{ EXC_ILLEGAL, 0x4002, TRAPPROG_ILL2 },	    /* c.lwsp x0: 16 bits only */
+		{ EXC_ILLEGAL, 0x7c002573, TRAPPROG_ILL3 }, /* csrr of an unknown CSR */
+		{ EXC_ILLEGAL, 0, TRAPPROG_ILL4 },	    /* all-zero halfword */
 		{ EXC_LOAD_ACCESS, 0x1000, TRAPPROG_LD1 },
 		{ EXC_STORE_ACCESS, 0x1008, TRAPPROG_ST1 },
 		{ EXC_STORE_MISALIGNED, DATA + 4, TRAPPROG_AMO1 },
 		{ EXC_BREAKPOINT, TRAPPROG_EB, TRAPPROG_EB },
 		{ EXC_ECALL_M, 0, TRAPPROG_EC },
-		{ EXC_INSN_ACCESS, 0x1000, 0x1000 },         /* jalr to outside RAM */
+		{ EXC_INSN_ACCESS, 0x1000, 0x1000 }, /* jalr to outside RAM */
 	};
 	LOAD(f, RAM_BASE, trapprog);
 	run_pass(f);
@@ -955,10 +986,10 @@ static void test_ecall_delegation(void **state)
 	assert_int_equal(X(S2), ECALL_U_ECALL);
 	assert_int_equal(X(S4), 0);
 	uint64_t sstatus = X(S3);
-	assert_false(sstatus & MSTATUS_SPP);   /* came from U */
-	assert_true(sstatus & MSTATUS_SPIE);   /* SIE was set in U */
+	assert_false(sstatus & MSTATUS_SPP); /* came from U */
+	assert_true(sstatus & MSTATUS_SPIE); /* SIE was set in U */
 	assert_false(sstatus & MSTATUS_SIE);
-	assert_false(sstatus & MSTATUS_MPP);   /* not visible in sstatus */
+	assert_false(sstatus & MSTATUS_MPP); /* not visible in sstatus */
 	assert_int_equal(X(S5), EXC_ECALL_S);
 	assert_int_equal(X(S6), ECALL_S_ECALL);
 	assert_int_equal((X(S7) & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT, PRV_S);
@@ -1045,12 +1076,12 @@ static void test_privileged_insns_from_s(void **state)
 	struct fix *f = *state;
 	static const uint64_t want[][3] = {
 		{ EXC_ILLEGAL, 0x30200073, PRIV_I_MRET },
-		{ EXC_ILLEGAL, 0x10200073, PRIV_I_SRET },    /* TSR */
-		{ EXC_ILLEGAL, 0x10500073, PRIV_I_WFI },     /* TW */
-		{ EXC_ILLEGAL, 0x12000073, PRIV_I_SFENCE },  /* TVM */
-		{ EXC_ILLEGAL, 0x18002573, PRIV_I_SATP },    /* TVM */
+		{ EXC_ILLEGAL, 0x10200073, PRIV_I_SRET },   /* TSR */
+		{ EXC_ILLEGAL, 0x10500073, PRIV_I_WFI },    /* TW */
+		{ EXC_ILLEGAL, 0x12000073, PRIV_I_SFENCE }, /* TVM */
+		{ EXC_ILLEGAL, 0x18002573, PRIV_I_SATP },   /* TVM */
 		{ EXC_ILLEGAL, 0x30002573, PRIV_I_MSTATUS },
-		{ EXC_ILLEGAL, 0xc0002573, PRIV_I_CYCLE },   /* mcounteren.CY = 0 */
+		{ EXC_ILLEGAL, 0xc0002573, PRIV_I_CYCLE }, /* mcounteren.CY = 0 */
 		{ EXC_ECALL_S, 0, PRIV_I_ECALL },
 	};
 	LOAD(f, RAM_BASE, priv);
@@ -1163,21 +1194,21 @@ static void test_lr_sc(void **state)
 	struct fix *f = *state;
 	LOAD(f, RAM_BASE, lrsc);
 	run_pass(f);
-	assert_int_equal(X(A0), 1);   /* sc.d without lr.d fails... */
-	assert_int_equal(X(A1), 5);   /* ...and stores nothing */
+	assert_int_equal(X(A0), 1); /* sc.d without lr.d fails... */
+	assert_int_equal(X(A1), 5); /* ...and stores nothing */
 	assert_int_equal(X(A2), 5);
-	assert_int_equal(X(A3), 0);   /* lr.d; sc.d succeeds */
+	assert_int_equal(X(A3), 0); /* lr.d; sc.d succeeds */
 	assert_int_equal(X(A4), 9);
-	assert_int_equal(X(A5), 1);   /* the reservation is used up */
+	assert_int_equal(X(A5), 1); /* the reservation is used up */
 	assert_int_equal(X(A6), 9);
 	assert_int_equal(X(A7), ~0ULL); /* lr.w sign-extends */
-	assert_int_equal(X(S4), 1);   /* sc.w to another address fails */
+	assert_int_equal(X(S4), 1);	/* sc.w to another address fails */
 	assert_int_equal(rd64(f, DATA + 16), 0);
 	assert_int_equal(X(S6), ~0ULL);
 	assert_int_equal(X(S5), 0);
 	assert_int_equal(X(S7), 0x12345678);
 	assert_int_equal(X(S8), 9);
-	assert_int_equal(X(S9), 1);   /* a trap between lr and sc drops the reservation */
+	assert_int_equal(X(S9), 1); /* a trap between lr and sc drops the reservation */
 	assert_int_equal(X(S10), 9);
 }
 
@@ -1348,15 +1379,15 @@ static void test_misaligned(void **state)
 	run_pass(f);
 
 	assert_int_equal(X(A0), 0xffffffff84838281ULL); /* lw 1(s0) */
-	assert_int_equal(X(A1), 0x8483);                /* lhu 3(s0) */
+	assert_int_equal(X(A1), 0x8483);		/* lhu 3(s0) */
 	assert_int_equal(X(A2), 0xffffffffffff8685ULL); /* lh 5(s0) */
-	assert_int_equal(X(A3), 0x89888786);            /* lwu 6(s0) */
+	assert_int_equal(X(A3), 0x89888786);		/* lwu 6(s0) */
 	assert_int_equal(X(A4), 0x908f8e8d8c8b8a89ULL); /* ld 9(s0) */
 	static const uint8_t t0[8] = { 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11 };
-	assert_memory_equal(d + 18, t0, 4);             /* sw 18(s0) */
+	assert_memory_equal(d + 18, t0, 4); /* sw 18(s0) */
 	assert_int_equal(d[17], 0x80 + 17);
 	assert_int_equal(d[22], 0x80 + 22);
-	assert_memory_equal(d + 33, t0, 8);             /* sd 33(s0) */
+	assert_memory_equal(d + 33, t0, 8); /* sd 33(s0) */
 	assert_int_equal(d[32], 0x80 + 32);
 	assert_int_equal(d[41], 0x80 + 41);
 	/* Across the page boundary at DATA + 0x1000. */
@@ -1428,15 +1459,15 @@ static void test_minstret(void **state)
 	LOAD(f, RAM_BASE, cnt);
 	run_pass(f);
 	assert_int_equal(X(A0), 3);
-	assert_int_equal(X(A1) - X(A0), 11);  /* csrr + 10 addi */
-	assert_int_equal(X(A2) - X(A1), 12);  /* csrr + li + 5 * (addi + bnez) */
+	assert_int_equal(X(A1) - X(A0), 11); /* csrr + 10 addi */
+	assert_int_equal(X(A2) - X(A1), 12); /* csrr + li + 5 * (addi + bnez) */
 	assert_int_equal(X(A3), 1000);
 	assert_int_equal(X(A4), 1001);
 	assert_int_equal(X(S1), 31);
 	assert_int_equal(X(S2), 32);
 	assert_int_equal(X(S3), 1004);
-	assert_int_equal(X(S4), 1012);        /* csrr + 2 addi + 5 in the handler */
-	assert_int_equal(X(S5), 1013);        /* csrr; the ecall did not retire */
+	assert_int_equal(X(S4), 1012); /* csrr + 2 addi + 5 in the handler */
+	assert_int_equal(X(S5), 1013); /* csrr; the ecall did not retire */
 	assert_int_equal(X(S6), 1018);
 }
 
@@ -1471,9 +1502,9 @@ static void test_mcountinhibit(void **state)
 	struct fix *f = *state;
 	LOAD(f, RAM_BASE, inh);
 	run_pass(f);
-	assert_int_equal(X(S0), 4);          /* the bit is implemented (reads back) */
-	assert_int_equal(X(A1), X(A0));      /* so minstret must not count */
-	assert_int_equal(X(A3), X(A2));      /* nor mcycle with CY */
+	assert_int_equal(X(S0), 4);	/* the bit is implemented (reads back) */
+	assert_int_equal(X(A1), X(A0)); /* so minstret must not count */
+	assert_int_equal(X(A3), X(A2)); /* nor mcycle with CY */
 }
 
 /* ---- interrupts ---- */

@@ -197,7 +197,8 @@ static void check_machine(int nharts)
 	assert_int_equal(prop_u32(fdt, node, "#address-cells"), 1);
 	assert_int_equal(prop_u32(fdt, node, "#size-cells"), 0);
 	int ncpus = 0, child;
-	fdt_for_each_subnode(child, fdt, node) {
+	fdt_for_each_subnode(child, fdt, node)
+	{
 		const char *name = fdt_get_name(fdt, child, NULL);
 		if (strncmp(name, "cpu@", 4) != 0)
 			continue;
@@ -210,8 +211,8 @@ static void check_machine(int nharts)
 		assert_prop_str(fdt, child, "riscv,isa", "rv64imafdc_zicntr_zicsr_zifencei");
 		assert_prop_str(fdt, child, "riscv,isa-base", "rv64i");
 		assert_prop_str(fdt, child, "mmu-type", "riscv,sv48");
-		static const char *const exts[] = { "i", "m", "a", "f", "d", "c",
-						    "zicntr", "zicsr", "zifencei" };
+		static const char *const exts[] = { "i", "m",	   "a",	    "f",       "d",
+						    "c", "zicntr", "zicsr", "zifencei" };
 		assert_int_equal(fdt_stringlist_count(fdt, child, "riscv,isa-extensions"), 9);
 		for (size_t k = 0; k < sizeof(exts) / sizeof(exts[0]); k++)
 			assert_true(prop_has_string(fdt, child, "riscv,isa-extensions", exts[k]));
@@ -241,24 +242,25 @@ static void check_machine(int nharts)
 	assert_int_equal(len, 0);
 	int plic = path(fdt, "/soc/plic@c000000");
 	int nsoc = 0;
-	fdt_for_each_subnode(child, fdt, soc)
-		nsoc++;
+	fdt_for_each_subnode(child, fdt, soc) nsoc++;
 	assert_int_equal(nsoc, m->vm.bus.count);
 	for (int i = 0; i < m->vm.bus.count; i++) {
 		const struct mmio_region *r = &m->vm.bus.regions[i];
 		bool found = false;
-		fdt_for_each_subnode(child, fdt, soc) {
+		fdt_for_each_subnode(child, fdt, soc)
+		{
 			const fdt32_t *reg = fdt_getprop(fdt, child, "reg", &len);
 			if (!reg || len != 16 ||
-			    ((uint64_t)fdt32_to_cpu(reg[0]) << 32 | fdt32_to_cpu(reg[1])) != r->base)
+			    ((uint64_t)fdt32_to_cpu(reg[0]) << 32 | fdt32_to_cpu(reg[1])) !=
+				    r->base)
 				continue;
 			found = true;
 			assert_reg(fdt, child, r->base, r->size);
 			if (r->irq) {
 				assert_int_equal(prop_u32(fdt, child, "interrupts"), r->irq);
-				assert_int_equal(by_phandle(fdt, prop_u32(fdt, child,
-									  "interrupt-parent")),
-						 plic);
+				assert_int_equal(
+					by_phandle(fdt, prop_u32(fdt, child, "interrupt-parent")),
+					plic);
 			}
 		}
 		if (!found)
@@ -415,12 +417,9 @@ int main(void)
 		close(null);
 	}
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fdt_one_hart),
-		cmocka_unit_test(test_fdt_four_harts),
-		cmocka_unit_test(test_fdt_max_harts),
-		cmocka_unit_test(test_fdt_initrd),
-		cmocka_unit_test(test_fdt_small_buffer),
-		cmocka_unit_test(test_fdt_dump),
+		cmocka_unit_test(test_fdt_one_hart),	 cmocka_unit_test(test_fdt_four_harts),
+		cmocka_unit_test(test_fdt_max_harts),	 cmocka_unit_test(test_fdt_initrd),
+		cmocka_unit_test(test_fdt_small_buffer), cmocka_unit_test(test_fdt_dump),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,80 +52,110 @@
 #define D_SNAN 0x7ff0000000000001ULL
 #define D_NZERO 0x8000000000000000ULL
 
-#define ALL5(x) { x, x, x, x, x }
+#define ALL5(x)                                                                                    \
+	{                                                                                          \
+		x, x, x, x, x                                                                      \
+	}
 
 /* Every operation behind one signature, so that one table runner serves them all. */
 typedef uint64_t (*fpu_fn)(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl);
 
-#define WRAP_R3(name, T)                                                                  \
-	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl) \
-	{                                                                                  \
-		return (uint64_t)name((T)a, (T)b, (T)c, rm, fl);                           \
+#define WRAP_R3(name, T)                                                                           \
+	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)         \
+	{                                                                                          \
+		return (uint64_t)name((T)a, (T)b, (T)c, rm, fl);                                   \
 	}
-#define WRAP_R2(name, T)                                                                  \
-	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl) \
-	{                                                                                  \
-		(void)c;                                                                   \
-		return (uint64_t)name((T)a, (T)b, rm, fl);                                 \
+#define WRAP_R2(name, T)                                                                           \
+	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)         \
+	{                                                                                          \
+		(void)c;                                                                           \
+		return (uint64_t)name((T)a, (T)b, rm, fl);                                         \
 	}
-#define WRAP_R1(name, T)                                                                  \
-	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl) \
-	{                                                                                  \
-		(void)b;                                                                   \
-		(void)c;                                                                   \
-		return (uint64_t)name((T)a, rm, fl);                                       \
+#define WRAP_R1(name, T)                                                                           \
+	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)         \
+	{                                                                                          \
+		(void)b;                                                                           \
+		(void)c;                                                                           \
+		return (uint64_t)name((T)a, rm, fl);                                               \
 	}
-#define WRAP_2(name, T)                                                                   \
-	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl) \
-	{                                                                                  \
-		(void)c;                                                                   \
-		(void)rm;                                                                  \
-		return (uint64_t)name((T)a, (T)b, fl);                                     \
+#define WRAP_2(name, T)                                                                            \
+	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)         \
+	{                                                                                          \
+		(void)c;                                                                           \
+		(void)rm;                                                                          \
+		return (uint64_t)name((T)a, (T)b, fl);                                             \
 	}
-#define WRAP_1F(name, T)                                                                  \
-	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl) \
-	{                                                                                  \
-		(void)b;                                                                   \
-		(void)c;                                                                   \
-		(void)rm;                                                                  \
-		return (uint64_t)name((T)a, fl);                                           \
+#define WRAP_1F(name, T)                                                                           \
+	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)         \
+	{                                                                                          \
+		(void)b;                                                                           \
+		(void)c;                                                                           \
+		(void)rm;                                                                          \
+		return (uint64_t)name((T)a, fl);                                                   \
 	}
-#define WRAP_1(name, T)                                                                   \
-	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl) \
-	{                                                                                  \
-		(void)b;                                                                   \
-		(void)c;                                                                   \
-		(void)rm;                                                                  \
-		(void)fl;                                                                  \
-		return (uint64_t)name((T)a);                                               \
+#define WRAP_1(name, T)                                                                            \
+	static uint64_t w_##name(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)         \
+	{                                                                                          \
+		(void)b;                                                                           \
+		(void)c;                                                                           \
+		(void)rm;                                                                          \
+		(void)fl;                                                                          \
+		return (uint64_t)name((T)a);                                                       \
 	}
 
 /* All the operations, applied to a wrapper macro W with a prefix P (f32_add -> P##f32_add). */
-#define FPU_OPS(W, P)                                                                 \
-	W##_R2(P##f32_add, uint32_t) W##_R2(P##f32_sub, uint32_t)                     \
-	W##_R2(P##f32_mul, uint32_t) W##_R2(P##f32_div, uint32_t)                     \
-	W##_R1(P##f32_sqrt, uint32_t) W##_R3(P##f32_madd, uint32_t)                   \
-	W##_R3(P##f32_msub, uint32_t) W##_R3(P##f32_nmsub, uint32_t)                  \
-	W##_R3(P##f32_nmadd, uint32_t) W##_2(P##f32_min, uint32_t)                    \
-	W##_2(P##f32_max, uint32_t) W##_2(P##f32_eq, uint32_t)                        \
-	W##_2(P##f32_lt, uint32_t) W##_2(P##f32_le, uint32_t)                         \
-	W##_1(P##f32_classify, uint32_t) W##_R1(P##f32_to_i32, uint32_t)              \
-	W##_R1(P##f32_to_u32, uint32_t) W##_R1(P##f32_to_i64, uint32_t)               \
-	W##_R1(P##f32_to_u64, uint32_t) W##_R1(P##i32_to_f32, int32_t)                \
-	W##_R1(P##u32_to_f32, uint32_t) W##_R1(P##i64_to_f32, int64_t)                \
-	W##_R1(P##u64_to_f32, uint64_t) W##_R2(P##f64_add, uint64_t)                  \
-	W##_R2(P##f64_sub, uint64_t) W##_R2(P##f64_mul, uint64_t)                     \
-	W##_R2(P##f64_div, uint64_t) W##_R1(P##f64_sqrt, uint64_t)                    \
-	W##_R3(P##f64_madd, uint64_t) W##_R3(P##f64_msub, uint64_t)                   \
-	W##_R3(P##f64_nmsub, uint64_t) W##_R3(P##f64_nmadd, uint64_t)                 \
-	W##_2(P##f64_min, uint64_t) W##_2(P##f64_max, uint64_t)                       \
-	W##_2(P##f64_eq, uint64_t) W##_2(P##f64_lt, uint64_t)                         \
-	W##_2(P##f64_le, uint64_t) W##_1(P##f64_classify, uint64_t)                   \
-	W##_R1(P##f64_to_i32, uint64_t) W##_R1(P##f64_to_u32, uint64_t)               \
-	W##_R1(P##f64_to_i64, uint64_t) W##_R1(P##f64_to_u64, uint64_t)               \
-	W##_R1(P##i32_to_f64, int32_t) W##_R1(P##u32_to_f64, uint32_t)                \
-	W##_R1(P##i64_to_f64, int64_t) W##_R1(P##u64_to_f64, uint64_t)                \
-	W##_1F(P##f32_to_f64, uint32_t) W##_R1(P##f64_to_f32, uint64_t)
+#define FPU_OPS(W, P)                                                                                                    \
+	W##_R2(P##f32_add, uint32_t) W##_R2(P##f32_sub, uint32_t) W##_R2(P##f32_mul, uint32_t) W##_R2(                   \
+		P##f32_div,                                                                                              \
+		uint32_t) W##_R1(P##f32_sqrt,                                                                            \
+				 uint32_t) W##_R3(P##f32_madd,                                                           \
+						  uint32_t) W##_R3(P##f32_msub,                                          \
+								   uint32_t) W##_R3(P##f32_nmsub,                        \
+										    uint32_t)                            \
+		W##_R3(P##f32_nmadd, uint32_t) W##_2(P##f32_min, uint32_t) W##_2(P##f32_max, uint32_t) W##_2(            \
+			P##f32_eq,                                                                                       \
+			uint32_t) W##_2(P##f32_lt,                                                                       \
+					uint32_t) W##_2(P##f32_le,                                                       \
+							uint32_t) W##_1(P##f32_classify,                                 \
+									uint32_t) W##_R1(P##f32_to_i32,                  \
+											 uint32_t)                       \
+			W##_R1(P##f32_to_u32, uint32_t) W##_R1(P##f32_to_i64, uint32_t) W##_R1(                          \
+				P##f32_to_u64,                                                                           \
+				uint32_t) W##_R1(P##i32_to_f32,                                                          \
+						 int32_t) W##_R1(P##u32_to_f32,                                          \
+								 uint32_t) W##_R1(P##i64_to_f32,                         \
+										  int64_t)                               \
+				W##_R1(P##u64_to_f32, uint64_t) W##_R2(P##f64_add, uint64_t) W##_R2(                     \
+					P##f64_sub,                                                                      \
+					uint64_t) W##_R2(P##f64_mul,                                                     \
+							 uint64_t) W##_R2(P##f64_div,                                    \
+									  uint64_t) W##_R1(P##f64_sqrt,                  \
+											   uint64_t)                     \
+					W##_R3(P##f64_madd, uint64_t) W##_R3(P##f64_msub, uint64_t) W##_R3(              \
+						P##f64_nmsub,                                                            \
+						uint64_t) W##_R3(P##f64_nmadd,                                           \
+								 uint64_t) W##_2(P##f64_min,                             \
+										 uint64_t)                               \
+						W##_2(P##f64_max, uint64_t) W##_2(                                       \
+							P##f64_eq,                                                       \
+							uint64_t) W##_2(P##f64_lt,                                       \
+									uint64_t) W##_2(P##f64_le,                       \
+											uint64_t)                        \
+							W##_1(P##f64_classify, uint64_t) W##_R1(                         \
+								P##f64_to_i32,                                           \
+								uint64_t) W##_R1(P##f64_to_u32,                          \
+										 uint64_t)                               \
+								W##_R1(P##f64_to_i64, uint64_t) W##_R1(                  \
+									P##f64_to_u64,                                   \
+									uint64_t) W##_R1(P##i32_to_f64,                  \
+											 int32_t)                        \
+									W##_R1(P##u32_to_f64, uint32_t) W##_R1(          \
+										P##i64_to_f64,                           \
+										int64_t) W##_R1(P##u64_to_f64, uint64_t) \
+										W##_1F(P##f32_to_f64,                    \
+										       uint32_t)                         \
+											W##_R1(P##f64_to_f32,            \
+											       uint64_t)
 
 FPU_OPS(WRAP, )
 
@@ -184,31 +214,70 @@ static void test_nan_boxing(void **state)
 static const struct fcase add_cases[] = {
 	/* 1 + 2^-24 lies exactly halfway between 1 and 1 + 2^-23 (ulp 2^-23): RNE keeps the
 	 * even 1, RMM goes away from zero */
-	{ "f32 1 + 2^-24", w_f32_add, S_ONE, 0x33800000, 0,
+	{ "f32 1 + 2^-24",
+	  w_f32_add,
+	  S_ONE,
+	  0x33800000,
+	  0,
 	  { [RNE] = S_ONE, [RTZ] = S_ONE, [RDN] = S_ONE, [RUP] = 0x3f800001, [RMM] = 0x3f800001 },
 	  ALL5(NX) },
 	/* the same tie, negative: RDN and RMM go to -(1 + 2^-23) */
-	{ "f32 -1 - 2^-24", w_f32_add, 0xbf800000, 0xb3800000, 0,
-	  { [RNE] = 0xbf800000, [RTZ] = 0xbf800000, [RDN] = 0xbf800001, [RUP] = 0xbf800000,
+	{ "f32 -1 - 2^-24",
+	  w_f32_add,
+	  0xbf800000,
+	  0xb3800000,
+	  0,
+	  { [RNE] = 0xbf800000,
+	    [RTZ] = 0xbf800000,
+	    [RDN] = 0xbf800001,
+	    [RUP] = 0xbf800000,
 	    [RMM] = 0xbf800001 },
 	  ALL5(NX) },
 	/* (1 + 2^-23) + 2^-24 ties between the odd 1 + 2^-23 and the even 1 + 2^-22 */
-	{ "f32 odd tie", w_f32_add, 0x3f800001, 0x33800000, 0,
-	  { [RNE] = 0x3f800002, [RTZ] = 0x3f800001, [RDN] = 0x3f800001, [RUP] = 0x3f800002,
+	{ "f32 odd tie",
+	  w_f32_add,
+	  0x3f800001,
+	  0x33800000,
+	  0,
+	  { [RNE] = 0x3f800002,
+	    [RTZ] = 0x3f800001,
+	    [RDN] = 0x3f800001,
+	    [RUP] = 0x3f800002,
 	    [RMM] = 0x3f800002 },
 	  ALL5(NX) },
 	/* 1 + 1.5 * 2^-24 = 1 + 0.75 ulp: not a tie, nearest is up in both RNE and RMM */
-	{ "f32 1 + 0.75ulp", w_f32_add, S_ONE, 0x33c00000, 0,
-	  { [RNE] = 0x3f800001, [RTZ] = S_ONE, [RDN] = S_ONE, [RUP] = 0x3f800001, [RMM] = 0x3f800001 },
+	{ "f32 1 + 0.75ulp",
+	  w_f32_add,
+	  S_ONE,
+	  0x33c00000,
+	  0,
+	  { [RNE] = 0x3f800001,
+	    [RTZ] = S_ONE,
+	    [RDN] = S_ONE,
+	    [RUP] = 0x3f800001,
+	    [RMM] = 0x3f800001 },
 	  ALL5(NX) },
 	/* 1 + 2^-53: the double tie (ulp 2^-52) */
-	{ "f64 1 + 2^-53", w_f64_add, D_ONE, 0x3ca0000000000000ULL, 0,
-	  { [RNE] = D_ONE, [RTZ] = D_ONE, [RDN] = D_ONE, [RUP] = 0x3ff0000000000001ULL,
+	{ "f64 1 + 2^-53",
+	  w_f64_add,
+	  D_ONE,
+	  0x3ca0000000000000ULL,
+	  0,
+	  { [RNE] = D_ONE,
+	    [RTZ] = D_ONE,
+	    [RDN] = D_ONE,
+	    [RUP] = 0x3ff0000000000001ULL,
 	    [RMM] = 0x3ff0000000000001ULL },
 	  ALL5(NX) },
-	{ "f64 -1 - 2^-53", w_f64_add, 0xbff0000000000000ULL, 0xbca0000000000000ULL, 0,
-	  { [RNE] = 0xbff0000000000000ULL, [RTZ] = 0xbff0000000000000ULL,
-	    [RDN] = 0xbff0000000000001ULL, [RUP] = 0xbff0000000000000ULL,
+	{ "f64 -1 - 2^-53",
+	  w_f64_add,
+	  0xbff0000000000000ULL,
+	  0xbca0000000000000ULL,
+	  0,
+	  { [RNE] = 0xbff0000000000000ULL,
+	    [RTZ] = 0xbff0000000000000ULL,
+	    [RDN] = 0xbff0000000000001ULL,
+	    [RUP] = 0xbff0000000000000ULL,
 	    [RMM] = 0xbff0000000000001ULL },
 	  ALL5(NX) },
 	/* exact: no flags in any mode */
@@ -220,60 +289,126 @@ static const struct fcase add_cases[] = {
 	{ "f32 subnormal sum", w_f32_add, 0x007fffff, 0x00000001, 0, ALL5(S_MIN_NORM), ALL5(0) },
 	{ "f64 subnormal diff", w_f64_sub, D_MIN_NORM, 1, 0, ALL5(0x000fffffffffffffULL), ALL5(0) },
 	/* a huge and a tiny operand: only the rounding direction sees the tiny one */
-	{ "f64 1 - 2^-1074", w_f64_sub, D_ONE, 1, 0,
-	  { [RNE] = D_ONE, [RTZ] = 0x3fefffffffffffffULL, [RDN] = 0x3fefffffffffffffULL,
-	    [RUP] = D_ONE, [RMM] = D_ONE },
+	{ "f64 1 - 2^-1074",
+	  w_f64_sub,
+	  D_ONE,
+	  1,
+	  0,
+	  { [RNE] = D_ONE,
+	    [RTZ] = 0x3fefffffffffffffULL,
+	    [RDN] = 0x3fefffffffffffffULL,
+	    [RUP] = D_ONE,
+	    [RMM] = D_ONE },
 	  ALL5(NX) },
 };
 
 /* x + -x is +0 except under RDN, where IEEE 754 makes an exact zero sum -0; two zeros of
  * the same sign keep it. */
 static const struct fcase zero_sum_cases[] = {
-	{ "f32 1 + -1", w_f32_add, S_ONE, 0xbf800000, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
-	{ "f32 1 - 1", w_f32_sub, S_ONE, S_ONE, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
-	{ "f32 +0 + -0", w_f32_add, 0, S_NZERO, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
+	{ "f32 1 + -1",
+	  w_f32_add,
+	  S_ONE,
+	  0xbf800000,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
+	{ "f32 1 - 1",
+	  w_f32_sub,
+	  S_ONE,
+	  S_ONE,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
+	{ "f32 +0 + -0",
+	  w_f32_add,
+	  0,
+	  S_NZERO,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
 	{ "f32 -0 + -0", w_f32_add, S_NZERO, S_NZERO, 0, ALL5(S_NZERO), ALL5(0) },
 	{ "f32 +0 - -0", w_f32_sub, 0, S_NZERO, 0, ALL5(0), ALL5(0) },
-	{ "f64 x + -x", w_f64_add, 0x400921fb54442d18ULL, 0xc00921fb54442d18ULL, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = D_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
-	{ "f64 +0 + -0", w_f64_add, 0, D_NZERO, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = D_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
+	{ "f64 x + -x",
+	  w_f64_add,
+	  0x400921fb54442d18ULL,
+	  0xc00921fb54442d18ULL,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = D_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
+	{ "f64 +0 + -0",
+	  w_f64_add,
+	  0,
+	  D_NZERO,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = D_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
 	{ "f64 -0 - +0", w_f64_sub, D_NZERO, 0, 0, ALL5(D_NZERO), ALL5(0) },
 	/* x + -0 is x exactly, sign and all */
-	{ "f64 -1 + -0", w_f64_add, 0xbff0000000000000ULL, D_NZERO, 0,
-	  ALL5(0xbff0000000000000ULL), ALL5(0) },
+	{ "f64 -1 + -0", w_f64_add, 0xbff0000000000000ULL, D_NZERO, 0, ALL5(0xbff0000000000000ULL),
+	  ALL5(0) },
 };
 
 /* Overflow rounds to infinity or to the largest finite number depending on the direction:
  * RTZ never reaches inf, RDN only for negatives, RUP only for positives. */
 static const struct fcase overflow_cases[] = {
-	{ "f32 MAX * 2", w_f32_mul, S_MAX, S_TWO, 0,
+	{ "f32 MAX * 2",
+	  w_f32_mul,
+	  S_MAX,
+	  S_TWO,
+	  0,
 	  { [RNE] = S_INF, [RTZ] = S_MAX, [RDN] = S_MAX, [RUP] = S_INF, [RMM] = S_INF },
 	  ALL5(OF | NX) },
-	{ "f32 -MAX * 2", w_f32_mul, 0xff7fffff, S_TWO, 0,
-	  { [RNE] = S_NINF, [RTZ] = 0xff7fffff, [RDN] = S_NINF, [RUP] = 0xff7fffff,
+	{ "f32 -MAX * 2",
+	  w_f32_mul,
+	  0xff7fffff,
+	  S_TWO,
+	  0,
+	  { [RNE] = S_NINF,
+	    [RTZ] = 0xff7fffff,
+	    [RDN] = S_NINF,
+	    [RUP] = 0xff7fffff,
 	    [RMM] = S_NINF },
 	  ALL5(OF | NX) },
 	/* MAX + 2^103 is the tie between MAX (odd) and 2^128: RNE and RMM overflow; rounded
 	 * down, the unbounded-exponent result is MAX itself, so no overflow, just NX */
-	{ "f32 MAX + half ulp", w_f32_add, S_MAX, 0x73000000, 0,
+	{ "f32 MAX + half ulp",
+	  w_f32_add,
+	  S_MAX,
+	  0x73000000,
+	  0,
 	  { [RNE] = S_INF, [RTZ] = S_MAX, [RDN] = S_MAX, [RUP] = S_INF, [RMM] = S_INF },
 	  { [RNE] = OF | NX, [RTZ] = NX, [RDN] = NX, [RUP] = OF | NX, [RMM] = OF | NX } },
 	/* a quarter ulp above MAX: only RUP overflows */
-	{ "f32 MAX + quarter ulp", w_f32_add, S_MAX, 0x72800000, 0,
+	{ "f32 MAX + quarter ulp",
+	  w_f32_add,
+	  S_MAX,
+	  0x72800000,
+	  0,
 	  { [RNE] = S_MAX, [RTZ] = S_MAX, [RDN] = S_MAX, [RUP] = S_INF, [RMM] = S_MAX },
 	  { [RNE] = NX, [RTZ] = NX, [RDN] = NX, [RUP] = OF | NX, [RMM] = NX } },
-	{ "f64 MAX + MAX", w_f64_add, D_MAX, D_MAX, 0,
+	{ "f64 MAX + MAX",
+	  w_f64_add,
+	  D_MAX,
+	  D_MAX,
+	  0,
 	  { [RNE] = D_INF, [RTZ] = D_MAX, [RDN] = D_MAX, [RUP] = D_INF, [RMM] = D_INF },
 	  ALL5(OF | NX) },
-	{ "f64 -MAX - MAX", w_f64_sub, 0xffefffffffffffffULL, D_MAX, 0,
-	  { [RNE] = D_NINF, [RTZ] = 0xffefffffffffffffULL, [RDN] = D_NINF,
-	    [RUP] = 0xffefffffffffffffULL, [RMM] = D_NINF },
+	{ "f64 -MAX - MAX",
+	  w_f64_sub,
+	  0xffefffffffffffffULL,
+	  D_MAX,
+	  0,
+	  { [RNE] = D_NINF,
+	    [RTZ] = 0xffefffffffffffffULL,
+	    [RDN] = D_NINF,
+	    [RUP] = 0xffefffffffffffffULL,
+	    [RMM] = D_NINF },
 	  ALL5(OF | NX) },
-	{ "f64 MAX / 0.5", w_f64_div, D_MAX, 0x3fe0000000000000ULL, 0,
+	{ "f64 MAX / 0.5",
+	  w_f64_div,
+	  D_MAX,
+	  0x3fe0000000000000ULL,
+	  0,
 	  { [RNE] = D_INF, [RTZ] = D_MAX, [RDN] = D_MAX, [RUP] = D_INF, [RMM] = D_INF },
 	  ALL5(OF | NX) },
 	/* infinity itself is exact */
@@ -288,45 +423,96 @@ static const struct fcase underflow_cases[] = {
 	 * exponent that is representable (1.11...1 * 2^-127), so tiny. In the subnormal grid
 	 * (2^-149) it ties between 0x007fffff (odd) and 2^-126 (even): RNE and RMM give the
 	 * smallest normal, yet with UF. */
-	{ "f32 tiny to min normal", w_f32_mul, 0x3fffffff, 0x00400000, 0,
-	  { [RNE] = S_MIN_NORM, [RTZ] = 0x007fffff, [RDN] = 0x007fffff, [RUP] = S_MIN_NORM,
+	{ "f32 tiny to min normal",
+	  w_f32_mul,
+	  0x3fffffff,
+	  0x00400000,
+	  0,
+	  { [RNE] = S_MIN_NORM,
+	    [RTZ] = 0x007fffff,
+	    [RDN] = 0x007fffff,
+	    [RUP] = S_MIN_NORM,
 	    [RMM] = S_MIN_NORM },
 	  ALL5(UF | NX) },
 	/* 2^-126 - 2^-151 (= -2^-75 * 2^-76 + 2^-126, fused): with 24 bits it ties between
 	 * 2^-126 - 2^-150 and 2^-126, so RNE/RMM/RUP round to 2^-126 (not tiny, only NX);
 	 * RTZ/RDN stay below (tiny, and inexact in the subnormal grid: UF) */
-	{ "f32 not tiny after rounding", w_f32_madd, 0x9a000000, 0x19800000, S_MIN_NORM,
-	  { [RNE] = S_MIN_NORM, [RTZ] = 0x007fffff, [RDN] = 0x007fffff, [RUP] = S_MIN_NORM,
+	{ "f32 not tiny after rounding",
+	  w_f32_madd,
+	  0x9a000000,
+	  0x19800000,
+	  S_MIN_NORM,
+	  { [RNE] = S_MIN_NORM,
+	    [RTZ] = 0x007fffff,
+	    [RDN] = 0x007fffff,
+	    [RUP] = S_MIN_NORM,
 	    [RMM] = S_MIN_NORM },
 	  { [RNE] = NX, [RTZ] = UF | NX, [RDN] = UF | NX, [RUP] = NX, [RMM] = NX } },
 	/* 2^-126 - 2^-150 by fma: the same as the product case */
-	{ "f32 fma tiny to min normal", w_f32_madd, 0x9a000000, 0x1a000000, S_MIN_NORM,
-	  { [RNE] = S_MIN_NORM, [RTZ] = 0x007fffff, [RDN] = 0x007fffff, [RUP] = S_MIN_NORM,
+	{ "f32 fma tiny to min normal",
+	  w_f32_madd,
+	  0x9a000000,
+	  0x1a000000,
+	  S_MIN_NORM,
+	  { [RNE] = S_MIN_NORM,
+	    [RTZ] = 0x007fffff,
+	    [RDN] = 0x007fffff,
+	    [RUP] = S_MIN_NORM,
 	    [RMM] = S_MIN_NORM },
 	  ALL5(UF | NX) },
 	/* the double versions: (2 - 2^-52) * 2^-1023 and -2^-538 * 2^-538 + 2^-1022 */
-	{ "f64 tiny to min normal", w_f64_mul, 0x3fffffffffffffffULL, 0x0008000000000000ULL, 0,
-	  { [RNE] = D_MIN_NORM, [RTZ] = 0x000fffffffffffffULL, [RDN] = 0x000fffffffffffffULL,
-	    [RUP] = D_MIN_NORM, [RMM] = D_MIN_NORM },
+	{ "f64 tiny to min normal",
+	  w_f64_mul,
+	  0x3fffffffffffffffULL,
+	  0x0008000000000000ULL,
+	  0,
+	  { [RNE] = D_MIN_NORM,
+	    [RTZ] = 0x000fffffffffffffULL,
+	    [RDN] = 0x000fffffffffffffULL,
+	    [RUP] = D_MIN_NORM,
+	    [RMM] = D_MIN_NORM },
 	  ALL5(UF | NX) },
-	{ "f64 not tiny after rounding", w_f64_madd, 0x9e50000000000000ULL, 0x1e50000000000000ULL,
+	{ "f64 not tiny after rounding",
+	  w_f64_madd,
+	  0x9e50000000000000ULL,
+	  0x1e50000000000000ULL,
 	  D_MIN_NORM,
-	  { [RNE] = D_MIN_NORM, [RTZ] = 0x000fffffffffffffULL, [RDN] = 0x000fffffffffffffULL,
-	    [RUP] = D_MIN_NORM, [RMM] = D_MIN_NORM },
+	  { [RNE] = D_MIN_NORM,
+	    [RTZ] = 0x000fffffffffffffULL,
+	    [RDN] = 0x000fffffffffffffULL,
+	    [RUP] = D_MIN_NORM,
+	    [RMM] = D_MIN_NORM },
 	  { [RNE] = NX, [RTZ] = UF | NX, [RDN] = UF | NX, [RUP] = NX, [RMM] = NX } },
 	/* exact tiny results raise nothing: 2^-126 * 0.5 = 2^-127 */
 	{ "f32 exact subnormal", w_f32_mul, S_MIN_NORM, S_HALF, 0, ALL5(0x00400000), ALL5(0) },
 	{ "f64 exact subnormal", w_f64_div, D_MIN_NORM, D_TWO, 0, ALL5(0x0008000000000000ULL),
 	  ALL5(0) },
 	/* 2^-149 * 0.5 = 2^-150 ties between 0 (even) and 2^-149 */
-	{ "f32 min subnormal / 2", w_f32_mul, 0x00000001, S_HALF, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 1 }, ALL5(UF | NX) },
-	{ "f32 -min subnormal / 2", w_f32_mul, 0x80000001, S_HALF, 0,
-	  { [RNE] = S_NZERO, [RTZ] = S_NZERO, [RDN] = 0x80000001, [RUP] = S_NZERO,
+	{ "f32 min subnormal / 2",
+	  w_f32_mul,
+	  0x00000001,
+	  S_HALF,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 1 },
+	  ALL5(UF | NX) },
+	{ "f32 -min subnormal / 2",
+	  w_f32_mul,
+	  0x80000001,
+	  S_HALF,
+	  0,
+	  { [RNE] = S_NZERO,
+	    [RTZ] = S_NZERO,
+	    [RDN] = 0x80000001,
+	    [RUP] = S_NZERO,
 	    [RMM] = 0x80000001 },
 	  ALL5(UF | NX) },
-	{ "f64 min subnormal * 0.25", w_f64_mul, 1, 0x3fd0000000000000ULL, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 0 }, ALL5(UF | NX) },
+	{ "f64 min subnormal * 0.25",
+	  w_f64_mul,
+	  1,
+	  0x3fd0000000000000ULL,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 0 },
+	  ALL5(UF | NX) },
 };
 
 /* Any NaN result is the canonical NaN; signalling inputs and invalid operations raise NV,
@@ -365,25 +551,54 @@ static const struct fcase div_cases[] = {
 	{ "f64 1 / inf", w_f64_div, D_ONE, D_INF, 0, ALL5(0), ALL5(0) },
 	/* 1/3 = 1.0101...b * 2^-2: as a single the discarded bits are 0.101..b = 2/3 ulp
 	 * (round up), as a double 0.0101..b = 1/3 ulp (round down) */
-	{ "f32 1 / 3", w_f32_div, S_ONE, 0x40400000, 0,
-	  { [RNE] = 0x3eaaaaab, [RTZ] = 0x3eaaaaaa, [RDN] = 0x3eaaaaaa, [RUP] = 0x3eaaaaab,
+	{ "f32 1 / 3",
+	  w_f32_div,
+	  S_ONE,
+	  0x40400000,
+	  0,
+	  { [RNE] = 0x3eaaaaab,
+	    [RTZ] = 0x3eaaaaaa,
+	    [RDN] = 0x3eaaaaaa,
+	    [RUP] = 0x3eaaaaab,
 	    [RMM] = 0x3eaaaaab },
 	  ALL5(NX) },
-	{ "f64 1 / 3", w_f64_div, D_ONE, 0x4008000000000000ULL, 0,
-	  { [RNE] = 0x3fd5555555555555ULL, [RTZ] = 0x3fd5555555555555ULL,
-	    [RDN] = 0x3fd5555555555555ULL, [RUP] = 0x3fd5555555555556ULL,
+	{ "f64 1 / 3",
+	  w_f64_div,
+	  D_ONE,
+	  0x4008000000000000ULL,
+	  0,
+	  { [RNE] = 0x3fd5555555555555ULL,
+	    [RTZ] = 0x3fd5555555555555ULL,
+	    [RDN] = 0x3fd5555555555555ULL,
+	    [RUP] = 0x3fd5555555555556ULL,
 	    [RMM] = 0x3fd5555555555555ULL },
 	  ALL5(NX) },
-	{ "f64 -1 / 3", w_f64_div, 0xbff0000000000000ULL, 0x4008000000000000ULL, 0,
-	  { [RNE] = 0xbfd5555555555555ULL, [RTZ] = 0xbfd5555555555555ULL,
-	    [RDN] = 0xbfd5555555555556ULL, [RUP] = 0xbfd5555555555555ULL,
+	{ "f64 -1 / 3",
+	  w_f64_div,
+	  0xbff0000000000000ULL,
+	  0x4008000000000000ULL,
+	  0,
+	  { [RNE] = 0xbfd5555555555555ULL,
+	    [RTZ] = 0xbfd5555555555555ULL,
+	    [RDN] = 0xbfd5555555555556ULL,
+	    [RUP] = 0xbfd5555555555555ULL,
 	    [RMM] = 0xbfd5555555555555ULL },
 	  ALL5(NX) },
 	/* 5 * 2^-149 / 2 = 2.5 subnormal units: a tie only a subnormal quotient can have */
-	{ "f32 subnormal tie", w_f32_div, 0x00000005, S_TWO, 0,
-	  { [RNE] = 2, [RTZ] = 2, [RDN] = 2, [RUP] = 3, [RMM] = 3 }, ALL5(UF | NX) },
-	{ "f64 subnormal tie", w_f64_div, 5, D_TWO, 0,
-	  { [RNE] = 2, [RTZ] = 2, [RDN] = 2, [RUP] = 3, [RMM] = 3 }, ALL5(UF | NX) },
+	{ "f32 subnormal tie",
+	  w_f32_div,
+	  0x00000005,
+	  S_TWO,
+	  0,
+	  { [RNE] = 2, [RTZ] = 2, [RDN] = 2, [RUP] = 3, [RMM] = 3 },
+	  ALL5(UF | NX) },
+	{ "f64 subnormal tie",
+	  w_f64_div,
+	  5,
+	  D_TWO,
+	  0,
+	  { [RNE] = 2, [RTZ] = 2, [RDN] = 2, [RUP] = 3, [RMM] = 3 },
+	  ALL5(UF | NX) },
 	{ "f64 6 / 3", w_f64_div, 0x4018000000000000ULL, 0x4008000000000000ULL, 0, ALL5(D_TWO),
 	  ALL5(0) },
 };
@@ -401,13 +616,26 @@ static const struct fcase sqrt_cases[] = {
 	/* sqrt(2) = 1.41421356237..; the single 0x3fb504f3 = 1.41421353816.. is below it,
 	 * the double 0x3ff6a09e667f3bcd = 1.41421356237309514.. above. Roots never tie, so
 	 * RMM equals RNE. */
-	{ "f32 sqrt(2)", w_f32_sqrt, S_TWO, 0, 0,
-	  { [RNE] = 0x3fb504f3, [RTZ] = 0x3fb504f3, [RDN] = 0x3fb504f3, [RUP] = 0x3fb504f4,
+	{ "f32 sqrt(2)",
+	  w_f32_sqrt,
+	  S_TWO,
+	  0,
+	  0,
+	  { [RNE] = 0x3fb504f3,
+	    [RTZ] = 0x3fb504f3,
+	    [RDN] = 0x3fb504f3,
+	    [RUP] = 0x3fb504f4,
 	    [RMM] = 0x3fb504f3 },
 	  ALL5(NX) },
-	{ "f64 sqrt(2)", w_f64_sqrt, D_TWO, 0, 0,
-	  { [RNE] = 0x3ff6a09e667f3bcdULL, [RTZ] = 0x3ff6a09e667f3bccULL,
-	    [RDN] = 0x3ff6a09e667f3bccULL, [RUP] = 0x3ff6a09e667f3bcdULL,
+	{ "f64 sqrt(2)",
+	  w_f64_sqrt,
+	  D_TWO,
+	  0,
+	  0,
+	  { [RNE] = 0x3ff6a09e667f3bcdULL,
+	    [RTZ] = 0x3ff6a09e667f3bccULL,
+	    [RDN] = 0x3ff6a09e667f3bccULL,
+	    [RUP] = 0x3ff6a09e667f3bcdULL,
 	    [RMM] = 0x3ff6a09e667f3bcdULL },
 	  ALL5(NX) },
 	{ "f64 sqrt(-tiny)", w_f64_sqrt, 0x8000000000000001ULL, 0, 0, ALL5(F64_CANON_NAN),
@@ -423,31 +651,46 @@ static const struct fcase fma_cases[] = {
 	 * nmadd = -(a*b)-c */
 	{ "f32 madd 2*3+1", w_f32_madd, S_TWO, 0x40400000, S_ONE, ALL5(0x40e00000), ALL5(0) },
 	{ "f32 msub 2*3-1", w_f32_msub, S_TWO, 0x40400000, S_ONE, ALL5(0x40a00000), ALL5(0) },
-	{ "f32 nmsub -(2*3)+1", w_f32_nmsub, S_TWO, 0x40400000, S_ONE, ALL5(0xc0a00000),
-	  ALL5(0) },
-	{ "f32 nmadd -(2*3)-1", w_f32_nmadd, S_TWO, 0x40400000, S_ONE, ALL5(0xc0e00000),
-	  ALL5(0) },
+	{ "f32 nmsub -(2*3)+1", w_f32_nmsub, S_TWO, 0x40400000, S_ONE, ALL5(0xc0a00000), ALL5(0) },
+	{ "f32 nmadd -(2*3)-1", w_f32_nmadd, S_TWO, 0x40400000, S_ONE, ALL5(0xc0e00000), ALL5(0) },
 	{ "f64 nmadd -(2*3)-1", w_f64_nmadd, D_TWO, 0x4008000000000000ULL, D_ONE,
 	  ALL5(0xc01c000000000000ULL), ALL5(0) },
 	{ "f64 nmsub -(2*3)+1", w_f64_nmsub, D_TWO, 0x4008000000000000ULL, D_ONE,
 	  ALL5(0xc014000000000000ULL), ALL5(0) },
 	/* one rounding: (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24, minus (1 + 2^-11) is exactly
 	 * 2^-24; a separate multiply would have rounded the 2^-24 away (it is a tie) */
-	{ "f32 fused", w_f32_madd, 0x3f800800, 0x3f800800, 0xbf801000, ALL5(0x33800000),
-	  ALL5(0) },
-	{ "f32 unfused product", w_f32_mul, 0x3f800800, 0x3f800800, 0,
-	  { [RNE] = 0x3f801000, [RTZ] = 0x3f801000, [RDN] = 0x3f801000, [RUP] = 0x3f801001,
+	{ "f32 fused", w_f32_madd, 0x3f800800, 0x3f800800, 0xbf801000, ALL5(0x33800000), ALL5(0) },
+	{ "f32 unfused product",
+	  w_f32_mul,
+	  0x3f800800,
+	  0x3f800800,
+	  0,
+	  { [RNE] = 0x3f801000,
+	    [RTZ] = 0x3f801000,
+	    [RDN] = 0x3f801000,
+	    [RUP] = 0x3f801001,
 	    [RMM] = 0x3f801001 },
 	  ALL5(NX) },
 	/* (1 + 2^-27)^2 - (1 + 2^-26) = 2^-54 exactly */
 	{ "f64 fused", w_f64_msub, 0x3ff0000002000000ULL, 0x3ff0000002000000ULL,
 	  0x3ff0000004000000ULL, ALL5(0x3c90000000000000ULL), ALL5(0) },
 	/* 1*1 + 2^-24 is the single tie again, now through fma */
-	{ "f32 fma tie", w_f32_madd, S_ONE, S_ONE, 0x33800000,
+	{ "f32 fma tie",
+	  w_f32_madd,
+	  S_ONE,
+	  S_ONE,
+	  0x33800000,
 	  { [RNE] = S_ONE, [RTZ] = S_ONE, [RDN] = S_ONE, [RUP] = 0x3f800001, [RMM] = 0x3f800001 },
 	  ALL5(NX) },
-	{ "f64 fma tie", w_f64_madd, D_ONE, D_ONE, 0x3ca0000000000000ULL,
-	  { [RNE] = D_ONE, [RTZ] = D_ONE, [RDN] = D_ONE, [RUP] = 0x3ff0000000000001ULL,
+	{ "f64 fma tie",
+	  w_f64_madd,
+	  D_ONE,
+	  D_ONE,
+	  0x3ca0000000000000ULL,
+	  { [RNE] = D_ONE,
+	    [RTZ] = D_ONE,
+	    [RDN] = D_ONE,
+	    [RUP] = 0x3ff0000000000001ULL,
 	    [RMM] = 0x3ff0000000000001ULL },
 	  ALL5(NX) },
 	/* SoftFloat raises NV for inf * 0 even when c is a quiet NaN */
@@ -468,18 +711,39 @@ static const struct fcase fma_cases[] = {
 	/* signed zeros: -(0*1) - 0 = -0 + -0 = -0 everywhere; 0*1 - 0 and 1*1 - 1 are
 	 * exact zero sums, -0 only under RDN */
 	{ "f32 nmadd zeros", w_f32_nmadd, 0, S_ONE, 0, ALL5(S_NZERO), ALL5(0) },
-	{ "f32 msub zeros", w_f32_msub, 0, S_ONE, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
-	{ "f64 1*1-1", w_f64_msub, D_ONE, D_ONE, D_ONE,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = D_NZERO, [RUP] = 0, [RMM] = 0 }, ALL5(0) },
+	{ "f32 msub zeros",
+	  w_f32_msub,
+	  0,
+	  S_ONE,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = S_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
+	{ "f64 1*1-1",
+	  w_f64_msub,
+	  D_ONE,
+	  D_ONE,
+	  D_ONE,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = D_NZERO, [RUP] = 0, [RMM] = 0 },
+	  ALL5(0) },
 	/* a product that underflows, plus zero: the rounded product keeps its sign */
-	{ "f64 -tiny*tiny+0", w_f64_madd, 0x8000000000000001ULL, 0x3fe0000000000000ULL, 0,
-	  { [RNE] = D_NZERO, [RTZ] = D_NZERO, [RDN] = 0x8000000000000001ULL, [RUP] = D_NZERO,
+	{ "f64 -tiny*tiny+0",
+	  w_f64_madd,
+	  0x8000000000000001ULL,
+	  0x3fe0000000000000ULL,
+	  0,
+	  { [RNE] = D_NZERO,
+	    [RTZ] = D_NZERO,
+	    [RDN] = 0x8000000000000001ULL,
+	    [RUP] = D_NZERO,
 	    [RMM] = 0x8000000000000001ULL },
 	  ALL5(UF | NX) },
 	/* overflow of the fused result */
 	{ "f64 MAX*2-MAX", w_f64_msub, D_MAX, D_TWO, D_MAX, ALL5(D_MAX), ALL5(0) },
-	{ "f32 MAX*2+0", w_f32_madd, S_MAX, S_TWO, 0,
+	{ "f32 MAX*2+0",
+	  w_f32_madd,
+	  S_MAX,
+	  S_TWO,
+	  0,
 	  { [RNE] = S_INF, [RTZ] = S_MAX, [RDN] = S_MAX, [RUP] = S_INF, [RMM] = S_INF },
 	  ALL5(OF | NX) },
 };
@@ -580,17 +844,43 @@ static const struct fcase classify_cases[] = {
 
 static const struct fcase to_int_cases[] = {
 	/* 2.5 and -2.5: RNE to even, RMM away from zero */
-	{ "f32 2.5 -> i32", w_f32_to_i32, 0x40200000, 0, 0,
-	  { [RNE] = 2, [RTZ] = 2, [RDN] = 2, [RUP] = 3, [RMM] = 3 }, ALL5(NX) },
-	{ "f32 -2.5 -> i32", w_f32_to_i32, 0xc0200000, 0, 0,
-	  { [RNE] = (uint64_t)-2, [RTZ] = (uint64_t)-2, [RDN] = (uint64_t)-3,
-	    [RUP] = (uint64_t)-2, [RMM] = (uint64_t)-3 },
+	{ "f32 2.5 -> i32",
+	  w_f32_to_i32,
+	  0x40200000,
+	  0,
+	  0,
+	  { [RNE] = 2, [RTZ] = 2, [RDN] = 2, [RUP] = 3, [RMM] = 3 },
 	  ALL5(NX) },
-	{ "f32 3.5 -> i64", w_f32_to_i64, 0x40600000, 0, 0,
-	  { [RNE] = 4, [RTZ] = 3, [RDN] = 3, [RUP] = 4, [RMM] = 4 }, ALL5(NX) },
-	{ "f64 0.5 -> i64", w_f64_to_i64, 0x3fe0000000000000ULL, 0, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 1 }, ALL5(NX) },
-	{ "f64 -0.5 -> i64", w_f64_to_i64, 0xbfe0000000000000ULL, 0, 0,
+	{ "f32 -2.5 -> i32",
+	  w_f32_to_i32,
+	  0xc0200000,
+	  0,
+	  0,
+	  { [RNE] = (uint64_t)-2,
+	    [RTZ] = (uint64_t)-2,
+	    [RDN] = (uint64_t)-3,
+	    [RUP] = (uint64_t)-2,
+	    [RMM] = (uint64_t)-3 },
+	  ALL5(NX) },
+	{ "f32 3.5 -> i64",
+	  w_f32_to_i64,
+	  0x40600000,
+	  0,
+	  0,
+	  { [RNE] = 4, [RTZ] = 3, [RDN] = 3, [RUP] = 4, [RMM] = 4 },
+	  ALL5(NX) },
+	{ "f64 0.5 -> i64",
+	  w_f64_to_i64,
+	  0x3fe0000000000000ULL,
+	  0,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 1 },
+	  ALL5(NX) },
+	{ "f64 -0.5 -> i64",
+	  w_f64_to_i64,
+	  0xbfe0000000000000ULL,
+	  0,
+	  0,
 	  { [RNE] = 0, [RTZ] = 0, [RDN] = (uint64_t)-1, [RUP] = 0, [RMM] = (uint64_t)-1 },
 	  ALL5(NX) },
 	/* NaN of either sign saturates to the maximum; infinities by sign; NV, never NX */
@@ -604,18 +894,39 @@ static const struct fcase to_int_cases[] = {
 	{ "f32 -2^31 -> i32", w_f32_to_i32, 0xcf000000, 0, 0, ALL5(I32_MIN_X), ALL5(0) },
 	{ "f32 2^31-128 -> i32", w_f32_to_i32, 0x4effffff, 0, 0, ALL5(2147483520), ALL5(0) },
 	/* 2^31 - 0.5: RNE ties to the even 2^31, out of range (NV, not NX) */
-	{ "f64 2^31-0.5 -> i32", w_f64_to_i32, 0x41dfffffffe00000ULL, 0, 0,
-	  { [RNE] = I32_MAX_X, [RTZ] = I32_MAX_X, [RDN] = I32_MAX_X, [RUP] = I32_MAX_X,
+	{ "f64 2^31-0.5 -> i32",
+	  w_f64_to_i32,
+	  0x41dfffffffe00000ULL,
+	  0,
+	  0,
+	  { [RNE] = I32_MAX_X,
+	    [RTZ] = I32_MAX_X,
+	    [RDN] = I32_MAX_X,
+	    [RUP] = I32_MAX_X,
 	    [RMM] = I32_MAX_X },
 	  { [RNE] = NV, [RTZ] = NX, [RDN] = NX, [RUP] = NV, [RMM] = NV } },
 	/* -(2^31 + 0.5): RTZ/RUP/RNE (even) give -2^31, RDN/RMM -2^31 - 1 (NV) */
-	{ "f64 -2^31-0.5 -> i32", w_f64_to_i32, 0xc1e0000000100000ULL, 0, 0, ALL5(I32_MIN_X),
+	{ "f64 -2^31-0.5 -> i32",
+	  w_f64_to_i32,
+	  0xc1e0000000100000ULL,
+	  0,
+	  0,
+	  ALL5(I32_MIN_X),
 	  { [RNE] = NX, [RTZ] = NX, [RDN] = NV, [RUP] = NX, [RMM] = NV } },
 	/* the unsigned conversions: a negative value is fine if it rounds to zero */
-	{ "f32 -0.3 -> u32", w_f32_to_u32, 0xbe99999a, 0, 0,
+	{ "f32 -0.3 -> u32",
+	  w_f32_to_u32,
+	  0xbe99999a,
+	  0,
+	  0,
 	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 0, [RMM] = 0 },
 	  { [RNE] = NX, [RTZ] = NX, [RDN] = NV, [RUP] = NX, [RMM] = NX } },
-	{ "f32 -0.5 -> u32", w_f32_to_u32, 0xbf000000, 0, 0, ALL5(0),
+	{ "f32 -0.5 -> u32",
+	  w_f32_to_u32,
+	  0xbf000000,
+	  0,
+	  0,
+	  ALL5(0),
 	  { [RNE] = NX, [RTZ] = NX, [RDN] = NV, [RUP] = NX, [RMM] = NV } },
 	{ "f32 -1 -> u32", w_f32_to_u32, 0xbf800000, 0, 0, ALL5(0), ALL5(NV) },
 	{ "f32 -0 -> u32", w_f32_to_u32, S_NZERO, 0, 0, ALL5(0), ALL5(0) },
@@ -628,7 +939,12 @@ static const struct fcase to_int_cases[] = {
 	{ "f32 -inf -> u32", w_f32_to_u32, S_NINF, 0, 0, ALL5(0), ALL5(NV) },
 	/* 2^32 - 0.5: RNE rounds up to 2^32 (NV), RTZ down to 0xffffffff (NX): the same
 	 * register value, told apart by the flags */
-	{ "f64 2^32-0.5 -> u32", w_f64_to_u32, 0x41efffffffff0000ULL, 0, 0, ALL5(U32_MAX_X),
+	{ "f64 2^32-0.5 -> u32",
+	  w_f64_to_u32,
+	  0x41efffffffff0000ULL,
+	  0,
+	  0,
+	  ALL5(U32_MAX_X),
 	  { [RNE] = NV, [RTZ] = NX, [RDN] = NX, [RUP] = NV, [RMM] = NV } },
 	{ "f64 -2^63 -> i64", w_f64_to_i64, 0xc3e0000000000000ULL, 0, 0, ALL5((uint64_t)INT64_MIN),
 	  ALL5(0) },
@@ -646,12 +962,21 @@ static const struct fcase to_int_cases[] = {
 	{ "f64 NaN -> u64", w_f64_to_u64, D_SNAN, 0, 0, ALL5(UINT64_MAX), ALL5(NV) },
 	{ "f64 -0 -> u64", w_f64_to_u64, D_NZERO, 0, 0, ALL5(0), ALL5(0) },
 	/* -2^-1074 rounds to -0 except downwards, where it is -1: NV */
-	{ "f64 -tiny -> u64", w_f64_to_u64, 0x8000000000000001ULL, 0, 0, ALL5(0),
+	{ "f64 -tiny -> u64",
+	  w_f64_to_u64,
+	  0x8000000000000001ULL,
+	  0,
+	  0,
+	  ALL5(0),
 	  { [RNE] = NX, [RTZ] = NX, [RDN] = NV, [RUP] = NX, [RMM] = NX } },
-	{ "f64 tiny -> i32", w_f64_to_i32, 1, 0, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 0 }, ALL5(NX) },
-	{ "f32 2^63 -> u64", w_f32_to_u64, 0x5f000000, 0, 0, ALL5(0x8000000000000000ULL),
-	  ALL5(0) },
+	{ "f64 tiny -> i32",
+	  w_f64_to_i32,
+	  1,
+	  0,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 0 },
+	  ALL5(NX) },
+	{ "f32 2^63 -> u64", w_f32_to_u64, 0x5f000000, 0, 0, ALL5(0x8000000000000000ULL), ALL5(0) },
 	{ "f32 2^64-2^40 -> u64", w_f32_to_u64, 0x5f7fffff, 0, 0, ALL5(0xffffff0000000000ULL),
 	  ALL5(0) },
 	{ "f32 2^64 -> u64", w_f32_to_u64, 0x5f800000, 0, 0, ALL5(UINT64_MAX), ALL5(NV) },
@@ -662,17 +987,38 @@ static const struct fcase to_int_cases[] = {
 
 static const struct fcase from_int_cases[] = {
 	/* 2^24 + 1 ties between 2^24 (even) and 2^24 + 2 */
-	{ "i32 2^24+1 -> f32", w_i32_to_f32, 16777217, 0, 0,
-	  { [RNE] = 0x4b800000, [RTZ] = 0x4b800000, [RDN] = 0x4b800000, [RUP] = 0x4b800001,
+	{ "i32 2^24+1 -> f32",
+	  w_i32_to_f32,
+	  16777217,
+	  0,
+	  0,
+	  { [RNE] = 0x4b800000,
+	    [RTZ] = 0x4b800000,
+	    [RDN] = 0x4b800000,
+	    [RUP] = 0x4b800001,
 	    [RMM] = 0x4b800001 },
 	  ALL5(NX) },
 	/* 2^24 + 3 ties between 2^24 + 2 (odd significand) and 2^24 + 4 (even) */
-	{ "i32 2^24+3 -> f32", w_i32_to_f32, 16777219, 0, 0,
-	  { [RNE] = 0x4b800002, [RTZ] = 0x4b800001, [RDN] = 0x4b800001, [RUP] = 0x4b800002,
+	{ "i32 2^24+3 -> f32",
+	  w_i32_to_f32,
+	  16777219,
+	  0,
+	  0,
+	  { [RNE] = 0x4b800002,
+	    [RTZ] = 0x4b800001,
+	    [RDN] = 0x4b800001,
+	    [RUP] = 0x4b800002,
 	    [RMM] = 0x4b800002 },
 	  ALL5(NX) },
-	{ "i32 -(2^24+1) -> f32", w_i32_to_f32, NEG(-16777217), 0, 0,
-	  { [RNE] = 0xcb800000, [RTZ] = 0xcb800000, [RDN] = 0xcb800001, [RUP] = 0xcb800000,
+	{ "i32 -(2^24+1) -> f32",
+	  w_i32_to_f32,
+	  NEG(-16777217),
+	  0,
+	  0,
+	  { [RNE] = 0xcb800000,
+	    [RTZ] = 0xcb800000,
+	    [RDN] = 0xcb800001,
+	    [RUP] = 0xcb800000,
 	    [RMM] = 0xcb800001 },
 	  ALL5(NX) },
 	{ "i32 MIN -> f32", w_i32_to_f32, NEG(INT32_MIN), 0, 0, ALL5(0xcf000000), ALL5(0) },
@@ -680,17 +1026,38 @@ static const struct fcase from_int_cases[] = {
 	{ "i32 0 -> f32", w_i32_to_f32, 0, 0, 0, ALL5(0), ALL5(0) },
 	{ "i64 0 -> f64", w_i64_to_f64, 0, 0, 0, ALL5(0), ALL5(0) },
 	/* only the low 32 bits of the source count for the 32-bit conversions */
-	{ "u32 0xffffffff -> f32", w_u32_to_f32, 0x12345678ffffffffULL, 0, 0,
-	  { [RNE] = 0x4f800000, [RTZ] = 0x4f7fffff, [RDN] = 0x4f7fffff, [RUP] = 0x4f800000,
+	{ "u32 0xffffffff -> f32",
+	  w_u32_to_f32,
+	  0x12345678ffffffffULL,
+	  0,
+	  0,
+	  { [RNE] = 0x4f800000,
+	    [RTZ] = 0x4f7fffff,
+	    [RDN] = 0x4f7fffff,
+	    [RUP] = 0x4f800000,
 	    [RMM] = 0x4f800000 },
 	  ALL5(NX) },
-	{ "u64 MAX -> f32", w_u64_to_f32, UINT64_MAX, 0, 0,
-	  { [RNE] = 0x5f800000, [RTZ] = 0x5f7fffff, [RDN] = 0x5f7fffff, [RUP] = 0x5f800000,
+	{ "u64 MAX -> f32",
+	  w_u64_to_f32,
+	  UINT64_MAX,
+	  0,
+	  0,
+	  { [RNE] = 0x5f800000,
+	    [RTZ] = 0x5f7fffff,
+	    [RDN] = 0x5f7fffff,
+	    [RUP] = 0x5f800000,
 	    [RMM] = 0x5f800000 },
 	  ALL5(NX) },
 	{ "i64 MIN -> f32", w_i64_to_f32, NEG(INT64_MIN), 0, 0, ALL5(0xdf000000), ALL5(0) },
-	{ "i64 -(2^40+1) -> f32", w_i64_to_f32, NEG(-1099511627777LL), 0, 0,
-	  { [RNE] = 0xd3800000, [RTZ] = 0xd3800000, [RDN] = 0xd3800001, [RUP] = 0xd3800000,
+	{ "i64 -(2^40+1) -> f32",
+	  w_i64_to_f32,
+	  NEG(-1099511627777LL),
+	  0,
+	  0,
+	  { [RNE] = 0xd3800000,
+	    [RTZ] = 0xd3800000,
+	    [RDN] = 0xd3800001,
+	    [RUP] = 0xd3800000,
 	    [RMM] = 0xd3800000 },
 	  ALL5(NX) },
 	/* every 32-bit integer is exact as a double */
@@ -698,21 +1065,39 @@ static const struct fcase from_int_cases[] = {
 	  ALL5(0) },
 	{ "u32 MAX -> f64", w_u32_to_f64, 0xffffffff, 0, 0, ALL5(0x41efffffffe00000ULL), ALL5(0) },
 	/* 2^53 + 1 ties between 2^53 (even) and 2^53 + 2 */
-	{ "i64 2^53+1 -> f64", w_i64_to_f64, 9007199254740993ULL, 0, 0,
-	  { [RNE] = 0x4340000000000000ULL, [RTZ] = 0x4340000000000000ULL,
-	    [RDN] = 0x4340000000000000ULL, [RUP] = 0x4340000000000001ULL,
+	{ "i64 2^53+1 -> f64",
+	  w_i64_to_f64,
+	  9007199254740993ULL,
+	  0,
+	  0,
+	  { [RNE] = 0x4340000000000000ULL,
+	    [RTZ] = 0x4340000000000000ULL,
+	    [RDN] = 0x4340000000000000ULL,
+	    [RUP] = 0x4340000000000001ULL,
 	    [RMM] = 0x4340000000000001ULL },
 	  ALL5(NX) },
-	{ "i64 -(2^53+1) -> f64", w_i64_to_f64, NEG(-9007199254740993LL), 0, 0,
-	  { [RNE] = 0xc340000000000000ULL, [RTZ] = 0xc340000000000000ULL,
-	    [RDN] = 0xc340000000000001ULL, [RUP] = 0xc340000000000000ULL,
+	{ "i64 -(2^53+1) -> f64",
+	  w_i64_to_f64,
+	  NEG(-9007199254740993LL),
+	  0,
+	  0,
+	  { [RNE] = 0xc340000000000000ULL,
+	    [RTZ] = 0xc340000000000000ULL,
+	    [RDN] = 0xc340000000000001ULL,
+	    [RUP] = 0xc340000000000000ULL,
 	    [RMM] = 0xc340000000000001ULL },
 	  ALL5(NX) },
 	{ "i64 MIN -> f64", w_i64_to_f64, NEG(INT64_MIN), 0, 0, ALL5(0xc3e0000000000000ULL),
 	  ALL5(0) },
-	{ "u64 MAX -> f64", w_u64_to_f64, UINT64_MAX, 0, 0,
-	  { [RNE] = 0x43f0000000000000ULL, [RTZ] = 0x43efffffffffffffULL,
-	    [RDN] = 0x43efffffffffffffULL, [RUP] = 0x43f0000000000000ULL,
+	{ "u64 MAX -> f64",
+	  w_u64_to_f64,
+	  UINT64_MAX,
+	  0,
+	  0,
+	  { [RNE] = 0x43f0000000000000ULL,
+	    [RTZ] = 0x43efffffffffffffULL,
+	    [RDN] = 0x43efffffffffffffULL,
+	    [RUP] = 0x43f0000000000000ULL,
 	    [RMM] = 0x43f0000000000000ULL },
 	  ALL5(NX) },
 };
@@ -729,37 +1114,82 @@ static const struct fcase f32_f64_cases[] = {
 	{ "f64->f32 sNaN", w_f64_to_f32, D_SNAN, 0, 0, ALL5(F32_CANON_NAN), ALL5(NV) },
 	{ "f64->f32 qNaN payload", w_f64_to_f32, 0x7ff800000000abcdULL, 0, 0, ALL5(F32_CANON_NAN),
 	  ALL5(0) },
-	{ "f64->f32 1e300", w_f64_to_f32, 0x7e37e43c8800759cULL, 0, 0,
+	{ "f64->f32 1e300",
+	  w_f64_to_f32,
+	  0x7e37e43c8800759cULL,
+	  0,
+	  0,
 	  { [RNE] = S_INF, [RTZ] = S_MAX, [RDN] = S_MAX, [RUP] = S_INF, [RMM] = S_INF },
 	  ALL5(OF | NX) },
-	{ "f64->f32 -1e300", w_f64_to_f32, 0xfe37e43c8800759cULL, 0, 0,
-	  { [RNE] = S_NINF, [RTZ] = 0xff7fffff, [RDN] = S_NINF, [RUP] = 0xff7fffff,
+	{ "f64->f32 -1e300",
+	  w_f64_to_f32,
+	  0xfe37e43c8800759cULL,
+	  0,
+	  0,
+	  { [RNE] = S_NINF,
+	    [RTZ] = 0xff7fffff,
+	    [RDN] = S_NINF,
+	    [RUP] = 0xff7fffff,
 	    [RMM] = S_NINF },
 	  ALL5(OF | NX) },
 	/* single MAX + half its ulp (2^103): the overflow tie, as for the add above */
-	{ "f64->f32 MAX + half ulp", w_f64_to_f32, 0x47effffff0000000ULL, 0, 0,
+	{ "f64->f32 MAX + half ulp",
+	  w_f64_to_f32,
+	  0x47effffff0000000ULL,
+	  0,
+	  0,
 	  { [RNE] = S_INF, [RTZ] = S_MAX, [RDN] = S_MAX, [RUP] = S_INF, [RMM] = S_INF },
 	  { [RNE] = OF | NX, [RTZ] = NX, [RDN] = NX, [RUP] = OF | NX, [RMM] = OF | NX } },
-	{ "f64->f32 1 + 2^-24", w_f64_to_f32, 0x3ff0000010000000ULL, 0, 0,
+	{ "f64->f32 1 + 2^-24",
+	  w_f64_to_f32,
+	  0x3ff0000010000000ULL,
+	  0,
+	  0,
 	  { [RNE] = S_ONE, [RTZ] = S_ONE, [RDN] = S_ONE, [RUP] = 0x3f800001, [RMM] = 0x3f800001 },
 	  ALL5(NX) },
 	/* 2^-150: half the smallest subnormal */
-	{ "f64->f32 2^-150", w_f64_to_f32, 0x3690000000000000ULL, 0, 0,
-	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 1 }, ALL5(UF | NX) },
+	{ "f64->f32 2^-150",
+	  w_f64_to_f32,
+	  0x3690000000000000ULL,
+	  0,
+	  0,
+	  { [RNE] = 0, [RTZ] = 0, [RDN] = 0, [RUP] = 1, [RMM] = 1 },
+	  ALL5(UF | NX) },
 	{ "f64->f32 2^-149", w_f64_to_f32, 0x36a0000000000000ULL, 0, 0, ALL5(1), ALL5(0) },
 	/* a double subnormal is far below the single range */
-	{ "f64->f32 -2^-1074", w_f64_to_f32, 0x8000000000000001ULL, 0, 0,
-	  { [RNE] = S_NZERO, [RTZ] = S_NZERO, [RDN] = 0x80000001, [RUP] = S_NZERO,
+	{ "f64->f32 -2^-1074",
+	  w_f64_to_f32,
+	  0x8000000000000001ULL,
+	  0,
+	  0,
+	  { [RNE] = S_NZERO,
+	    [RTZ] = S_NZERO,
+	    [RDN] = 0x80000001,
+	    [RUP] = S_NZERO,
 	    [RMM] = S_NZERO },
 	  ALL5(UF | NX) },
 	/* the tininess boundary again: 2^-126 - 2^-150 is tiny (UF even where it rounds to
 	 * 2^-126), 2^-126 - 2^-151 is not tiny where it rounds to 2^-126 */
-	{ "f64->f32 2^-126 - 2^-150", w_f64_to_f32, 0x380fffffe0000000ULL, 0, 0,
-	  { [RNE] = S_MIN_NORM, [RTZ] = 0x007fffff, [RDN] = 0x007fffff, [RUP] = S_MIN_NORM,
+	{ "f64->f32 2^-126 - 2^-150",
+	  w_f64_to_f32,
+	  0x380fffffe0000000ULL,
+	  0,
+	  0,
+	  { [RNE] = S_MIN_NORM,
+	    [RTZ] = 0x007fffff,
+	    [RDN] = 0x007fffff,
+	    [RUP] = S_MIN_NORM,
 	    [RMM] = S_MIN_NORM },
 	  ALL5(UF | NX) },
-	{ "f64->f32 2^-126 - 2^-151", w_f64_to_f32, 0x380ffffff0000000ULL, 0, 0,
-	  { [RNE] = S_MIN_NORM, [RTZ] = 0x007fffff, [RDN] = 0x007fffff, [RUP] = S_MIN_NORM,
+	{ "f64->f32 2^-126 - 2^-151",
+	  w_f64_to_f32,
+	  0x380ffffff0000000ULL,
+	  0,
+	  0,
+	  { [RNE] = S_MIN_NORM,
+	    [RTZ] = 0x007fffff,
+	    [RDN] = 0x007fffff,
+	    [RUP] = S_MIN_NORM,
 	    [RMM] = S_MIN_NORM },
 	  { [RNE] = NX, [RTZ] = UF | NX, [RDN] = UF | NX, [RUP] = NX, [RMM] = NX } },
 	{ "f64->f32 exact", w_f64_to_f32, 0xc00c000000000000ULL, 0, 0, ALL5(0xc0600000), ALL5(0) },
@@ -997,24 +1427,28 @@ struct pair {
 	int kind;
 };
 
-#define PAIR(n, k) { #n, w_##n, w_gen_##n, k }
+#define PAIR(n, k)                                                                                 \
+	{                                                                                          \
+#n, w_##n, w_gen_##n, k                                                            \
+	}
 
 static const struct pair pairs[] = {
-	PAIR(f32_add, K_F32), PAIR(f32_sub, K_F32), PAIR(f32_mul, K_F32), PAIR(f32_div, K_F32),
-	PAIR(f32_sqrt, K_F32), PAIR(f32_madd, K_F32), PAIR(f32_msub, K_F32),
-	PAIR(f32_nmsub, K_F32), PAIR(f32_nmadd, K_F32), PAIR(f32_min, K_F32),
-	PAIR(f32_max, K_F32), PAIR(f32_eq, K_F32), PAIR(f32_lt, K_F32), PAIR(f32_le, K_F32),
-	PAIR(f32_classify, K_F32), PAIR(f32_to_i32, K_F32), PAIR(f32_to_u32, K_F32),
-	PAIR(f32_to_i64, K_F32), PAIR(f32_to_u64, K_F32), PAIR(i32_to_f32, K_INT),
-	PAIR(u32_to_f32, K_INT), PAIR(i64_to_f32, K_INT), PAIR(u64_to_f32, K_INT),
-	PAIR(f64_add, K_F64), PAIR(f64_sub, K_F64), PAIR(f64_mul, K_F64), PAIR(f64_div, K_F64),
-	PAIR(f64_sqrt, K_F64), PAIR(f64_madd, K_F64), PAIR(f64_msub, K_F64),
-	PAIR(f64_nmsub, K_F64), PAIR(f64_nmadd, K_F64), PAIR(f64_min, K_F64),
-	PAIR(f64_max, K_F64), PAIR(f64_eq, K_F64), PAIR(f64_lt, K_F64), PAIR(f64_le, K_F64),
-	PAIR(f64_classify, K_F64), PAIR(f64_to_i32, K_F64), PAIR(f64_to_u32, K_F64),
-	PAIR(f64_to_i64, K_F64), PAIR(f64_to_u64, K_F64), PAIR(i32_to_f64, K_INT),
-	PAIR(u32_to_f64, K_INT), PAIR(i64_to_f64, K_INT), PAIR(u64_to_f64, K_INT),
-	PAIR(f32_to_f64, K_F32), PAIR(f64_to_f32, K_F64),
+	PAIR(f32_add, K_F32),	 PAIR(f32_sub, K_F32),	    PAIR(f32_mul, K_F32),
+	PAIR(f32_div, K_F32),	 PAIR(f32_sqrt, K_F32),	    PAIR(f32_madd, K_F32),
+	PAIR(f32_msub, K_F32),	 PAIR(f32_nmsub, K_F32),    PAIR(f32_nmadd, K_F32),
+	PAIR(f32_min, K_F32),	 PAIR(f32_max, K_F32),	    PAIR(f32_eq, K_F32),
+	PAIR(f32_lt, K_F32),	 PAIR(f32_le, K_F32),	    PAIR(f32_classify, K_F32),
+	PAIR(f32_to_i32, K_F32), PAIR(f32_to_u32, K_F32),   PAIR(f32_to_i64, K_F32),
+	PAIR(f32_to_u64, K_F32), PAIR(i32_to_f32, K_INT),   PAIR(u32_to_f32, K_INT),
+	PAIR(i64_to_f32, K_INT), PAIR(u64_to_f32, K_INT),   PAIR(f64_add, K_F64),
+	PAIR(f64_sub, K_F64),	 PAIR(f64_mul, K_F64),	    PAIR(f64_div, K_F64),
+	PAIR(f64_sqrt, K_F64),	 PAIR(f64_madd, K_F64),	    PAIR(f64_msub, K_F64),
+	PAIR(f64_nmsub, K_F64),	 PAIR(f64_nmadd, K_F64),    PAIR(f64_min, K_F64),
+	PAIR(f64_max, K_F64),	 PAIR(f64_eq, K_F64),	    PAIR(f64_lt, K_F64),
+	PAIR(f64_le, K_F64),	 PAIR(f64_classify, K_F64), PAIR(f64_to_i32, K_F64),
+	PAIR(f64_to_u32, K_F64), PAIR(f64_to_i64, K_F64),   PAIR(f64_to_u64, K_F64),
+	PAIR(i32_to_f64, K_INT), PAIR(u32_to_f64, K_INT),   PAIR(i64_to_f64, K_INT),
+	PAIR(u64_to_f64, K_INT), PAIR(f32_to_f64, K_F32),   PAIR(f64_to_f32, K_F64),
 };
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -1031,53 +1465,39 @@ static uint64_t rnd(void)
  * of the exponent range, few significant bits (ties, exact results) and all-ones. */
 static uint32_t rnd_f32(void)
 {
-	static const uint32_t special[] = { 0, S_NZERO, S_INF, S_NINF, S_QNAN, S_SNAN, 1,
-					    0x807fffff, S_MIN_NORM, S_MAX, S_ONE, 0xbf000000 };
+	static const uint32_t special[] = { 0, S_NZERO,	   S_INF,      S_NINF, S_QNAN, S_SNAN,
+					    1, 0x807fffff, S_MIN_NORM, S_MAX,  S_ONE,  0xbf000000 };
 	uint32_t sign = (uint32_t)(rnd() & 1) << 31, frac = (uint32_t)rnd() & 0x7fffff;
 
 	switch (rnd() % 8) {
-	case 0:
-		return special[rnd() % (sizeof(special) / sizeof(special[0]))];
-	case 1:
-		return (uint32_t)rnd();
-	case 2:
-		return sign | (uint32_t)(rnd() % 3) << 23 | frac;
-	case 3:
-		return sign | (uint32_t)(0xfe - rnd() % 3) << 23 | frac;
-	case 4:
-		return sign | (uint32_t)(97 + rnd() % 60) << 23 | (frac & 0x7f0000);
-	case 5:
-		return sign | (uint32_t)(rnd() % 255) << 23 | (0x7fffff ^ (frac & 3));
-	default:
-		return sign | (uint32_t)(117 + rnd() % 70) << 23 | frac;
+	case 0: return special[rnd() % (sizeof(special) / sizeof(special[0]))];
+	case 1: return (uint32_t)rnd();
+	case 2: return sign | (uint32_t)(rnd() % 3) << 23 | frac;
+	case 3: return sign | (uint32_t)(0xfe - rnd() % 3) << 23 | frac;
+	case 4: return sign | (uint32_t)(97 + rnd() % 60) << 23 | (frac & 0x7f0000);
+	case 5: return sign | (uint32_t)(rnd() % 255) << 23 | (0x7fffff ^ (frac & 3));
+	default: return sign | (uint32_t)(117 + rnd() % 70) << 23 | frac;
 	}
 }
 
 static uint64_t rnd_f64(void)
 {
-	static const uint64_t special[] = { 0, D_NZERO, D_INF, D_NINF, D_QNAN, D_SNAN, 1,
-					    0x800fffffffffffffULL, D_MIN_NORM, D_MAX, D_ONE,
-					    0x43e0000000000000ULL };
+	static const uint64_t special[] = { 0,		D_NZERO, D_INF, D_NINF,
+					    D_QNAN,	D_SNAN,	 1,	0x800fffffffffffffULL,
+					    D_MIN_NORM, D_MAX,	 D_ONE, 0x43e0000000000000ULL };
 	uint64_t sign = (rnd() & 1) << 63, frac = rnd() & 0xfffffffffffffULL;
 
 	switch (rnd() % 8) {
-	case 0:
-		return special[rnd() % (sizeof(special) / sizeof(special[0]))];
-	case 1:
-		return rnd();
-	case 2:
-		return sign | (rnd() % 3) << 52 | frac;
-	case 3:
-		return sign | (0x7fe - rnd() % 3) << 52 | frac;
-	case 4:
-		return sign | (963 + rnd() % 120) << 52 | (frac & 0xff00000000000ULL);
-	case 5:
-		return sign | (rnd() % 2047) << 52 | (0xfffffffffffffULL ^ (frac & 3));
+	case 0: return special[rnd() % (sizeof(special) / sizeof(special[0]))];
+	case 1: return rnd();
+	case 2: return sign | (rnd() % 3) << 52 | frac;
+	case 3: return sign | (0x7fe - rnd() % 3) << 52 | frac;
+	case 4: return sign | (963 + rnd() % 120) << 52 | (frac & 0xff00000000000ULL);
+	case 5: return sign | (rnd() % 2047) << 52 | (0xfffffffffffffULL ^ (frac & 3));
 	case 6:
 		/* near the exponents where the fast paths switch checks */
 		return sign | (40 + rnd() % 80) << 52 | frac;
-	default:
-		return sign | (1013 + rnd() % 70) << 52 | frac;
+	default: return sign | (1013 + rnd() % 70) << 52 | frac;
 	}
 }
 
@@ -1086,14 +1506,10 @@ static uint64_t rnd_int(void)
 	uint64_t v = rnd();
 
 	switch (rnd() % 4) {
-	case 0:
-		return v >> (rnd() % 64);
-	case 1:
-		return -(v >> (rnd() % 64));
-	case 2:
-		return (1ULL << (rnd() % 64)) + rnd() % 5 - 2;
-	default:
-		return v;
+	case 0: return v >> (rnd() % 64);
+	case 1: return -(v >> (rnd() % 64));
+	case 2: return (1ULL << (rnd() % 64)) + rnd() % 5 - 2;
+	default: return v;
 	}
 }
 
@@ -1129,10 +1545,11 @@ static void test_soft_matches_host(void **state)
 
 				if ((h != s || fh != fs) && bad++ < 20)
 					print_error("%s(%#llx, %#llx, %#llx) [%s]: host %#llx/%#x, "
-						    "soft %#llx/%#x\n", pairs[p].name,
-						    (unsigned long long)a, (unsigned long long)b,
-						    (unsigned long long)c, rm_name[rm],
-						    (unsigned long long)h, fh, (unsigned long long)s, fs);
+						    "soft %#llx/%#x\n",
+						    pairs[p].name, (unsigned long long)a,
+						    (unsigned long long)b, (unsigned long long)c,
+						    rm_name[rm], (unsigned long long)h, fh,
+						    (unsigned long long)s, fs);
 			}
 		}
 	}

@@ -29,34 +29,59 @@
 #define NX FFLAG_NX
 
 /* Halves used throughout. */
-#define PZERO	0x0000
-#define NZERO	0x8000
-#define ONE	0x3c00
-#define NONE	0xbc00	/* -1.0 */
-#define TWO	0x4000
-#define HALF	0x3800
-#define PINF	0x7c00
-#define NINF	0xfc00
-#define QNAN	0x7e00	/* the canonical NaN */
-#define NQNAN	0xfe55	/* a negative quiet NaN with payload */
-#define SNAN	0x7c01
-#define NSNAN	0xfd00
-#define MAXF	0x7bff	/* 65504 */
-#define MINSUB	0x0001	/* 2^-24 */
-#define MAXSUB	0x03ff
-#define MINNORM	0x0400	/* 2^-14 */
-#define ULP1	0x1400	/* 2^-10, one ulp of 1.0 */
-#define HULP1	0x1000	/* 2^-11, half an ulp of 1.0 */
+#define PZERO 0x0000
+#define NZERO 0x8000
+#define ONE 0x3c00
+#define NONE 0xbc00 /* -1.0 */
+#define TWO 0x4000
+#define HALF 0x3800
+#define PINF 0x7c00
+#define NINF 0xfc00
+#define QNAN 0x7e00  /* the canonical NaN */
+#define NQNAN 0xfe55 /* a negative quiet NaN with payload */
+#define SNAN 0x7c01
+#define NSNAN 0xfd00
+#define MAXF 0x7bff   /* 65504 */
+#define MINSUB 0x0001 /* 2^-24 */
+#define MAXSUB 0x03ff
+#define MINNORM 0x0400 /* 2^-14 */
+#define ULP1 0x1400    /* 2^-10, one ulp of 1.0 */
+#define HULP1 0x1000   /* 2^-11, half an ulp of 1.0 */
 
 enum op {
-	ADD, SUB, MUL, DIV, SQRT, MADD, MSUB, NMSUB, NMADD, MIN, MAX, EQ, LT, LE, CLASS,
-	TO_W, TO_WU, TO_L, TO_LU, FROM_W, FROM_WU, FROM_L, FROM_LU, TO_S, TO_D, FROM_S, FROM_D,
+	ADD,
+	SUB,
+	MUL,
+	DIV,
+	SQRT,
+	MADD,
+	MSUB,
+	NMSUB,
+	NMADD,
+	MIN,
+	MAX,
+	EQ,
+	LT,
+	LE,
+	CLASS,
+	TO_W,
+	TO_WU,
+	TO_L,
+	TO_LU,
+	FROM_W,
+	FROM_WU,
+	FROM_L,
+	FROM_LU,
+	TO_S,
+	TO_D,
+	FROM_S,
+	FROM_D,
 };
 
 static const char *const op_names[] = {
-	"add", "sub", "mul", "div", "sqrt", "madd", "msub", "nmsub", "nmadd", "min", "max",
-	"eq", "lt", "le", "class", "to_i32", "to_u32", "to_i64", "to_u64", "i32_to", "u32_to",
-	"i64_to", "u64_to", "to_f32", "to_f64", "f32_to", "f64_to",
+	"add",	  "sub",    "mul",    "div",	"sqrt",	  "madd",   "msub",   "nmsub",	"nmadd",
+	"min",	  "max",    "eq",     "lt",	"le",	  "class",  "to_i32", "to_u32", "to_i64",
+	"to_u64", "i32_to", "u32_to", "i64_to", "u64_to", "to_f32", "to_f64", "f32_to", "f64_to",
 };
 
 struct vec {
@@ -68,7 +93,10 @@ struct vec {
 	int line;
 };
 
-#define V(op, rm, a, b, c, r, fl) { op, rm, a, b, c, r, fl, __LINE__ }
+#define V(op, rm, a, b, c, r, fl)                                                                  \
+	{                                                                                          \
+		op, rm, a, b, c, r, fl, __LINE__                                                   \
+	}
 
 static uint64_t run_op(const struct vec *v, uint32_t *fl)
 {
@@ -119,10 +147,11 @@ static void run_vecs(const struct vec *vs, size_t n)
 
 		if (r != v->r || fl != (v->fl | 0x100)) {
 			print_error("line %d: %s rm=%d a=%#llx b=%#llx c=%#llx: got %#llx fl=%#x, "
-				    "want %#llx fl=%#x\n", v->line, op_names[v->op], v->rm,
-				    (unsigned long long)v->a, (unsigned long long)v->b,
-				    (unsigned long long)v->c, (unsigned long long)r, fl & 0xff,
-				    (unsigned long long)v->r, v->fl);
+				    "want %#llx fl=%#x\n",
+				    v->line, op_names[v->op], v->rm, (unsigned long long)v->a,
+				    (unsigned long long)v->b, (unsigned long long)v->c,
+				    (unsigned long long)r, fl & 0xff, (unsigned long long)v->r,
+				    v->fl);
 			bad++;
 		}
 	}
@@ -195,7 +224,8 @@ static void test_overflow(void **state)
 		V(ADD, RDN, 0xfbff, 0xfbff, 0, NINF, OF | NX),
 		V(ADD, RUP, 0xfbff, 0xfbff, 0, 0xfbff, OF | NX),
 		V(ADD, RMM, 0xfbff, 0xfbff, 0, NINF, OF | NX),
-		/* 65504 + 16 = 65520, the tie between 0x7bff and 2^16: overflow only if rounded up. */
+		/* 65504 + 16 = 65520, the tie between 0x7bff and 2^16: overflow only if rounded up.
+		 */
 		V(ADD, RNE, MAXF, 0x4c00, 0, PINF, OF | NX),
 		V(ADD, RMM, MAXF, 0x4c00, 0, PINF, OF | NX),
 		V(ADD, RTZ, MAXF, 0x4c00, 0, MAXF, NX),
@@ -205,8 +235,8 @@ static void test_overflow(void **state)
 		V(ADD, RNE, MAXF, 0x4800, 0, MAXF, NX),
 		V(ADD, RMM, MAXF, 0x4800, 0, MAXF, NX),
 		V(ADD, RUP, MAXF, 0x4800, 0, PINF, OF | NX),
-		V(MUL, RNE, 0x5bff, 0x5bff, 0, 0x7bfe, NX),	/* 65472.02 */
-		V(MUL, RNE, 0x5c00, 0x5c00, 0, PINF, OF | NX),	/* 2^16 */
+		V(MUL, RNE, 0x5bff, 0x5bff, 0, 0x7bfe, NX),    /* 65472.02 */
+		V(MUL, RNE, 0x5c00, 0x5c00, 0, PINF, OF | NX), /* 2^16 */
 		V(MUL, RTZ, 0xdc00, 0x5c00, 0, 0xfbff, OF | NX),
 		V(DIV, RDN, MAXF, 0x3800, 0, MAXF, OF | NX),
 		V(DIV, RDN, MAXF, 0xb800, 0, NINF, OF | NX),
@@ -305,18 +335,12 @@ static void test_nan(void **state)
 static void test_div_sqrt_special(void **state)
 {
 	static const struct vec vs[] = {
-		V(DIV, RNE, ONE, PZERO, 0, PINF, DZ),
-		V(DIV, RNE, NONE, PZERO, 0, NINF, DZ),
-		V(DIV, RTZ, ONE, NZERO, 0, NINF, DZ),
-		V(DIV, RNE, MINSUB, PZERO, 0, PINF, DZ),
-		V(DIV, RNE, PINF, PZERO, 0, PINF, 0),
-		V(DIV, RNE, ONE, NINF, 0, NZERO, 0),
-		V(DIV, RNE, NZERO, ONE, 0, NZERO, 0),
-		V(DIV, RNE, 0x4500, TWO, 0, 0x4100, 0),
-		V(SQRT, RNE, PZERO, 0, 0, PZERO, 0),
-		V(SQRT, RDN, NZERO, 0, 0, NZERO, 0),
-		V(SQRT, RNE, PINF, 0, 0, PINF, 0),
-		V(SQRT, RNE, MAXF, 0, 0, 0x5bff, NX),
+		V(DIV, RNE, ONE, PZERO, 0, PINF, DZ), V(DIV, RNE, NONE, PZERO, 0, NINF, DZ),
+		V(DIV, RTZ, ONE, NZERO, 0, NINF, DZ), V(DIV, RNE, MINSUB, PZERO, 0, PINF, DZ),
+		V(DIV, RNE, PINF, PZERO, 0, PINF, 0), V(DIV, RNE, ONE, NINF, 0, NZERO, 0),
+		V(DIV, RNE, NZERO, ONE, 0, NZERO, 0), V(DIV, RNE, 0x4500, TWO, 0, 0x4100, 0),
+		V(SQRT, RNE, PZERO, 0, 0, PZERO, 0),  V(SQRT, RDN, NZERO, 0, 0, NZERO, 0),
+		V(SQRT, RNE, PINF, 0, 0, PINF, 0),    V(SQRT, RNE, MAXF, 0, 0, 0x5bff, NX),
 	};
 
 	(void)state;
@@ -356,10 +380,10 @@ static void test_signed_zero(void **state)
 static void test_fma(void **state)
 {
 	static const struct vec vs[] = {
-		V(MADD, RNE, TWO, 0x4200, ONE, 0x4700, 0),	/*  2*3+1 =  7 */
-		V(MSUB, RNE, TWO, 0x4200, ONE, 0x4500, 0),	/*  2*3-1 =  5 */
-		V(NMSUB, RNE, TWO, 0x4200, ONE, 0xc500, 0),	/* -2*3+1 = -5 */
-		V(NMADD, RNE, TWO, 0x4200, ONE, 0xc700, 0),	/* -2*3-1 = -7 */
+		V(MADD, RNE, TWO, 0x4200, ONE, 0x4700, 0),  /*  2*3+1 =  7 */
+		V(MSUB, RNE, TWO, 0x4200, ONE, 0x4500, 0),  /*  2*3-1 =  5 */
+		V(NMSUB, RNE, TWO, 0x4200, ONE, 0xc500, 0), /* -2*3+1 = -5 */
+		V(NMADD, RNE, TWO, 0x4200, ONE, 0xc700, 0), /* -2*3-1 = -7 */
 		/* (1+2^-10)^2 - 1 = 2^-9 + 2^-20, a tie at 2^-9: a separate multiply would round
 		 * the 2^-20 away before the subtraction. */
 		V(MADD, RNE, 0x3c01, 0x3c01, NONE, 0x1800, NX),
@@ -451,30 +475,18 @@ static void test_min_max(void **state)
 static void test_compare(void **state)
 {
 	static const struct vec vs[] = {
-		V(EQ, 0, ONE, ONE, 0, 1, 0),
-		V(EQ, 0, ONE, TWO, 0, 0, 0),
-		V(EQ, 0, PZERO, NZERO, 0, 1, 0),
-		V(EQ, 0, QNAN, QNAN, 0, 0, 0),
-		V(EQ, 0, QNAN, ONE, 0, 0, 0),
-		V(EQ, 0, ONE, SNAN, 0, 0, NV),
-		V(EQ, 0, NSNAN, NSNAN, 0, 0, NV),
-		V(LT, 0, ONE, TWO, 0, 1, 0),
-		V(LT, 0, TWO, ONE, 0, 0, 0),
-		V(LT, 0, ONE, ONE, 0, 0, 0),
-		V(LT, 0, NONE, ONE, 0, 1, 0),
-		V(LT, 0, 0xc000, NONE, 0, 1, 0),
-		V(LT, 0, NZERO, PZERO, 0, 0, 0),
-		V(LT, 0, NINF, 0xfbff, 0, 1, 0),
-		V(LT, 0, 0x8001, PZERO, 0, 1, 0),
-		V(LT, 0, QNAN, ONE, 0, 0, NV),
-		V(LT, 0, ONE, SNAN, 0, 0, NV),
-		V(LE, 0, ONE, ONE, 0, 1, 0),
-		V(LE, 0, TWO, ONE, 0, 0, 0),
-		V(LE, 0, NZERO, PZERO, 0, 1, 0),
-		V(LE, 0, PZERO, NZERO, 0, 1, 0),
-		V(LE, 0, NONE, 0xc000, 0, 0, 0),
-		V(LE, 0, ONE, NQNAN, 0, 0, NV),
-		V(LE, 0, SNAN, ONE, 0, 0, NV),
+		V(EQ, 0, ONE, ONE, 0, 1, 0),	  V(EQ, 0, ONE, TWO, 0, 0, 0),
+		V(EQ, 0, PZERO, NZERO, 0, 1, 0),  V(EQ, 0, QNAN, QNAN, 0, 0, 0),
+		V(EQ, 0, QNAN, ONE, 0, 0, 0),	  V(EQ, 0, ONE, SNAN, 0, 0, NV),
+		V(EQ, 0, NSNAN, NSNAN, 0, 0, NV), V(LT, 0, ONE, TWO, 0, 1, 0),
+		V(LT, 0, TWO, ONE, 0, 0, 0),	  V(LT, 0, ONE, ONE, 0, 0, 0),
+		V(LT, 0, NONE, ONE, 0, 1, 0),	  V(LT, 0, 0xc000, NONE, 0, 1, 0),
+		V(LT, 0, NZERO, PZERO, 0, 0, 0),  V(LT, 0, NINF, 0xfbff, 0, 1, 0),
+		V(LT, 0, 0x8001, PZERO, 0, 1, 0), V(LT, 0, QNAN, ONE, 0, 0, NV),
+		V(LT, 0, ONE, SNAN, 0, 0, NV),	  V(LE, 0, ONE, ONE, 0, 1, 0),
+		V(LE, 0, TWO, ONE, 0, 0, 0),	  V(LE, 0, NZERO, PZERO, 0, 1, 0),
+		V(LE, 0, PZERO, NZERO, 0, 1, 0),  V(LE, 0, NONE, 0xc000, 0, 0, 0),
+		V(LE, 0, ONE, NQNAN, 0, 0, NV),	  V(LE, 0, SNAN, ONE, 0, 0, NV),
 	};
 
 	(void)state;
@@ -484,22 +496,14 @@ static void test_compare(void **state)
 static void test_classify(void **state)
 {
 	static const struct vec vs[] = {
-		V(CLASS, 0, NINF, 0, 0, 1 << 0, 0),
-		V(CLASS, 0, NONE, 0, 0, 1 << 1, 0),
-		V(CLASS, 0, 0xfbff, 0, 0, 1 << 1, 0),
-		V(CLASS, 0, 0x8001, 0, 0, 1 << 2, 0),
-		V(CLASS, 0, 0x83ff, 0, 0, 1 << 2, 0),
-		V(CLASS, 0, NZERO, 0, 0, 1 << 3, 0),
-		V(CLASS, 0, PZERO, 0, 0, 1 << 4, 0),
-		V(CLASS, 0, MINSUB, 0, 0, 1 << 5, 0),
-		V(CLASS, 0, MAXSUB, 0, 0, 1 << 5, 0),
-		V(CLASS, 0, MINNORM, 0, 0, 1 << 6, 0),
-		V(CLASS, 0, MAXF, 0, 0, 1 << 6, 0),
-		V(CLASS, 0, PINF, 0, 0, 1 << 7, 0),
-		V(CLASS, 0, SNAN, 0, 0, 1 << 8, 0),
-		V(CLASS, 0, 0x7dff, 0, 0, 1 << 8, 0),
-		V(CLASS, 0, NSNAN, 0, 0, 1 << 8, 0),
-		V(CLASS, 0, QNAN, 0, 0, 1 << 9, 0),
+		V(CLASS, 0, NINF, 0, 0, 1 << 0, 0),   V(CLASS, 0, NONE, 0, 0, 1 << 1, 0),
+		V(CLASS, 0, 0xfbff, 0, 0, 1 << 1, 0), V(CLASS, 0, 0x8001, 0, 0, 1 << 2, 0),
+		V(CLASS, 0, 0x83ff, 0, 0, 1 << 2, 0), V(CLASS, 0, NZERO, 0, 0, 1 << 3, 0),
+		V(CLASS, 0, PZERO, 0, 0, 1 << 4, 0),  V(CLASS, 0, MINSUB, 0, 0, 1 << 5, 0),
+		V(CLASS, 0, MAXSUB, 0, 0, 1 << 5, 0), V(CLASS, 0, MINNORM, 0, 0, 1 << 6, 0),
+		V(CLASS, 0, MAXF, 0, 0, 1 << 6, 0),   V(CLASS, 0, PINF, 0, 0, 1 << 7, 0),
+		V(CLASS, 0, SNAN, 0, 0, 1 << 8, 0),   V(CLASS, 0, 0x7dff, 0, 0, 1 << 8, 0),
+		V(CLASS, 0, NSNAN, 0, 0, 1 << 8, 0),  V(CLASS, 0, QNAN, 0, 0, 1 << 9, 0),
 		V(CLASS, 0, 0xffff, 0, 0, 1 << 9, 0),
 	};
 
@@ -524,11 +528,11 @@ static void test_to_int(void **state)
 		V(TO_W, RDN, 0xc100, 0, 0, I64(-3), NX),
 		V(TO_W, RUP, 0xc100, 0, 0, I64(-2), NX),
 		V(TO_W, RMM, 0xc100, 0, 0, I64(-3), NX),
-		V(TO_L, RNE, 0x3e00, 0, 0, 2, NX),		/* 1.5 */
+		V(TO_L, RNE, 0x3e00, 0, 0, 2, NX), /* 1.5 */
 		V(TO_L, RMM, 0xbe00, 0, 0, I64(-2), NX),
 		V(TO_L, RUP, MINSUB, 0, 0, 1, NX),
 		V(TO_L, RDN, 0x8001, 0, 0, I64(-1), NX),
-		V(TO_L, RNE, 0x3800, 0, 0, 0, NX),		/* 0.5 ties to even 0 */
+		V(TO_L, RNE, 0x3800, 0, 0, 0, NX), /* 0.5 ties to even 0 */
 		V(TO_LU, RMM, 0x3800, 0, 0, 1, NX),
 		/* Exact values, the extremes of the format. */
 		V(TO_W, RNE, MAXF, 0, 0, 65504, 0),
@@ -542,7 +546,7 @@ static void test_to_int(void **state)
 		/* NaN: the largest positive value. */
 		V(TO_W, RNE, QNAN, 0, 0, 0x7fffffff, NV),
 		V(TO_W, RNE, NQNAN, 0, 0, 0x7fffffff, NV),
-		V(TO_WU, RNE, SNAN, 0, 0, I64(-1), NV),	/* 0xffffffff sign-extended */
+		V(TO_WU, RNE, SNAN, 0, 0, I64(-1), NV), /* 0xffffffff sign-extended */
 		V(TO_L, RNE, NSNAN, 0, 0, INT64_MAX, NV),
 		V(TO_LU, RNE, QNAN, 0, 0, UINT64_MAX, NV),
 		/* Infinities saturate. */
@@ -558,12 +562,12 @@ static void test_to_int(void **state)
 		 * then NX is not raised; one that rounds to 0 is just inexact. */
 		V(TO_WU, RNE, NONE, 0, 0, 0, NV),
 		V(TO_LU, RTZ, 0xfbff, 0, 0, 0, NV),
-		V(TO_WU, RTZ, 0xb800, 0, 0, 0, NX),		/* -0.5 */
+		V(TO_WU, RTZ, 0xb800, 0, 0, 0, NX), /* -0.5 */
 		V(TO_WU, RNE, 0xb800, 0, 0, 0, NX),
 		V(TO_WU, RUP, 0xb800, 0, 0, 0, NX),
 		V(TO_WU, RDN, 0xb800, 0, 0, 0, NV),
 		V(TO_WU, RMM, 0xb800, 0, 0, 0, NV),
-		V(TO_LU, RNE, 0xba00, 0, 0, 0, NV),		/* -0.75 */
+		V(TO_LU, RNE, 0xba00, 0, 0, 0, NV), /* -0.75 */
 		V(TO_LU, RTZ, 0xbbff, 0, 0, 0, NX),
 		V(TO_LU, RUP, 0x8001, 0, 0, 0, NX),
 		V(TO_LU, RDN, 0x8001, 0, 0, 0, NV),
@@ -650,19 +654,19 @@ static void test_float_conversions(void **state)
 		V(FROM_S, RNE, 0x3f801001, 0, 0, 0x3c01, NX),
 		V(FROM_S, RTZ, 0x3f801fff, 0, 0, 0x3c00, NX),
 		V(FROM_S, RDN, 0xbf801001, 0, 0, 0xbc01, NX),
-		V(FROM_S, RNE, 0x477ff000, 0, 0, PINF, OF | NX),	/* 65520 */
+		V(FROM_S, RNE, 0x477ff000, 0, 0, PINF, OF | NX), /* 65520 */
 		V(FROM_S, RTZ, 0x477ff000, 0, 0, MAXF, NX),
 		V(FROM_S, RDN, 0x477fefff, 0, 0, MAXF, NX),
 		V(FROM_S, RNE, 0x7f7fffff, 0, 0, PINF, OF | NX),
 		V(FROM_S, RUP, 0xff7fffff, 0, 0, 0xfbff, OF | NX),
-		V(FROM_S, RNE, 0x33800000, 0, 0, MINSUB, 0),		/* 2^-24 */
-		V(FROM_S, RNE, 0x33000000, 0, 0, PZERO, UF | NX),	/* 2^-25 */
+		V(FROM_S, RNE, 0x33800000, 0, 0, MINSUB, 0),	  /* 2^-24 */
+		V(FROM_S, RNE, 0x33000000, 0, 0, PZERO, UF | NX), /* 2^-25 */
 		V(FROM_S, RMM, 0x33000000, 0, 0, MINSUB, UF | NX),
 		V(FROM_S, RNE, 0x33000001, 0, 0, MINSUB, UF | NX),
-		V(FROM_S, RNE, 0x387fe000, 0, 0, MINNORM, UF | NX),	/* 2^-14 - 2^-25 */
-		V(FROM_S, RNE, 0x387ff000, 0, 0, MINNORM, NX),		/* 2^-14 - 2^-26 */
+		V(FROM_S, RNE, 0x387fe000, 0, 0, MINNORM, UF | NX), /* 2^-14 - 2^-25 */
+		V(FROM_S, RNE, 0x387ff000, 0, 0, MINNORM, NX),	    /* 2^-14 - 2^-26 */
 		V(FROM_S, RTZ, 0x387ff000, 0, 0, MAXSUB, UF | NX),
-		V(FROM_S, RUP, 0x00000001, 0, 0, MINSUB, UF | NX),	/* single subnormal */
+		V(FROM_S, RUP, 0x00000001, 0, 0, MINSUB, UF | NX), /* single subnormal */
 		V(FROM_S, RNE, 0x00000001, 0, 0, PZERO, UF | NX),
 		V(FROM_S, RDN, 0x80000001, 0, 0, 0x8001, UF | NX),
 
@@ -670,15 +674,15 @@ static void test_float_conversions(void **state)
 		V(FROM_D, RNE, 0xfff0000000000000ULL, 0, 0, NINF, 0),
 		V(FROM_D, RNE, 0xfff8000000000000ULL, 0, 0, QNAN, 0),
 		V(FROM_D, RNE, 0x7ff0000000000001ULL, 0, 0, QNAN, NV),
-		V(FROM_D, RNE, 0x3ff0020000000000ULL, 0, 0, 0x3c00, NX),	/* 1 + 2^-11 */
+		V(FROM_D, RNE, 0x3ff0020000000000ULL, 0, 0, 0x3c00, NX), /* 1 + 2^-11 */
 		V(FROM_D, RMM, 0x3ff0020000000000ULL, 0, 0, 0x3c01, NX),
 		V(FROM_D, RNE, 0x3ff0020000000001ULL, 0, 0, 0x3c01, NX),
 		V(FROM_D, RUP, 0x3ff0000000000001ULL, 0, 0, 0x3c01, NX),
-		V(FROM_D, RNE, 0x40effe0000000000ULL, 0, 0, PINF, OF | NX),	/* 65520 */
+		V(FROM_D, RNE, 0x40effe0000000000ULL, 0, 0, PINF, OF | NX), /* 65520 */
 		V(FROM_D, RNE, 0x40effdffffffffffULL, 0, 0, MAXF, NX),
 		V(FROM_D, RNE, 0x7fefffffffffffffULL, 0, 0, PINF, OF | NX),
 		V(FROM_D, RTZ, 0x7fefffffffffffffULL, 0, 0, MAXF, OF | NX),
-		V(FROM_D, RNE, 0x3e60000000000000ULL, 0, 0, PZERO, UF | NX),	/* 2^-25 */
+		V(FROM_D, RNE, 0x3e60000000000000ULL, 0, 0, PZERO, UF | NX), /* 2^-25 */
 		V(FROM_D, RNE, 0x3e60000000000001ULL, 0, 0, MINSUB, UF | NX),
 		V(FROM_D, RUP, 0x0000000000000001ULL, 0, 0, MINSUB, UF | NX),
 		V(FROM_D, RDN, 0x8000000000000001ULL, 0, 0, 0x8001, UF | NX),

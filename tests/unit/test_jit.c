@@ -112,14 +112,14 @@ enum {
 };
 
 static const char *const xname[32] = {
-    "zero", "ra", "sp", "gp", "tp",  "t0",  "t1", "t2", "s0", "s1", "a0",
-    "a1",   "a2", "a3", "a4", "a5",  "a6",  "a7", "s2", "s3", "s4", "s5",
-    "s6",   "s7", "s8", "s9", "s10", "s11", "t3", "t4", "t5", "t6",
+	"zero", "ra", "sp", "gp", "tp",	 "t0",	"t1", "t2", "s0", "s1", "a0",
+	"a1",	"a2", "a3", "a4", "a5",	 "a6",	"a7", "s2", "s3", "s4", "s5",
+	"s6",	"s7", "s8", "s9", "s10", "s11", "t3", "t4", "t5", "t6",
 };
 
 static const char *const opname[OP_COUNT] = {
 #define JD_OPNAME(n) #n,
-    RV_OPS(JD_OPNAME)
+	RV_OPS(JD_OPNAME)
 #undef JD_OPNAME
 };
 
@@ -276,27 +276,37 @@ static const struct enc {
 	char fmt; /* R, I (incl. loads, jalr), H (shift by immediate), S, B, U */
 	uint32_t opc, f3, f7;
 } encs[] = {
-    {OP_ADD, 'R', 0x33, 0, 0},	    {OP_SUB, 'R', 0x33, 0, 0x20}, {OP_SLL, 'R', 0x33, 1, 0},
-    {OP_SLT, 'R', 0x33, 2, 0},	    {OP_SLTU, 'R', 0x33, 3, 0},	  {OP_XOR, 'R', 0x33, 4, 0},
-    {OP_SRL, 'R', 0x33, 5, 0},	    {OP_SRA, 'R', 0x33, 5, 0x20}, {OP_OR, 'R', 0x33, 6, 0},
-    {OP_AND, 'R', 0x33, 7, 0},	    {OP_ADDW, 'R', 0x3b, 0, 0},	  {OP_SUBW, 'R', 0x3b, 0, 0x20},
-    {OP_SLLW, 'R', 0x3b, 1, 0},	    {OP_SRLW, 'R', 0x3b, 5, 0},	  {OP_SRAW, 'R', 0x3b, 5, 0x20},
-    {OP_MUL, 'R', 0x33, 0, 1},	    {OP_MULH, 'R', 0x33, 1, 1},	  {OP_MULHSU, 'R', 0x33, 2, 1},
-    {OP_MULHU, 'R', 0x33, 3, 1},    {OP_DIV, 'R', 0x33, 4, 1},	  {OP_DIVU, 'R', 0x33, 5, 1},
-    {OP_REM, 'R', 0x33, 6, 1},	    {OP_REMU, 'R', 0x33, 7, 1},	  {OP_MULW, 'R', 0x3b, 0, 1},
-    {OP_DIVW, 'R', 0x3b, 4, 1},	    {OP_DIVUW, 'R', 0x3b, 5, 1},  {OP_REMW, 'R', 0x3b, 6, 1},
-    {OP_REMUW, 'R', 0x3b, 7, 1},    {OP_ADDI, 'I', 0x13, 0, 0},	  {OP_SLTI, 'I', 0x13, 2, 0},
-    {OP_SLTIU, 'I', 0x13, 3, 0},    {OP_XORI, 'I', 0x13, 4, 0},	  {OP_ORI, 'I', 0x13, 6, 0},
-    {OP_ANDI, 'I', 0x13, 7, 0},	    {OP_ADDIW, 'I', 0x1b, 0, 0},  {OP_JALR, 'I', 0x67, 0, 0},
-    {OP_LB, 'I', 0x03, 0, 0},	    {OP_LH, 'I', 0x03, 1, 0},	  {OP_LW, 'I', 0x03, 2, 0},
-    {OP_LD, 'I', 0x03, 3, 0},	    {OP_LBU, 'I', 0x03, 4, 0},	  {OP_LHU, 'I', 0x03, 5, 0},
-    {OP_LWU, 'I', 0x03, 6, 0},	    {OP_SLLI, 'H', 0x13, 1, 0},	  {OP_SRLI, 'H', 0x13, 5, 0},
-    {OP_SRAI, 'H', 0x13, 5, 0x20},  {OP_SLLIW, 'H', 0x1b, 1, 0},  {OP_SRLIW, 'H', 0x1b, 5, 0},
-    {OP_SRAIW, 'H', 0x1b, 5, 0x20}, {OP_SB, 'S', 0x23, 0, 0},	  {OP_SH, 'S', 0x23, 1, 0},
-    {OP_SW, 'S', 0x23, 2, 0},	    {OP_SD, 'S', 0x23, 3, 0},	  {OP_BEQ, 'B', 0x63, 0, 0},
-    {OP_BNE, 'B', 0x63, 1, 0},	    {OP_BLT, 'B', 0x63, 4, 0},	  {OP_BGE, 'B', 0x63, 5, 0},
-    {OP_BLTU, 'B', 0x63, 6, 0},	    {OP_BGEU, 'B', 0x63, 7, 0},	  {OP_LUI, 'U', 0x37, 0, 0},
-    {OP_AUIPC, 'U', 0x17, 0, 0},
+	{ OP_ADD, 'R', 0x33, 0, 0 },	  { OP_SUB, 'R', 0x33, 0, 0x20 },
+	{ OP_SLL, 'R', 0x33, 1, 0 },	  { OP_SLT, 'R', 0x33, 2, 0 },
+	{ OP_SLTU, 'R', 0x33, 3, 0 },	  { OP_XOR, 'R', 0x33, 4, 0 },
+	{ OP_SRL, 'R', 0x33, 5, 0 },	  { OP_SRA, 'R', 0x33, 5, 0x20 },
+	{ OP_OR, 'R', 0x33, 6, 0 },	  { OP_AND, 'R', 0x33, 7, 0 },
+	{ OP_ADDW, 'R', 0x3b, 0, 0 },	  { OP_SUBW, 'R', 0x3b, 0, 0x20 },
+	{ OP_SLLW, 'R', 0x3b, 1, 0 },	  { OP_SRLW, 'R', 0x3b, 5, 0 },
+	{ OP_SRAW, 'R', 0x3b, 5, 0x20 },  { OP_MUL, 'R', 0x33, 0, 1 },
+	{ OP_MULH, 'R', 0x33, 1, 1 },	  { OP_MULHSU, 'R', 0x33, 2, 1 },
+	{ OP_MULHU, 'R', 0x33, 3, 1 },	  { OP_DIV, 'R', 0x33, 4, 1 },
+	{ OP_DIVU, 'R', 0x33, 5, 1 },	  { OP_REM, 'R', 0x33, 6, 1 },
+	{ OP_REMU, 'R', 0x33, 7, 1 },	  { OP_MULW, 'R', 0x3b, 0, 1 },
+	{ OP_DIVW, 'R', 0x3b, 4, 1 },	  { OP_DIVUW, 'R', 0x3b, 5, 1 },
+	{ OP_REMW, 'R', 0x3b, 6, 1 },	  { OP_REMUW, 'R', 0x3b, 7, 1 },
+	{ OP_ADDI, 'I', 0x13, 0, 0 },	  { OP_SLTI, 'I', 0x13, 2, 0 },
+	{ OP_SLTIU, 'I', 0x13, 3, 0 },	  { OP_XORI, 'I', 0x13, 4, 0 },
+	{ OP_ORI, 'I', 0x13, 6, 0 },	  { OP_ANDI, 'I', 0x13, 7, 0 },
+	{ OP_ADDIW, 'I', 0x1b, 0, 0 },	  { OP_JALR, 'I', 0x67, 0, 0 },
+	{ OP_LB, 'I', 0x03, 0, 0 },	  { OP_LH, 'I', 0x03, 1, 0 },
+	{ OP_LW, 'I', 0x03, 2, 0 },	  { OP_LD, 'I', 0x03, 3, 0 },
+	{ OP_LBU, 'I', 0x03, 4, 0 },	  { OP_LHU, 'I', 0x03, 5, 0 },
+	{ OP_LWU, 'I', 0x03, 6, 0 },	  { OP_SLLI, 'H', 0x13, 1, 0 },
+	{ OP_SRLI, 'H', 0x13, 5, 0 },	  { OP_SRAI, 'H', 0x13, 5, 0x20 },
+	{ OP_SLLIW, 'H', 0x1b, 1, 0 },	  { OP_SRLIW, 'H', 0x1b, 5, 0 },
+	{ OP_SRAIW, 'H', 0x1b, 5, 0x20 }, { OP_SB, 'S', 0x23, 0, 0 },
+	{ OP_SH, 'S', 0x23, 1, 0 },	  { OP_SW, 'S', 0x23, 2, 0 },
+	{ OP_SD, 'S', 0x23, 3, 0 },	  { OP_BEQ, 'B', 0x63, 0, 0 },
+	{ OP_BNE, 'B', 0x63, 1, 0 },	  { OP_BLT, 'B', 0x63, 4, 0 },
+	{ OP_BGE, 'B', 0x63, 5, 0 },	  { OP_BLTU, 'B', 0x63, 6, 0 },
+	{ OP_BGEU, 'B', 0x63, 7, 0 },	  { OP_LUI, 'U', 0x37, 0, 0 },
+	{ OP_AUIPC, 'U', 0x17, 0, 0 },
 };
 
 static const struct enc *enc_of(int op)
@@ -465,7 +475,7 @@ static void C_SHA(struct gen *g, int f2, int rd, int32_t imm)
 	uint32_t u = (uint32_t)imm;
 	uint32_t raw = 4u << 13 | ((u >> 5) & 1) << 12 | (uint32_t)f2 << 10 |
 		       (uint32_t)(rd - 8) << 7 | (u & 0x1f) << 2 | 1;
-	static const int ops[3] = {OP_SRLI, OP_SRAI, OP_ANDI};
+	static const int ops[3] = { OP_SRLI, OP_SRAI, OP_ANDI };
 	e16(g, raw, ops[f2], rd, rd, 0, imm, C_RD | C_RS1 | C_IMM);
 }
 
@@ -587,7 +597,8 @@ static void add_fix(struct gen *g, int kind, int lab, int op, uint32_t aux, int3
 		return;
 	}
 	g->fx[g->nfx++] = (struct fixup){
-	    .at = g->pos[g->cur], .aux = aux, .kind = kind, .lab = lab, .op = op, .extra = extra};
+		.at = g->pos[g->cur], .aux = aux, .kind = kind, .lab = lab, .op = op, .extra = extra
+	};
 }
 
 static void B(struct gen *g, int op, int rs1, int rs2, int lab)
@@ -793,7 +804,7 @@ static int pick_csrc(struct gen *g)
 
 static int32_t imm12(struct gen *g)
 {
-	static const int32_t edge[] = {0, 1, -1, 2047, -2048, 2, -2, 0x7f0, 0x400};
+	static const int32_t edge[] = { 0, 1, -1, 2047, -2048, 2, -2, 0x7f0, 0x400 };
 	uint32_t k = below(g, 10);
 	if (k < 3)
 		return edge[below(g, sizeof(edge) / sizeof(edge[0]))];
@@ -818,8 +829,8 @@ static int32_t nz_imm6(struct gen *g)
 
 static uint32_t imm20(struct gen *g)
 {
-	static const uint32_t edge[] = {0x7ffff, 0x80000, 0x80001, 0xfffff, 0x00001,
-					0x7fffe, 0x00000, 0xffffe, 0x12345};
+	static const uint32_t edge[] = { 0x7ffff, 0x80000, 0x80001, 0xfffff, 0x00001,
+					 0x7fffe, 0x00000, 0xffffe, 0x12345 };
 	if (chance(g, 60))
 		return edge[below(g, sizeof(edge) / sizeof(edge[0]))];
 	return rnd(g) & 0xfffff;
@@ -898,15 +909,15 @@ static void set_edge(struct gen *g, int r)
 
 static void it_alu_imm(struct gen *g, struct ctx *c)
 {
-	static const int ops[] = {OP_ADDI,  OP_SLTI,  OP_SLTIU, OP_XORI, OP_ORI,
-				  OP_ANDI,  OP_ADDIW, OP_SLLI,	OP_SRLI, OP_SRAI,
-				  OP_SLLIW, OP_SRLIW, OP_SRAIW, OP_ADDI, OP_ADDIW};
+	static const int ops[] = { OP_ADDI,  OP_SLTI,  OP_SLTIU, OP_XORI, OP_ORI,
+				   OP_ANDI,  OP_ADDIW, OP_SLLI,	 OP_SRLI, OP_SRAI,
+				   OP_SLLIW, OP_SRLIW, OP_SRAIW, OP_ADDI, OP_ADDIW };
 	int op = ops[below(g, sizeof(ops) / sizeof(ops[0]))];
 	int rd = pick_dst(g, c), rs1 = pick_src(g);
 	int32_t imm;
 	if (enc_of(op)->fmt == 'H') {
 		bool w = op == OP_SLLIW || op == OP_SRLIW || op == OP_SRAIW;
-		static const int32_t edge[] = {0, 1, 31, 32, 63};
+		static const int32_t edge[] = { 0, 1, 31, 32, 63 };
 		imm = chance(g, 30) ? edge[below(g, 5)] : (int32_t)below(g, 64);
 		if (w)
 			imm &= 31;
@@ -916,10 +927,10 @@ static void it_alu_imm(struct gen *g, struct ctx *c)
 	I(g, op, rd, rs1, imm);
 }
 
-static const int alu_rr[] = {OP_ADD, OP_SUB, OP_SLL,  OP_SLT,  OP_SLTU, OP_XOR,	 OP_SRL, OP_SRA,
-			     OP_OR,  OP_AND, OP_ADDW, OP_SUBW, OP_SLLW, OP_SRLW, OP_SRAW};
-static const int muldiv[] = {OP_MUL,  OP_MULH, OP_MULHSU, OP_MULHU, OP_DIV,  OP_DIVU, OP_REM,
-			     OP_REMU, OP_MULW, OP_DIVW,	  OP_DIVUW, OP_REMW, OP_REMUW};
+static const int alu_rr[] = { OP_ADD, OP_SUB, OP_SLL,  OP_SLT,	OP_SLTU, OP_XOR,  OP_SRL, OP_SRA,
+			      OP_OR,  OP_AND, OP_ADDW, OP_SUBW, OP_SLLW, OP_SRLW, OP_SRAW };
+static const int muldiv[] = { OP_MUL,  OP_MULH, OP_MULHSU, OP_MULHU, OP_DIV,  OP_DIVU, OP_REM,
+			      OP_REMU, OP_MULW, OP_DIVW,   OP_DIVUW, OP_REMW, OP_REMUW };
 
 static void it_alu_reg(struct gen *g, struct ctx *c, bool m)
 {
@@ -927,7 +938,7 @@ static void it_alu_reg(struct gen *g, struct ctx *c, bool m)
 		   : alu_rr[below(g, sizeof(alu_rr) / sizeof(alu_rr[0]))];
 	int rs1 = pick_src(g), rs2 = chance(g, 10) ? rs1 : pick_src(g);
 	bool w =
-	    op == OP_MULW || op == OP_DIVW || op == OP_DIVUW || op == OP_REMW || op == OP_REMUW;
+		op == OP_MULW || op == OP_DIVW || op == OP_DIVUW || op == OP_REMW || op == OP_REMUW;
 	if (m && rs1 && rs2 && rs1 != rs2 && writable(c, rs1) && writable(c, rs2) &&
 	    chance(g, 30)) {
 		/* the division edge cases: MIN / -1, x / 0 */
@@ -1010,7 +1021,7 @@ static void it_rvc_alu(struct gen *g, struct ctx *c)
 		break;
 	case 8:
 	case 9: {
-		static const int ops[] = {OP_SUB, OP_XOR, OP_OR, OP_AND, OP_SUBW, OP_ADDW};
+		static const int ops[] = { OP_SUB, OP_XOR, OP_OR, OP_AND, OP_SUBW, OP_ADDW };
 		if (cd >= 0)
 			C_ALU(g, ops[below(g, 6)], cd, pick_csrc(g));
 		break;
@@ -1035,8 +1046,8 @@ static void it_rvc_alu(struct gen *g, struct ctx *c)
 	}
 }
 
-static const int loads[] = {OP_LB, OP_LH, OP_LW, OP_LD, OP_LBU, OP_LHU, OP_LWU};
-static const int stores[] = {OP_SB, OP_SH, OP_SW, OP_SD};
+static const int loads[] = { OP_LB, OP_LH, OP_LW, OP_LD, OP_LBU, OP_LHU, OP_LWU };
+static const int stores[] = { OP_SB, OP_SH, OP_SW, OP_SD };
 
 /* An offset for an access of size bytes from a base in the scratch area's middle page. */
 static int32_t mem_off(struct gen *g, unsigned size, int32_t lo, int32_t hi)
@@ -1070,7 +1081,7 @@ static void it_mem(struct gen *g, struct ctx *c)
 		break;
 	case 2: { /* a base computed from a random register: gp + (rs & mask) [+ k] */
 		int rb = pick_dst_nz(g, c), rs = pick_src(g);
-		static const int32_t masks[] = {0x7ff, 0x7f8, 0x7fc, 0x7fe, 0x0ff};
+		static const int32_t masks[] = { 0x7ff, 0x7f8, 0x7fc, 0x7fe, 0x0ff };
 		I(g, OP_ANDI, rb, rs, masks[below(g, 5)]);
 		if (chance(g, 50))
 			I(g, OP_ADDI, rb, rb, (int32_t)below(g, 0x800));
@@ -1094,7 +1105,7 @@ static void it_cmem(struct gen *g, struct ctx *c)
 		if (rb < 0)
 			return;
 		I(g, OP_ADDI, rb, GP, (int32_t)below(g, 2048 + 1800) - 2048);
-		static const int ops[] = {OP_LW, OP_LD, OP_SW, OP_SD};
+		static const int ops[] = { OP_LW, OP_LD, OP_SW, OP_SD };
 		int op = ops[below(g, 4)];
 		uint32_t u = op == OP_LW || op == OP_SW ? 4 * below(g, 32) : 8 * below(g, 32);
 		if (op == OP_LW || op == OP_LD) {
@@ -1106,7 +1117,7 @@ static void it_cmem(struct gen *g, struct ctx *c)
 		}
 		return;
 	}
-	static const int ops[] = {OP_LW, OP_LD, OP_SW, OP_SD};
+	static const int ops[] = { OP_LW, OP_LD, OP_SW, OP_SD };
 	int op = ops[below(g, 4)];
 	uint32_t u = op == OP_LW || op == OP_SW ? 4 * below(g, 64) : 8 * below(g, 64);
 	if (op == OP_LW || op == OP_LD)
@@ -1117,7 +1128,7 @@ static void it_cmem(struct gen *g, struct ctx *c)
 
 static void it_branch(struct gen *g, struct ctx *c)
 {
-	static const int ops[] = {OP_BEQ, OP_BNE, OP_BLT, OP_BGE, OP_BLTU, OP_BGEU};
+	static const int ops[] = { OP_BEQ, OP_BNE, OP_BLT, OP_BGE, OP_BLTU, OP_BGEU };
 	int lab = new_label(g);
 	uint32_t k = below(g, 10);
 	if (k < 6) {
@@ -1213,10 +1224,10 @@ static void it_call(struct gen *g, struct ctx *c)
 		pad = 0;
 	g->pos[1] += pad;
 	place(g, isl);
-	struct ctx ic = {.forbid = c->forbid | 1u << link,
-			 .mult = c->mult,
-			 .counter = c->counter,
-			 .iters = c->iters};
+	struct ctx ic = { .forbid = c->forbid | 1u << link,
+			  .mult = c->mult,
+			  .counter = c->counter,
+			  .iters = c->iters };
 	int n = 1 + (int)below(g, 8);
 	for (int k = 0; k < n && !g->bad; k++)
 		item(g, &ic);
@@ -1240,11 +1251,11 @@ static void it_loop(struct gen *g, struct ctx *c)
 		I(g, OP_ADDI, rc, 0, n);
 	int top = new_label(g);
 	place(g, top);
-	struct ctx bc = {.forbid = c->forbid | 1u << rc,
-			 .calls = true,
-			 .mult = c->mult * n,
-			 .counter = rc,
-			 .iters = n};
+	struct ctx bc = { .forbid = c->forbid | 1u << rc,
+			  .calls = true,
+			  .mult = c->mult * n,
+			  .counter = rc,
+			  .iters = n };
 	int items = 2 + (int)below(g, 10);
 	for (int k = 0; k < items && !g->bad; k++)
 		item(g, &bc);
@@ -1276,18 +1287,18 @@ static const struct amo {
 	uint32_t f5;
 	int w, d;
 } amos[] = {
-    {0x00, OP_AMOADD_W, OP_AMOADD_D},	{0x01, OP_AMOSWAP_W, OP_AMOSWAP_D},
-    {0x04, OP_AMOXOR_W, OP_AMOXOR_D},	{0x08, OP_AMOOR_W, OP_AMOOR_D},
-    {0x0c, OP_AMOAND_W, OP_AMOAND_D},	{0x10, OP_AMOMIN_W, OP_AMOMIN_D},
-    {0x14, OP_AMOMAX_W, OP_AMOMAX_D},	{0x18, OP_AMOMINU_W, OP_AMOMINU_D},
-    {0x1c, OP_AMOMAXU_W, OP_AMOMAXU_D},
+	{ 0x00, OP_AMOADD_W, OP_AMOADD_D },   { 0x01, OP_AMOSWAP_W, OP_AMOSWAP_D },
+	{ 0x04, OP_AMOXOR_W, OP_AMOXOR_D },   { 0x08, OP_AMOOR_W, OP_AMOOR_D },
+	{ 0x0c, OP_AMOAND_W, OP_AMOAND_D },   { 0x10, OP_AMOMIN_W, OP_AMOMIN_D },
+	{ 0x14, OP_AMOMAX_W, OP_AMOMAX_D },   { 0x18, OP_AMOMINU_W, OP_AMOMINU_D },
+	{ 0x1c, OP_AMOMAXU_W, OP_AMOMAXU_D },
 };
 
 static void amo(struct gen *g, const struct amo *a, bool d, int rd, int rs1, int rs2)
 {
 	RAW32(g,
 	      a->f5 << 27 | (uint32_t)rs2 << 20 | (uint32_t)rs1 << 15 | (d ? 3u : 2u) << 12 |
-		  (uint32_t)rd << 7 | 0x2f,
+		      (uint32_t)rd << 7 | 0x2f,
 	      d ? a->d : a->w);
 }
 
@@ -1298,8 +1309,8 @@ static void fp_item(struct gen *g, struct ctx *c)
 	case 0: RAW32(g, fp_r(0x79, 0, fd, pick_src(g), 0), OP_FMV_D_X); break;
 	case 1: RAW32(g, fp_r(0x69, 7, fd, pick_src(g), 2), OP_FCVT_D_L); break;
 	case 2: {
-		static const uint32_t f7[] = {0x01, 0x05, 0x09, 0x0d};
-		static const int ops[] = {OP_FADD_D, OP_FSUB_D, OP_FMUL_D, OP_FDIV_D};
+		static const uint32_t f7[] = { 0x01, 0x05, 0x09, 0x0d };
+		static const int ops[] = { OP_FADD_D, OP_FSUB_D, OP_FMUL_D, OP_FDIV_D };
 		uint32_t k = below(g, 4);
 		RAW32(g, fp_r(f7[k], 7, fd, fa, fb), ops[k]);
 		break;
@@ -1307,7 +1318,7 @@ static void fp_item(struct gen *g, struct ctx *c)
 	case 3: RAW32(g, fp_r(0x71, 0, pick_dst(g, c), fa, 0), OP_FMV_X_D); break;
 	case 4: RAW32(g, fp_r(0x61, 1, pick_dst(g, c), fa, 2), OP_FCVT_L_D); break;
 	case 5: {
-		static const int ops[] = {OP_FLE_D, OP_FLT_D, OP_FEQ_D};
+		static const int ops[] = { OP_FLE_D, OP_FLT_D, OP_FEQ_D };
 		uint32_t rm = below(g, 3);
 		RAW32(g, fp_r(0x51, rm, pick_dst(g, c), fa, fb), ops[rm]);
 		break;
@@ -1323,9 +1334,9 @@ static void it_fallback(struct gen *g, struct ctx *c)
 {
 	switch (below(g, 7)) {
 	case 0: {
-		static const uint32_t m_csrs[] = {0xb02, 0xb00, 0xc02, 0xc00, 0xf14,
-						  0x301, 0x140, 0x001, 0x003, 0x300};
-		static const uint32_t s_csrs[] = {0x140, 0x001, 0x003, 0x100, 0x140};
+		static const uint32_t m_csrs[] = { 0xb02, 0xb00, 0xc02, 0xc00, 0xf14,
+						   0x301, 0x140, 0x001, 0x003, 0x300 };
+		static const uint32_t s_csrs[] = { 0x140, 0x001, 0x003, 0x100, 0x140 };
 		uint32_t csr = g->p->smode ? s_csrs[below(g, 5)] : m_csrs[below(g, 10)];
 		CSRR(g, pick_dst(g, c), csr);
 		break;
@@ -1360,7 +1371,7 @@ static void it_fallback(struct gen *g, struct ctx *c)
 			R(g, OP_ADD, t, rd, pick_src(g));
 		RAW32(g,
 		      0x03u << 27 | (uint32_t)pick_src(g) << 20 | (uint32_t)rb << 15 | 3u << 12 |
-			  (uint32_t)pick_dst(g, c) << 7 | 0x2f,
+			      (uint32_t)pick_dst(g, c) << 7 | 0x2f,
 		      OP_SC_D);
 		break;
 	}
@@ -1399,8 +1410,8 @@ static void it_trap(struct gen *g, struct ctx *c)
 	case 1:
 		if (!g->p->smode && !g->p->mprv) {
 			if (chance(g, 50)) { /* outside RAM (below, or sign-extended above it) */
-				static const uint32_t his[] = {0x00001, 0x7ffff, 0x80100, 0xfffff,
-							       0x12345};
+				static const uint32_t his[] = { 0x00001, 0x7ffff, 0x80100, 0xfffff,
+								0x12345 };
 				U(g, OP_LUI, rb, his[below(g, 5)]);
 				access_item(g, c, rb, imm12(g), store, op);
 			} else { /* across the end of RAM */
@@ -1447,7 +1458,7 @@ static void it_trap(struct gen *g, struct ctx *c)
 		else
 			RAW32(g,
 			      0x02u << 27 | (uint32_t)rb << 15 | (d ? 3u : 2u) << 12 |
-				  (uint32_t)pick_dst(g, c) << 7 | 0x2f,
+				      (uint32_t)pick_dst(g, c) << 7 | 0x2f,
 			      d ? OP_LR_D : OP_LR_W);
 		break;
 	}
@@ -1555,22 +1566,22 @@ static bool gen_random(struct gen *g, struct prog *p)
 		p->perm[j] = t;
 	}
 	for (int r = 0; r < 32; r++) {
-		static const uint64_t edge[] = {0,
-						1,
-						~0ULL,
-						0x8000000000000000ULL,
-						0x7fffffffffffffffULL,
-						0xffffffff80000000ULL,
-						0x7fffffff,
-						0x80000000ULL,
-						0xffffffffULL};
+		static const uint64_t edge[] = { 0,
+						 1,
+						 ~0ULL,
+						 0x8000000000000000ULL,
+						 0x7fffffffffffffffULL,
+						 0xffffffff80000000ULL,
+						 0x7fffffff,
+						 0x80000000ULL,
+						 0xffffffffULL };
 		uint32_t k = below(g, 10);
 		p->x[r] = k < 2	  ? edge[below(g, 9)]
 			  : k < 4 ? (uint64_t)(int64_t)imm12(g)
 				  : rnd64(g);
 	}
 	p->x[0] = 0;
-	static const unsigned spoff[] = {0x1f00, 0x1f04, 0x1f02, 0x1f01, 0x1f06, 0x1f08};
+	static const unsigned spoff[] = { 0x1f00, 0x1f04, 0x1f02, 0x1f01, 0x1f06, 0x1f08 };
 	p->x[SP] = JD_DATA + spoff[below(g, 6)];
 	p->x[GP] = JD_GP;
 	for (unsigned k = 0; k < JD_DATA_SIZE; k += 4) {
@@ -1596,7 +1607,9 @@ static bool gen_random(struct gen *g, struct prog *p)
 	g->end[1] = JD_CODE_SIZE;
 	p->start = JD_CODE + start;
 
-	struct ctx main = {.forbid = 1u << SP | 1u << GP, .loops = true, .calls = true, .mult = 1};
+	struct ctx main = {
+		.forbid = 1u << SP | 1u << GP, .loops = true, .calls = true, .mult = 1
+	};
 	int target = 20 + (int)below(g, 181);
 	while (p->ninsn < target && !g->bad && !g->err[0])
 		item(g, &main);
@@ -1912,10 +1925,10 @@ static int compare(const struct prog *p, struct machine *a, struct machine *b, c
 	unsigned na = log_entries(a), nb = log_entries(b);
 	for (unsigned e = 0; e < na && e < nb && e < JD_LOG_LIMIT / JD_LOG_ENTRY; e++) {
 		for (unsigned w = 0; w < JD_LOG_WORDS; w++) {
-			static const char *const names[] = {[L_MCAUSE] = "mcause",
-							    [L_MEPC] = "mepc",
-							    [L_MTVAL] = "mtval",
-							    [L_MINSTRET] = "minstret"};
+			static const char *const names[] = { [L_MCAUSE] = "mcause",
+							     [L_MEPC] = "mepc",
+							     [L_MTVAL] = "mtval",
+							     [L_MINSTRET] = "minstret" };
 			if (w == 0)
 				snprintf(what, sizeof(what), "trap %u: mstatus", e);
 			else if (w < 32)
@@ -1936,12 +1949,13 @@ static int compare(const struct prog *p, struct machine *a, struct machine *b, c
 		uint64_t at = off & ~7ULL;
 		memcpy(&va, ra + at, 8);
 		memcpy(&vb, rb + at, 8);
-		snprintf(
-		    what, sizeof(what), "RAM %s at %#" PRIx64,
-		    at >= JD_DATA - RAM_BASE && at < JD_DATA - RAM_BASE + JD_DATA_SIZE ? "(scratch)"
-		    : at >= JD_LOG - RAM_BASE && at < JD_LOG - RAM_BASE + JD_LOG_SIZE ? "(trap log)"
-										      : "",
-		    (uint64_t)(RAM_BASE + at));
+		snprintf(what, sizeof(what), "RAM %s at %#" PRIx64,
+			 at >= JD_DATA - RAM_BASE && at < JD_DATA - RAM_BASE + JD_DATA_SIZE
+				 ? "(scratch)"
+			 : at >= JD_LOG - RAM_BASE && at < JD_LOG - RAM_BASE + JD_LOG_SIZE
+				 ? "(trap log)"
+				 : "",
+			 (uint64_t)(RAM_BASE + at));
 		JD_DIFF(what, va, vb);
 	}
 	/* Sanity: the programs must have run to their end. */
@@ -2079,17 +2093,17 @@ static void test_random_programs(void **state)
 			list_program(&p);
 		/* Every program fully translated; every other one also with blocks translated
 		 * after their second run (interpreted and translated runs of the same code). */
-		static const int all[] = {1, 2, 0}, one[] = {1, 0};
+		static const int all[] = { 1, 2, 0 }, one[] = { 1, 0 };
 		bool ran = false;
 		int d = run_diff(&p, k % 2 ? one : all, &ran, failed < 3);
 		if (d) {
 			if (++failed == 5)
 				nprogs = k + 1; /* enough: stop here */
-			fprintf(
-			    stderr,
-			    "  reproduce: MABO_JIT_TEST_SEED=%#" PRIx64
-			    " MABO_JIT_TEST_ONLY=%d MABO_JIT_TEST_DUMP=1 build/tests/test_jit\n",
-			    seed, k);
+			fprintf(stderr,
+				"  reproduce: MABO_JIT_TEST_SEED=%#" PRIx64
+				" MABO_JIT_TEST_ONLY=%d MABO_JIT_TEST_DUMP=1 "
+				"build/tests/test_jit\n",
+				seed, k);
 		}
 		translated += ran;
 		smode += p.smode;
@@ -2149,7 +2163,7 @@ static uint64_t here(struct gen *g)
 /* Runs p in both engines, compares them, and leaves the translated run in *m for checks. */
 static void run_both(const struct prog *p, struct machine *m)
 {
-	static const int hots[] = {1, 2, 0};
+	static const int hots[] = { 1, 2, 0 };
 	char err[512];
 	require_jit();
 	assert_true(build_handler(err, sizeof(err)));
@@ -2251,8 +2265,8 @@ static void test_fault_writeback_bare(void **state)
 
 	struct machine m;
 	run_both(&p, &m);
-	static const uint64_t cause[3] = {EXC_LOAD_ACCESS, EXC_STORE_ACCESS, EXC_LOAD_ACCESS};
-	const uint64_t tval[3] = {0x1008, RAM_BASE + JD_RAM_SIZE, RAM_BASE + JD_RAM_SIZE};
+	static const uint64_t cause[3] = { EXC_LOAD_ACCESS, EXC_STORE_ACCESS, EXC_LOAD_ACCESS };
+	const uint64_t tval[3] = { 0x1008, RAM_BASE + JD_RAM_SIZE, RAM_BASE + JD_RAM_SIZE };
 	check_traps(&m, 3, cause, pcs, tval, snap);
 	check_regs(&m, x);
 	/* minstret in the handler: the instructions retired before it */
@@ -2351,10 +2365,10 @@ static void test_fault_writeback_sv39(void **state)
 
 	struct machine m;
 	run_both(&p, &m);
-	static const uint64_t cause[4] = {EXC_LOAD_PAGE, EXC_LOAD_PAGE, EXC_STORE_PAGE,
-					  EXC_STORE_PAGE};
-	const uint64_t tval[4] = {JD_DATA + 0x3010, JD_DATA + 0x3000, JD_DATA + 0x4008,
-				  JD_DATA + 0x3000};
+	static const uint64_t cause[4] = { EXC_LOAD_PAGE, EXC_LOAD_PAGE, EXC_STORE_PAGE,
+					   EXC_STORE_PAGE };
+	const uint64_t tval[4] = { JD_DATA + 0x3010, JD_DATA + 0x3000, JD_DATA + 0x4008,
+				   JD_DATA + 0x3000 };
 	check_traps(&m, 4, cause, pcs, tval, snap);
 	check_regs(&m, x);
 	assert_int_equal(m.h->priv, PRV_S);
@@ -2466,8 +2480,8 @@ static void test_fallback_mid_block(void **state)
 	x[T6] = JD_TOHOST;
 	x[T5] = 1;
 	run_both(&p, &m);
-	static const uint64_t cause[2] = {EXC_ILLEGAL, EXC_STORE_MISALIGNED};
-	const uint64_t tval[2] = {fcvt, JD_GP + 2};
+	static const uint64_t cause[2] = { EXC_ILLEGAL, EXC_STORE_MISALIGNED };
+	const uint64_t tval[2] = { fcvt, JD_GP + 2 };
 	check_traps(&m, 2, cause, pcs, tval, snap);
 	check_regs(&m, x);
 	assert_int_equal(m.h->f[1], 0);
@@ -2521,8 +2535,8 @@ static void test_self_loop_trap(void **state)
 	x[T5] = 1;
 	struct machine m;
 	run_both(&p, &m);
-	static const uint64_t cause[1] = {EXC_LOAD_ACCESS};
-	const uint64_t tval[1] = {JD_GP + 0x100000};
+	static const uint64_t cause[1] = { EXC_LOAD_ACCESS };
+	const uint64_t tval[1] = { JD_GP + 0x100000 };
 	check_traps(&m, 1, cause, pcs, tval, snap);
 	check_regs(&m, x);
 	assert_int_equal(log_word(&m, 0, L_MINSTRET), 3 + 7 + 7 + 1 + H_BEFORE_MINSTRET);
@@ -2586,12 +2600,12 @@ static void test_patched_chain_fence_i(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_fault_writeback_bare),
-	    cmocka_unit_test(test_fault_writeback_sv39),
-	    cmocka_unit_test(test_fallback_mid_block),
-	    cmocka_unit_test(test_self_loop_trap),
-	    cmocka_unit_test(test_patched_chain_fence_i),
-	    cmocka_unit_test(test_random_programs),
+		cmocka_unit_test(test_fault_writeback_bare),
+		cmocka_unit_test(test_fault_writeback_sv39),
+		cmocka_unit_test(test_fallback_mid_block),
+		cmocka_unit_test(test_self_loop_trap),
+		cmocka_unit_test(test_patched_chain_fence_i),
+		cmocka_unit_test(test_random_programs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,9 +111,9 @@ static void test_strings(void **state)
 static void test_containers(void **state)
 {
 	(void)state;
-	struct json_value *v = parse_ok(
-		"{ \"cmd\" : \"migrate\", \"n\": 3, \"list\": [1, [], {}, \"x\", null],"
-		" \"o\": {\"deep\": [true]} }");
+	struct json_value *v =
+		parse_ok("{ \"cmd\" : \"migrate\", \"n\": 3, \"list\": [1, [], {}, \"x\", null],"
+			 " \"o\": {\"deep\": [true]} }");
 
 	assert_int_equal(v->type, JSON_OBJECT);
 	assert_int_equal(v->object.n, 4);
@@ -196,9 +196,9 @@ static void test_errors(void **state)
 		{ "\"a\nb\"", 2, "control character 0x0a" },
 		{ "\"\xff\"", 1, "invalid UTF-8" },
 		{ "\"\xc3\"", 1, "invalid UTF-8" },
-		{ "\"\xc0\xaf\"", 1, "invalid UTF-8" },         /* overlong '/' */
-		{ "\"\xe0\x80\xaf\"", 1, "invalid UTF-8" },     /* overlong */
-		{ "\"\xed\xa0\x80\"", 1, "invalid UTF-8" },     /* surrogate */
+		{ "\"\xc0\xaf\"", 1, "invalid UTF-8" },		/* overlong '/' */
+		{ "\"\xe0\x80\xaf\"", 1, "invalid UTF-8" },	/* overlong */
+		{ "\"\xed\xa0\x80\"", 1, "invalid UTF-8" },	/* surrogate */
 		{ "\"\xf4\x90\x80\x80\"", 1, "invalid UTF-8" }, /* above U+10FFFF */
 		{ "\x80", 0, "unexpected byte 0x80" },
 		{ "{\"a\":1,\"b\":2,\"a\":3}", 0, "duplicate key 'a'" },
@@ -299,8 +299,10 @@ static void test_writer(void **state)
 
 	/* Bytes that are not UTF-8 become U+FFFD: the output always parses. */
 	json_writer_reset(&w);
-	json_string(&w, "a\xff" "b\xc3");
-	assert_string_equal(json_writer_str(&w), "\"a\xef\xbf\xbd" "b\xef\xbf\xbd\"");
+	json_string(&w, "a\xff"
+			"b\xc3");
+	assert_string_equal(json_writer_str(&w), "\"a\xef\xbf\xbd"
+						 "b\xef\xbf\xbd\"");
 
 	/* Doubles read back exactly. */
 	static const double ds[] = { 0.1, 1.0 / 3, 1e300, -2.5e-308, 123456789.125, 5e-324 };
@@ -368,14 +370,10 @@ static void test_roundtrip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_scalars),
-		cmocka_unit_test(test_strings),
-		cmocka_unit_test(test_containers),
-		cmocka_unit_test(test_length_bound),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_writer),
-		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_scalars),	   cmocka_unit_test(test_strings),
+		cmocka_unit_test(test_containers), cmocka_unit_test(test_length_bound),
+		cmocka_unit_test(test_errors),	   cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_writer),	   cmocka_unit_test(test_roundtrip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

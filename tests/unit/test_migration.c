@@ -268,7 +268,7 @@ static void test_snapshot_roundtrip(void **state)
 	mmio_write32(&a.vm, "plic", PLIC_ENABLE + PLIC_ENABLE_STRIDE * 1, 1u << 10);
 	mmio_write32(&a.vm, "clint", 0x4000 + 8, 0x12345678);
 	mmio_write32(&a.vm, "virtio_mmio", 0x070, 1); /* status: ACKNOWLEDGE */
-	mmio_write32(&a.vm, "uart0", 7, 0x5a);         /* scratch register */
+	mmio_write32(&a.vm, "uart0", 7, 0x5a);	      /* scratch register */
 	uint64_t before_save = vm_mtime(&a.vm);
 	write_snapshot(&a);
 

@@ -701,7 +701,11 @@ static void test_slow_mmio(void **state)
 	struct fix *f = *state;
 	struct fake_dev dev = { 0 };
 	struct mmio_region r = {
-		.base = 0x10000000, .size = 0x100, .ops = &fake_ops, .opaque = &dev, .name = "fake",
+		.base = 0x10000000,
+		.size = 0x100,
+		.ops = &fake_ops,
+		.opaque = &dev,
+		.name = "fake",
 	};
 	assert_int_equal(bus_register(&f->vm.bus, &r), 0);
 	set_priv(f, PRV_M);

@@ -115,8 +115,10 @@ static void server_start(const char *const *pre, const char *const *post)
 	assert_true(server >= 0);
 	if (server == 0) {
 		execvp("nbdkit", (char *const *)argv);
-		fprintf(stderr, "test_nbd: cannot run nbdkit: %s (scripts/install-deps.sh "
-				"installs it)\n", strerror(errno));
+		fprintf(stderr,
+			"test_nbd: cannot run nbdkit: %s (scripts/install-deps.sh "
+			"installs it)\n",
+			strerror(errno));
 		_exit(127);
 	}
 	for (int i = 0; i < 3000; i++) {
@@ -272,8 +274,9 @@ static void test_round_trip(void **state)
 	assert_int_equal(io(bb, BLOCK_OP_READ, IMG_SIZE - 512, 512, back, false), 0);
 	assert_memory_equal(back, data, 512);
 	/* Beyond the end: refused before the server. */
-	struct block_request r = { .op = BLOCK_OP_READ, .offset = IMG_SIZE, .len = 512,
-				   .buf = back, .done = on_done };
+	struct block_request r = {
+		.op = BLOCK_OP_READ, .offset = IMG_SIZE, .len = 512, .buf = back, .done = on_done
+	};
 	assert_int_equal(block_backend_submit(bb, &r), -EINVAL);
 	block_backend_close(bb);
 	free(data);
@@ -374,8 +377,7 @@ static void test_read_only(void **state)
 	server_start(pre, NULL);
 	struct block_backend *bb = open_disk(false, 30);
 	assert_true(bb->readonly); /* the server said so */
-	struct block_request r = { .op = BLOCK_OP_WRITE, .len = 512, .buf = buf,
-				   .done = on_done };
+	struct block_request r = { .op = BLOCK_OP_WRITE, .len = 512, .buf = buf, .done = on_done };
 	assert_int_equal(block_backend_submit(bb, &r), -EROFS);
 	assert_int_equal(io(bb, BLOCK_OP_READ, 0, 512, buf, false), 0);
 	block_backend_close(bb);

@@ -74,7 +74,6 @@ void htif_destroy(struct htif *h)
 #define BUF (RAM_BASE + 0x40000)
 #define QSIZE 64
 
-
 static struct vm_config cfg;
 static struct vm vm;
 static struct plic *plic;
@@ -133,7 +132,8 @@ static struct vm_device_config dc = { .type = "virtio-net" };
 
 static int create_net(void)
 {
-	static const struct mmio_region where = { .base = SLOT_BASE, .size = 0x1000,
+	static const struct mmio_region where = { .base = SLOT_BASE,
+						  .size = 0x1000,
 						  .irq = SLOT_IRQ };
 	return virtio_mmio_create(&vm, &where, 1, &virtio_net_ops, &dc, &t);
 }
@@ -180,13 +180,13 @@ static uint32_t negotiate(uint64_t features)
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	wr(VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-				       VIRTIO_STATUS_FEATURES_OK);
+	wr(VIRTIO_MMIO_STATUS,
+	   VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
 	return rd(VIRTIO_MMIO_STATUS);
 }
 
-#define ALL_FEATURES                                                                   \
-	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |     \
+#define ALL_FEATURES                                                                               \
+	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |                 \
 	 VIRTIO_FEATURE(VIRTIO_F_INDIRECT_DESC))
 
 static void setup_queue(unsigned q, uint16_t size)
@@ -257,8 +257,8 @@ static void used_elem(unsigned q, uint16_t i, uint32_t *id, uint32_t *len)
 #define F_GUEST_CSUM 1
 #define F_MAC 5
 #define F_STATUS 16
-#define NET_FEATURES                                                                   \
-	(ALL_FEATURES | VIRTIO_FEATURE(F_CSUM) | VIRTIO_FEATURE(F_GUEST_CSUM) |          \
+#define NET_FEATURES                                                                               \
+	(ALL_FEATURES | VIRTIO_FEATURE(F_CSUM) | VIRTIO_FEATURE(F_GUEST_CSUM) |                    \
 	 VIRTIO_FEATURE(F_MAC) | VIRTIO_FEATURE(F_STATUS))
 #define RXQ 0
 #define TXQ 1
@@ -338,8 +338,9 @@ static size_t eth_header(uint8_t *f, const uint8_t dst[6], uint16_t type)
 static size_t arp_request(uint8_t *f)
 {
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-	static const uint8_t body[28] = { 0, 1, 8, 0, 6, 4, 0, 1, 0x52, 0x54, 0, 0x12, 0x34,
-					  0x56, 10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 2 };
+	static const uint8_t body[28] = { 0, 1,	   8,	 0,    6,  4, 0, 1,  0x52, 0x54,
+					  0, 0x12, 0x34, 0x56, 10, 0, 2, 15, 0,	   0,
+					  0, 0,	   0,	 0,    10, 0, 2, 2 };
 	size_t n = eth_header(f, bcast, 0x0806);
 	memcpy(f + n, body, sizeof(body));
 	return n + sizeof(body) + 18; /* padded to 60 bytes like a NIC's */
@@ -442,7 +443,7 @@ static void test_arp_and_tcp(void **state)
 	size_t len;
 	tx_send(0, 0, 0, 0, f, arp_request(f));
 	const uint8_t *r = rx_next(hdr, &len);
-	assert_int_equal(hdr[0], 2); /* DATA_VALID */
+	assert_int_equal(hdr[0], 2);		     /* DATA_VALID */
 	assert_int_equal(hdr[10] | hdr[11] << 8, 1); /* num_buffers */
 	assert_memory_equal(r, guest_mac, 6);
 	assert_int_equal(r[12] << 8 | r[13], 0x0806);
@@ -522,8 +523,9 @@ static void test_hostfwd_port_in_use(void **state)
 	int ls = listener(&port);
 	user_config();
 	dc.net.nfwd = 1;
-	dc.net.fwd[0] = (struct vm_net_fwd){ .host_addr = INADDR_LOOPBACK, .host_port = port,
-					     .guest_port = 80, .text = "test" };
+	dc.net.fwd[0] = (struct vm_net_fwd){
+		.host_addr = INADDR_LOOPBACK, .host_port = port, .guest_port = 80, .text = "test"
+	};
 	assert_int_not_equal(create_net(), 0);
 	assert_null(t);
 	close(ls);

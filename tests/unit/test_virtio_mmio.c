@@ -123,7 +123,8 @@ static int teardown(void **state)
 
 static void create(const struct virtio_device_ops *ops)
 {
-	static const struct mmio_region where = { .base = SLOT_BASE, .size = 0x1000,
+	static const struct mmio_region where = { .base = SLOT_BASE,
+						  .size = 0x1000,
 						  .irq = SLOT_IRQ };
 	static const struct vm_device_config dc = { .type = "test" };
 	assert_int_equal(virtio_mmio_create(&vm, &where, 1, ops, &dc, &t), 0);
@@ -171,13 +172,13 @@ static uint32_t negotiate(uint64_t features)
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	wr(VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-				       VIRTIO_STATUS_FEATURES_OK);
+	wr(VIRTIO_MMIO_STATUS,
+	   VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
 	return rd(VIRTIO_MMIO_STATUS);
 }
 
-#define ALL_FEATURES                                                                   \
-	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |     \
+#define ALL_FEATURES                                                                               \
+	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |                 \
 	 VIRTIO_FEATURE(VIRTIO_F_INDIRECT_DESC))
 
 static void setup_queue(unsigned q, uint16_t size)
@@ -288,8 +289,8 @@ static void test_features(void **state)
 	(void)state;
 	create(&virtio_rng_ops);
 	/* A legacy driver (no VERSION_1) is refused. */
-	assert_int_equal(negotiate(VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX)) &
-				 VIRTIO_STATUS_FEATURES_OK, 0);
+	assert_int_equal(negotiate(VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX)) & VIRTIO_STATUS_FEATURES_OK,
+			 0);
 	/* So is a feature the device did not offer. */
 	assert_int_equal(negotiate(ALL_FEATURES | VIRTIO_FEATURE(5)) & VIRTIO_STATUS_FEATURES_OK,
 			 0);

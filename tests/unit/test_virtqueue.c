@@ -187,7 +187,7 @@ static void test_normal_chain(void **state)
 	used_elem(0, &id, &len);
 	assert_int_equal(id, 3);
 	assert_int_equal(len, 40);
-	assert_true(virtq_should_notify(&q)); /* avail->flags is 0 */
+	assert_true(virtq_should_notify(&q));		 /* avail->flags is 0 */
 	assert_int_equal(virtq_push(&q, 8, 0), -EINVAL); /* a head past the queue: device bug */
 	assert_int_equal(errors, 0);
 }
@@ -277,7 +277,7 @@ static void test_need_event(void **state)
 	assert_false(virtq_need_event(1, 1, 0));
 	assert_true(virtq_need_event(1, 2, 0));
 	assert_true(virtq_need_event(7, 10, 6));
-	assert_false(virtq_need_event(5, 10, 6)); /* already passed before old */
+	assert_false(virtq_need_event(5, 10, 6));  /* already passed before old */
 	assert_false(virtq_need_event(12, 10, 6)); /* not yet reached */
 	assert_true(virtq_need_event(9, 10, 9));
 	assert_false(virtq_need_event(10, 10, 9));
@@ -508,12 +508,12 @@ static void test_bad_buffers(void **state)
 		uint64_t addr;
 		uint32_t len;
 	} bad[] = {
-		{ RAM_BASE - 0x1000, 16 },            /* below RAM */
-		{ RAM_END, 16 },                      /* just past RAM */
-		{ RAM_END - 8, 16 },                  /* straddling the end */
-		{ RAM_BASE - 8, 16 },                 /* straddling the start */
+		{ RAM_BASE - 0x1000, 16 },	      /* below RAM */
+		{ RAM_END, 16 },		      /* just past RAM */
+		{ RAM_END - 8, 16 },		      /* straddling the end */
+		{ RAM_BASE - 8, 16 },		      /* straddling the start */
 		{ 0xfffffffffffffff0ULL, 0x100 },     /* wrapping the address space */
-		{ 0x1000, 0xffffffff },               /* a huge one far below */
+		{ 0x1000, 0xffffffff },		      /* a huge one far below */
 		{ RAM_BASE, (uint32_t)RAM_SIZE + 1 }, /* one byte too long */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -8,12 +8,12 @@
 #define MIE_MASK (MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP)
 #define MEDELEG_MASK 0xb3ffULL /* every synchronous cause but ecall-from-M */
 
-#define MSTATUS_WMASK                                                                          \
-	(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP | MSTATUS_MPP |  \
-	 MSTATUS_FS | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW |    \
+#define MSTATUS_WMASK                                                                              \
+	(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP | MSTATUS_MPP |     \
+	 MSTATUS_FS | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW |        \
 	 MSTATUS_TSR)
-#define SSTATUS_MASK                                                                           \
-	(MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_XS | MSTATUS_VS |      \
+#define SSTATUS_MASK                                                                               \
+	(MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_XS | MSTATUS_VS |         \
 	 MSTATUS_SUM | MSTATUS_MXR | MSTATUS_UXL | MSTATUS_SD)
 
 void tlb_flush(struct hart *h)
@@ -144,14 +144,10 @@ static void mcountinhibit_set(struct hart *h, uint64_t v)
 static uint64_t counter_read(struct hart *h, uint32_t csr)
 {
 	switch (csr & 0x1f) {
-	case 0:
-		return mcycle_value(h);
-	case 1:
-		return vm_mtime(h->vm);
-	case 2:
-		return minstret_value(h);
-	default:
-		return 0;
+	case 0: return mcycle_value(h);
+	case 1: return vm_mtime(h->vm);
+	case 2: return minstret_value(h);
+	default: return 0;
 	}
 }
 
@@ -179,7 +175,9 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 
 	switch (csr) {
 	/* Floating point */
-	case 0x001: case 0x002: case 0x003:
+	case 0x001:
+	case 0x002:
+	case 0x003:
 		if (!(h->mstatus & MSTATUS_FS))
 			return false;
 		old = csr == 1 ? h->fflags : csr == 2 ? h->frm : (h->frm << 5) | h->fflags;
@@ -278,12 +276,11 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 		break;
 
 	/* Machine */
-	case 0xf11: case 0xf12: case 0xf13: case 0xf15:
-		old = 0;
-		break;
-	case 0xf14:
-		old = h->mhartid;
-		break;
+	case 0xf11:
+	case 0xf12:
+	case 0xf13:
+	case 0xf15: old = 0; break;
+	case 0xf14: old = h->mhartid; break;
 	case 0x300:
 		old = read_mstatus(h);
 		if (write)
@@ -331,9 +328,7 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 		if (write)
 			mcountinhibit_set(h, (old & ~wmask) | (wval & wmask));
 		break;
-	case 0x323 ... 0x33f: /* mhpmevent: no events */
-		old = 0;
-		break;
+	case 0x323 ... 0x33f: /* mhpmevent: no events */ old = 0; break;
 	case 0x340:
 		old = h->mscratch;
 		if (write)
@@ -362,12 +357,14 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 			h->kick = 1;
 		}
 		break;
-	case 0x3a0: case 0x3a2:
+	case 0x3a0:
+	case 0x3a2:
 		old = h->pmpcfg[(csr - 0x3a0) / 2];
 		if (write)
 			h->pmpcfg[(csr - 0x3a0) / 2] = (old & ~wmask) | (wval & wmask);
 		break;
-	case 0x3a1: case 0x3a3 ... 0x3af:
+	case 0x3a1:
+	case 0x3a3 ... 0x3af:
 		if (csr & 1)
 			return false; /* odd pmpcfg registers exist only in RV32 */
 		old = 0;
@@ -378,15 +375,16 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 			h->pmpaddr[csr - 0x3b0] =
 				((old & ~wmask) | (wval & wmask)) & ((1ULL << 54) - 1);
 		break;
-	case 0x3c0 ... 0x3ef: /* pmpaddr16..63: this hart has 16 PMP entries; the rest read as zero */
+	case 0x3c0 ... 0x3ef: /* pmpaddr16..63: this hart has 16 PMP entries; the rest read as zero
+			       */
 		old = 0;
 		break;
 	case 0x7a0:
 		old = 0; /* one trigger slot that does nothing: tdata1 never reads back */
 		break;
-	case 0x7a1: case 0x7a2: case 0x7a3:
-		old = 0;
-		break;
+	case 0x7a1:
+	case 0x7a2:
+	case 0x7a3: old = 0; break;
 	case 0xb00:
 		old = mcycle_value(h);
 		if (write)
@@ -397,11 +395,8 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 		if (write)
 			minstret_set(h, (old & ~wmask) | (wval & wmask));
 		break;
-	case 0xb03 ... 0xb1f: /* mhpmcounter: read as zero */
-		old = 0;
-		break;
-	default:
-		return false;
+	case 0xb03 ... 0xb1f: /* mhpmcounter: read as zero */ old = 0; break;
+	default: return false;
 	}
 	*oldp = old;
 	return true;

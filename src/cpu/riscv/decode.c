@@ -21,16 +21,30 @@ static inline uint8_t xrd(uint32_t r)
 int rv_op_ends_block(enum rv_op op)
 {
 	switch (op) {
-	case OP_ILLEGAL: case OP_END:
-	case OP_JAL: case OP_JALR:
-	case OP_BEQ: case OP_BNE: case OP_BLT: case OP_BGE: case OP_BLTU: case OP_BGEU:
-	case OP_FENCE_I: case OP_ECALL: case OP_EBREAK: case OP_MRET: case OP_SRET:
-	case OP_WFI: case OP_SFENCE_VMA:
-	case OP_CSRRW: case OP_CSRRS: case OP_CSRRC: case OP_CSRRWI: case OP_CSRRSI:
-	case OP_CSRRCI:
-		return 1;
-	default:
-		return 0;
+	case OP_ILLEGAL:
+	case OP_END:
+	case OP_JAL:
+	case OP_JALR:
+	case OP_BEQ:
+	case OP_BNE:
+	case OP_BLT:
+	case OP_BGE:
+	case OP_BLTU:
+	case OP_BGEU:
+	case OP_FENCE_I:
+	case OP_ECALL:
+	case OP_EBREAK:
+	case OP_MRET:
+	case OP_SRET:
+	case OP_WFI:
+	case OP_SFENCE_VMA:
+	case OP_CSRRW:
+	case OP_CSRRS:
+	case OP_CSRRC:
+	case OP_CSRRWI:
+	case OP_CSRRSI:
+	case OP_CSRRCI: return 1;
+	default: return 0;
 	}
 }
 
@@ -51,27 +65,41 @@ static enum rv_op decode_op_fp(uint32_t raw, struct insn *in)
 			return OP_ILLEGAL;
 		return PICK(FSQRT_S, FSQRT_D, FSQRT_H);
 	case 0x04:
-		if (rm == 0) return PICK(FSGNJ_S, FSGNJ_D, FSGNJ_H);
-		if (rm == 1) return PICK(FSGNJN_S, FSGNJN_D, FSGNJN_H);
-		if (rm == 2) return PICK(FSGNJX_S, FSGNJX_D, FSGNJX_H);
+		if (rm == 0)
+			return PICK(FSGNJ_S, FSGNJ_D, FSGNJ_H);
+		if (rm == 1)
+			return PICK(FSGNJN_S, FSGNJN_D, FSGNJN_H);
+		if (rm == 2)
+			return PICK(FSGNJX_S, FSGNJX_D, FSGNJX_H);
 		return OP_ILLEGAL;
 	case 0x05:
-		if (rm == 0) return PICK(FMIN_S, FMIN_D, FMIN_H);
-		if (rm == 1) return PICK(FMAX_S, FMAX_D, FMAX_H);
+		if (rm == 0)
+			return PICK(FMIN_S, FMIN_D, FMIN_H);
+		if (rm == 1)
+			return PICK(FMAX_S, FMAX_D, FMAX_H);
 		return OP_ILLEGAL;
 	case 0x08: /* fcvt between float formats: rs2 is the source format */
-		if (fmt == 0 && rs2 == 1) return OP_FCVT_S_D;
-		if (fmt == 1 && rs2 == 0) return OP_FCVT_D_S;
-		if (fmt == 0 && rs2 == 2) return OP_FCVT_S_H;
-		if (fmt == 2 && rs2 == 0) return OP_FCVT_H_S;
-		if (fmt == 1 && rs2 == 2) return OP_FCVT_D_H;
-		if (fmt == 2 && rs2 == 1) return OP_FCVT_H_D;
+		if (fmt == 0 && rs2 == 1)
+			return OP_FCVT_S_D;
+		if (fmt == 1 && rs2 == 0)
+			return OP_FCVT_D_S;
+		if (fmt == 0 && rs2 == 2)
+			return OP_FCVT_S_H;
+		if (fmt == 2 && rs2 == 0)
+			return OP_FCVT_H_S;
+		if (fmt == 1 && rs2 == 2)
+			return OP_FCVT_D_H;
+		if (fmt == 2 && rs2 == 1)
+			return OP_FCVT_H_D;
 		return OP_ILLEGAL;
 	case 0x14:
 		in->rd = xrd(in->rd);
-		if (rm == 2) return PICK(FEQ_S, FEQ_D, FEQ_H);
-		if (rm == 1) return PICK(FLT_S, FLT_D, FLT_H);
-		if (rm == 0) return PICK(FLE_S, FLE_D, FLE_H);
+		if (rm == 2)
+			return PICK(FEQ_S, FEQ_D, FEQ_H);
+		if (rm == 1)
+			return PICK(FLT_S, FLT_D, FLT_H);
+		if (rm == 0)
+			return PICK(FLE_S, FLE_D, FLE_H);
 		return OP_ILLEGAL;
 	case 0x18: /* fcvt to integer */
 		in->rd = xrd(in->rd);
@@ -94,8 +122,10 @@ static enum rv_op decode_op_fp(uint32_t raw, struct insn *in)
 		if (rs2)
 			return OP_ILLEGAL;
 		in->rd = xrd(in->rd);
-		if (rm == 0) return PICK(FMV_X_W, FMV_X_D, FMV_X_H);
-		if (rm == 1) return PICK(FCLASS_S, FCLASS_D, FCLASS_H);
+		if (rm == 0)
+			return PICK(FMV_X_W, FMV_X_D, FMV_X_H);
+		if (rm == 1)
+			return PICK(FCLASS_S, FCLASS_D, FCLASS_H);
 		return OP_ILLEGAL;
 	case 0x1e:
 		if (rs2 || rm)
@@ -146,19 +176,19 @@ static enum rv_op decode32(uint32_t raw, struct insn *in)
 		return OP_JALR;
 	case 0x63: {
 		static const enum rv_op br[8] = { OP_BEQ, OP_BNE, OP_ILLEGAL, OP_ILLEGAL,
-						  OP_BLT, OP_BGE, OP_BLTU, OP_BGEU };
+						  OP_BLT, OP_BGE, OP_BLTU,    OP_BGEU };
 		in->imm = imm_b;
 		return br[f3];
 	}
 	case 0x03: {
-		static const enum rv_op ld[8] = { OP_LB, OP_LH, OP_LW, OP_LD,
+		static const enum rv_op ld[8] = { OP_LB,  OP_LH,  OP_LW,  OP_LD,
 						  OP_LBU, OP_LHU, OP_LWU, OP_ILLEGAL };
 		in->rd = xrd(rd);
 		in->imm = imm_i;
 		return ld[f3];
 	}
 	case 0x23: {
-		static const enum rv_op st[8] = { OP_SB, OP_SH, OP_SW, OP_SD,
+		static const enum rv_op st[8] = { OP_SB,      OP_SH,	  OP_SW,      OP_SD,
 						  OP_ILLEGAL, OP_ILLEGAL, OP_ILLEGAL, OP_ILLEGAL };
 		in->imm = imm_s;
 		return st[f3];
@@ -192,9 +222,7 @@ static enum rv_op decode32(uint32_t raw, struct insn *in)
 		in->imm = imm_i;
 		switch (f3) {
 		case 0: return OP_ADDIW;
-		case 1:
-			in->imm = bits(raw, 24, 20);
-			return f7 == 0 ? OP_SLLIW : OP_ILLEGAL;
+		case 1: in->imm = bits(raw, 24, 20); return f7 == 0 ? OP_SLLIW : OP_ILLEGAL;
 		case 5:
 			in->imm = bits(raw, 24, 20);
 			if (f7 == 0)
@@ -208,31 +236,38 @@ static enum rv_op decode32(uint32_t raw, struct insn *in)
 		in->rd = xrd(rd);
 		if (f7 == 0) {
 			static const enum rv_op r[8] = { OP_ADD, OP_SLL, OP_SLT, OP_SLTU,
-							 OP_XOR, OP_SRL, OP_OR,  OP_AND };
+							 OP_XOR, OP_SRL, OP_OR,	 OP_AND };
 			return r[f3];
 		}
 		if (f7 == 0x20) {
-			if (f3 == 0) return OP_SUB;
-			if (f3 == 5) return OP_SRA;
+			if (f3 == 0)
+				return OP_SUB;
+			if (f3 == 5)
+				return OP_SRA;
 			return OP_ILLEGAL;
 		}
 		if (f7 == 1) {
 			static const enum rv_op m[8] = { OP_MUL, OP_MULH, OP_MULHSU, OP_MULHU,
-							 OP_DIV, OP_DIVU, OP_REM,   OP_REMU };
+							 OP_DIV, OP_DIVU, OP_REM,    OP_REMU };
 			return m[f3];
 		}
 		return OP_ILLEGAL;
 	case 0x3b:
 		in->rd = xrd(rd);
 		if (f7 == 0) {
-			if (f3 == 0) return OP_ADDW;
-			if (f3 == 1) return OP_SLLW;
-			if (f3 == 5) return OP_SRLW;
+			if (f3 == 0)
+				return OP_ADDW;
+			if (f3 == 1)
+				return OP_SLLW;
+			if (f3 == 5)
+				return OP_SRLW;
 			return OP_ILLEGAL;
 		}
 		if (f7 == 0x20) {
-			if (f3 == 0) return OP_SUBW;
-			if (f3 == 5) return OP_SRAW;
+			if (f3 == 0)
+				return OP_SUBW;
+			if (f3 == 5)
+				return OP_SRAW;
 			return OP_ILLEGAL;
 		}
 		if (f7 == 1) {
@@ -305,17 +340,26 @@ static enum rv_op decode32(uint32_t raw, struct insn *in)
 	}
 	case 0x07:
 		in->imm = imm_i;
-		if (f3 == 1) return OP_FLH;
-		if (f3 == 2) return OP_FLW;
-		if (f3 == 3) return OP_FLD;
+		if (f3 == 1)
+			return OP_FLH;
+		if (f3 == 2)
+			return OP_FLW;
+		if (f3 == 3)
+			return OP_FLD;
 		return OP_ILLEGAL;
 	case 0x27:
 		in->imm = imm_s;
-		if (f3 == 1) return OP_FSH;
-		if (f3 == 2) return OP_FSW;
-		if (f3 == 3) return OP_FSD;
+		if (f3 == 1)
+			return OP_FSH;
+		if (f3 == 2)
+			return OP_FSW;
+		if (f3 == 3)
+			return OP_FSD;
 		return OP_ILLEGAL;
-	case 0x43: case 0x47: case 0x4b: case 0x4f: {
+	case 0x43:
+	case 0x47:
+	case 0x4b:
+	case 0x4f: {
 		int fmt = f7 & 3;
 		int k = (opc >> 2) & 3; /* 0 madd, 1 msub, 2 nmsub, 3 nmadd */
 		static const enum rv_op fm[3][4] = {
@@ -327,8 +371,7 @@ static enum rv_op decode32(uint32_t raw, struct insn *in)
 			return OP_ILLEGAL;
 		return fm[fmt][k];
 	}
-	case 0x53:
-		return decode_op_fp(raw, in);
+	case 0x53: return decode_op_fp(raw, in);
 	}
 	return OP_ILLEGAL;
 }
@@ -353,13 +396,17 @@ static enum rv_op decode16(uint32_t raw, struct insn *in)
 			in->rd = (uint8_t)rdp;
 			in->rs1 = 2;
 			return OP_ADDI;
-		case 1: case 3: case 5: case 7: /* c.fld c.ld c.fsd c.sd */
+		case 1:
+		case 3:
+		case 5:
+		case 7: /* c.fld c.ld c.fsd c.sd */
 			in->imm = (bits(raw, 12, 10) << 3) | (bits(raw, 6, 5) << 6);
 			in->rs1 = (uint8_t)rs1p;
 			in->rd = (uint8_t)rdp;
 			in->rs2 = (uint8_t)rdp;
 			return f3 == 1 ? OP_FLD : f3 == 3 ? OP_LD : f3 == 5 ? OP_FSD : OP_SD;
-		case 2: case 6: /* c.lw c.sw */
+		case 2:
+		case 6: /* c.lw c.sw */
 			in->imm = (bits(raw, 12, 10) << 3) | (bits(raw, 6, 6) << 2) |
 				  (bits(raw, 5, 5) << 6);
 			in->rs1 = (uint8_t)rs1p;
@@ -390,7 +437,8 @@ static enum rv_op decode16(uint32_t raw, struct insn *in)
 		case 3:
 			if (rd == 2) { /* c.addi16sp */
 				in->imm = sext((bits(raw, 12, 12) << 9) | (bits(raw, 6, 6) << 4) |
-						       (bits(raw, 5, 5) << 6) | (bits(raw, 4, 3) << 7) |
+						       (bits(raw, 5, 5) << 6) |
+						       (bits(raw, 4, 3) << 7) |
 						       (bits(raw, 2, 2) << 5),
 					       10);
 				if (!in->imm)
@@ -437,7 +485,8 @@ static enum rv_op decode16(uint32_t raw, struct insn *in)
 				       12);
 			in->rd = RV_X0_SINK;
 			return OP_JAL;
-		case 6: case 7: /* c.beqz c.bnez */
+		case 6:
+		case 7: /* c.beqz c.bnez */
 			in->imm = sext((bits(raw, 12, 12) << 8) | (bits(raw, 11, 10) << 3) |
 					       (bits(raw, 6, 5) << 6) | (bits(raw, 4, 3) << 1) |
 					       (bits(raw, 2, 2) << 5),
@@ -454,7 +503,8 @@ static enum rv_op decode16(uint32_t raw, struct insn *in)
 			in->rs1 = (uint8_t)rd;
 			in->imm = (bits(raw, 12, 12) << 5) | bits(raw, 6, 2);
 			return OP_SLLI;
-		case 1: case 3: /* c.fldsp c.ldsp */
+		case 1:
+		case 3: /* c.fldsp c.ldsp */
 			in->imm = (bits(raw, 12, 12) << 5) | (bits(raw, 6, 5) << 3) |
 				  (bits(raw, 4, 2) << 6);
 			in->rs1 = 2;
@@ -502,7 +552,8 @@ static enum rv_op decode16(uint32_t raw, struct insn *in)
 			in->rs1 = (uint8_t)rd;
 			in->rs2 = (uint8_t)rs2;
 			return OP_ADD;
-		case 5: case 7: /* c.fsdsp c.sdsp */
+		case 5:
+		case 7: /* c.fsdsp c.sdsp */
 			in->imm = (bits(raw, 12, 10) << 3) | (bits(raw, 9, 7) << 6);
 			in->rs1 = 2;
 			in->rs2 = (uint8_t)rs2;

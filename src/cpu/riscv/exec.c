@@ -19,18 +19,18 @@
 #define BLOCK_MAX 64
 #define BC_HASH_BITS 16
 #define BC_ARENA_SIZE (64u << 20) /* address space: pages are touched as blocks fill it */
-#define JIT_HOT 32 /* runs of a block before it is translated to host code */
+#define JIT_HOT 32		  /* runs of a block before it is translated to host code */
 
 struct block {
 	uintptr_t key; /* host address of the first instruction */
 	struct block *hnext;
 	struct block *succ[2]; /* chained successors in the same page: taken, fall-through */
-	uint64_t epoch;        /* the cache epoch in which the code bytes were last checked */
-	jit_fn jit;            /* translated host code, or NULL */
+	uint64_t epoch;	       /* the cache epoch in which the code bytes were last checked */
+	jit_fn jit;	       /* translated host code, or NULL */
 	void *jit_chain;       /* its entry for chained jumps from other translated blocks */
 	void *jit_entry;       /* its entry for patched direct jumps (does the checks itself) */
-	uint32_t n;            /* instructions, not counting the closing END */
-	uint32_t hits;         /* runs so far, until it is hot enough to translate */
+	uint32_t n;	       /* instructions, not counting the closing END */
+	uint32_t hits;	       /* runs so far, until it is hot enough to translate */
 	struct insn insns[];
 };
 
@@ -41,10 +41,10 @@ struct block_cache {
 	/* fence.i bumps the epoch: a block from an older epoch is used again only after its
 	 * code bytes are found unchanged, so fence.i costs no re-decoding of unchanged code. */
 	uint64_t epoch;
-	uint64_t resets; /* bumped when the arena is emptied: older block pointers are dead */
-	struct jit *jit; /* host code for hot blocks; NULL when disabled or unavailable */
+	uint64_t resets;  /* bumped when the arena is emptied: older block pointers are dead */
+	struct jit *jit;  /* host code for hot blocks; NULL when disabled or unavailable */
 	uint32_t jit_hot; /* runs of a block before it is translated */
-	FILE *perf_map;   /* MABO_PERF_MAP=1: /tmp/perf-PID.map names each block's code */
+	FILE *perf_map;	  /* MABO_PERF_MAP=1: /tmp/perf-PID.map names each block's code */
 	/* One instruction that straddles two pages is decoded here each time, never cached. */
 	union {
 		struct block b;
@@ -299,25 +299,25 @@ void hart_execute(struct hart *h)
 #define RD x[i->rd]
 #define RS1 x[i->rs1]
 #define RS2 x[i->rs2]
-#define NEXT                                                                                   \
-	do {                                                                                   \
-		i++;                                                                           \
-		goto *i->op;                                                                   \
+#define NEXT                                                                                       \
+	do {                                                                                       \
+		i++;                                                                               \
+		goto * i->op;                                                                      \
 	} while (0)
 	/* Raise an exception at the current instruction: it and the rest of the block did
 	 * not retire. */
-#define TRAP(cause, tval)                                                                      \
-	do {                                                                                   \
-		h->pc = PC;                                                                    \
-		h->instret -= b->n - (uint32_t)(i - b->insns);                                 \
-		hart_trap(h, (cause), (tval));                                                 \
-		goto exit_nolink;                                                              \
+#define TRAP(cause, tval)                                                                          \
+	do {                                                                                       \
+		h->pc = PC;                                                                        \
+		h->instret -= b->n - (uint32_t)(i - b->insns);                                     \
+		hart_trap(h, (cause), (tval));                                                     \
+		goto exit_nolink;                                                                  \
 	} while (0)
-#define JUMP(target, slot)                                                                     \
-	do {                                                                                   \
-		h->pc = (target);                                                              \
-		link_slot = (slot);                                                            \
-		goto exit_chain;                                                               \
+#define JUMP(target, slot)                                                                         \
+	do {                                                                                       \
+		h->pc = (target);                                                                  \
+		link_slot = (slot);                                                                \
+		goto exit_chain;                                                                   \
 	} while (0)
 
 	for (;;) {
@@ -335,41 +335,41 @@ void hart_execute(struct hart *h)
 			}
 			hart_check_interrupts(h);
 		}
-	lookup: {
-		uint64_t pc = h->pc;
-		uint64_t tag = pc & ~(PAGE_SIZE - 1);
-		struct tlb_entry *e = &h->itlb->x[(pc >> PAGE_SHIFT) & (TLB_SIZE - 1)];
-		uint8_t *page;
-		if (likely(e->tag == tag)) {
-			page = (uint8_t *)(tag + e->addend);
-		} else {
-			uint64_t pa = 0;
-			page = mem_fetch_page(h, pc, &pa);
-			if (!page) {
-				hart_trap(h, h->exc_cause, h->exc_tval);
-				link_slot = -1; /* the handler is no successor of the jump */
-				continue;
-			}
+lookup : {
+	uint64_t pc = h->pc;
+	uint64_t tag = pc & ~(PAGE_SIZE - 1);
+	struct tlb_entry *e = &h->itlb->x[(pc >> PAGE_SHIFT) & (TLB_SIZE - 1)];
+	uint8_t *page;
+	if (likely(e->tag == tag)) {
+		page = (uint8_t *)(tag + e->addend);
+	} else {
+		uint64_t pa = 0;
+		page = mem_fetch_page(h, pc, &pa);
+		if (!page) {
+			hart_trap(h, h->exc_cause, h->exc_tval);
+			link_slot = -1; /* the handler is no successor of the jump */
+			continue;
 		}
-		struct block_cache *bc = h->bc;
-		uint64_t resets = bc->resets;
-		struct block *nb = bc_find(bc, (uintptr_t)(page + (pc & (PAGE_SIZE - 1))));
-		if (!nb) {
-			nb = block_translate(h, pc, page, labels);
-			if (!nb) {
-				hart_trap(h, h->exc_cause, h->exc_tval);
-				link_slot = -1;
-				continue;
-			}
-		}
-		/* Link the previous block's exit when it stays in the page it came from. */
-		if (link_slot >= 0 && bc->resets == resets && b && b->key &&
-		    ((pc ^ pc0) >> PAGE_SHIFT) == 0 && nb->key)
-			b->succ[link_slot] = nb;
-		b = nb;
-		pc0 = pc;
 	}
-	run:
+	struct block_cache *bc = h->bc;
+	uint64_t resets = bc->resets;
+	struct block *nb = bc_find(bc, (uintptr_t)(page + (pc & (PAGE_SIZE - 1))));
+	if (!nb) {
+		nb = block_translate(h, pc, page, labels);
+		if (!nb) {
+			hart_trap(h, h->exc_cause, h->exc_tval);
+			link_slot = -1;
+			continue;
+		}
+	}
+	/* Link the previous block's exit when it stays in the page it came from. */
+	if (link_slot >= 0 && bc->resets == resets && b && b->key &&
+	    ((pc ^ pc0) >> PAGE_SHIFT) == 0 && nb->key)
+		b->succ[link_slot] = nb;
+	b = nb;
+	pc0 = pc;
+}
+run:
 		link_slot = -1;
 		h->instret += b->n;
 		if (unlikely(!b->jit) && ++b->hits == h->bc->jit_hot && b->key && h->bc->jit)
@@ -392,12 +392,12 @@ void hart_execute(struct hart *h)
 			i = &b->insns[r >> 8];
 			if (kind == JIT_EXIT_TRAP)
 				TRAP(h->exc_cause, h->exc_tval);
-			goto *i->op; /* the rest is the interpreter's */
+			goto * i->op; /* the rest is the interpreter's */
 		}
 		i = b->insns;
-		goto *i->op;
+		goto * i->op;
 
-	exit_chain:
+exit_chain:
 		if (b->succ[link_slot] && b->succ[link_slot]->epoch == h->bc->epoch &&
 		    !atomic_load_explicit(&h->kick, memory_order_relaxed)) {
 			b = b->succ[link_slot];
@@ -409,38 +409,36 @@ void hart_execute(struct hart *h)
 			continue;
 		}
 		goto lookup;
-	exit_nolink:
+exit_nolink:
 		link_slot = -1;
 		continue;
 
-	/* ---- RV64I ---- */
-	L_ILLEGAL:
-	illegal:
+/* ---- RV64I ---- */
+L_ILLEGAL:
+illegal:
 		TRAP(EXC_ILLEGAL, i->raw);
-	L_END:
+L_END:
 		JUMP(PC, 1);
-	L_LUI:
+L_LUI:
 		RD = (uint64_t)i->imm;
 		NEXT;
-	L_AUIPC:
+L_AUIPC:
 		RD = PC + i->imm;
 		NEXT;
-	L_JAL: {
-		uint64_t t = PC + i->imm;
-		RD = PC + i->len;
-		JUMP(t, 0);
-	}
-	L_JALR: {
-		uint64_t t = (RS1 + i->imm) & ~1ULL;
-		RD = PC + i->len;
-		h->pc = t;
-		goto exit_nolink_fast;
-	}
-#define BRANCH(name, cond)                                                                     \
-	L_##name:                                                                              \
-		if (cond)                                                                      \
-			JUMP(PC + i->imm, 0);                                                  \
-		JUMP(PC + i->len, 1);
+L_JAL : {
+	uint64_t t = PC + i->imm;
+	RD = PC + i->len;
+	JUMP(t, 0);
+}
+L_JALR : {
+	uint64_t t = (RS1 + i->imm) & ~1ULL;
+	RD = PC + i->len;
+	h->pc = t;
+	goto exit_nolink_fast;
+}
+#define BRANCH(name, cond)                                                                         \
+	L_##name : if (cond) JUMP(PC + i->imm, 0);                                                 \
+	JUMP(PC + i->len, 1);
 		BRANCH(BEQ, RS1 == RS2)
 		BRANCH(BNE, RS1 != RS2)
 		BRANCH(BLT, (int64_t)RS1 < (int64_t)RS2)
@@ -448,23 +446,25 @@ void hart_execute(struct hart *h)
 		BRANCH(BLTU, RS1 < RS2)
 		BRANCH(BGEU, RS1 >= RS2)
 
-	/* Loads and stores: a TLB hit is one compare; misaligned addresses miss on purpose. */
-#define LOAD(name, type, size)                                                                 \
-	L_##name: {                                                                            \
-		uint64_t va = RS1 + i->imm;                                                    \
-		struct tlb_entry *e = &h->dtlb->r[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];       \
-		uint64_t v;                                                                    \
-		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | (size - 1))))) {               \
-			type t;                                                                \
-			memcpy(&t, (void *)(uintptr_t)(va + e->addend), size);                 \
-			v = (uint64_t)(int64_t)t;                                              \
-		} else {                                                                       \
-			if (!mem_load_slow(h, va, size, &v))                                   \
-				goto mem_fault;                                                \
-			v = (uint64_t)(int64_t)(type)v;                                        \
-		}                                                                              \
-		RD = v;                                                                        \
-		NEXT;                                                                          \
+		/* Loads and stores: a TLB hit is one compare; misaligned addresses miss on purpose.
+		 */
+#define LOAD(name, type, size)                                                                     \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		uint64_t va = RS1 + i->imm;                                                        \
+		struct tlb_entry *e = &h->dtlb->r[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];            \
+		uint64_t v;                                                                        \
+		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | (size - 1))))) {                    \
+			type t;                                                                    \
+			memcpy(&t, (void *)(uintptr_t)(va + e->addend), size);                     \
+			v = (uint64_t)(int64_t)t;                                                  \
+		} else {                                                                           \
+			if (!mem_load_slow(h, va, size, &v))                                       \
+				goto mem_fault;                                                    \
+			v = (uint64_t)(int64_t)(type)v;                                            \
+		}                                                                                  \
+		RD = v;                                                                            \
+		NEXT;                                                                              \
 	}
 		LOAD(LB, int8_t, 1)
 		LOAD(LH, int16_t, 2)
@@ -473,231 +473,232 @@ void hart_execute(struct hart *h)
 		LOAD(LBU, uint8_t, 1)
 		LOAD(LHU, uint16_t, 2)
 		LOAD(LWU, uint32_t, 4)
-#define STORE_VAL(val, size)                                                                   \
-	do {                                                                                   \
-		uint64_t va = RS1 + i->imm;                                                    \
-		struct tlb_entry *e = &h->dtlb->w[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];       \
-		uint64_t sv = (val);                                                           \
-		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | (size - 1)))))                  \
-			memcpy((void *)(uintptr_t)(va + e->addend), &sv, size);                \
-		else if (!mem_store_slow(h, va, size, sv))                                     \
-			goto mem_fault;                                                        \
+#define STORE_VAL(val, size)                                                                       \
+	do {                                                                                       \
+		uint64_t va = RS1 + i->imm;                                                        \
+		struct tlb_entry *e = &h->dtlb->w[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];            \
+		uint64_t sv = (val);                                                               \
+		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | (size - 1)))))                      \
+			memcpy((void *)(uintptr_t)(va + e->addend), &sv, size);                    \
+		else if (!mem_store_slow(h, va, size, sv))                                         \
+			goto mem_fault;                                                            \
 	} while (0)
-	L_SB:
+L_SB:
 		STORE_VAL(RS2, 1);
 		NEXT;
-	L_SH:
+L_SH:
 		STORE_VAL(RS2, 2);
 		NEXT;
-	L_SW:
+L_SW:
 		STORE_VAL(RS2, 4);
 		NEXT;
-	L_SD:
+L_SD:
 		STORE_VAL(RS2, 8);
 		NEXT;
-	mem_fault:
+mem_fault:
 		TRAP(h->exc_cause, h->exc_tval);
 
-	L_ADDI:
+L_ADDI:
 		RD = RS1 + i->imm;
 		NEXT;
-	L_SLTI:
+L_SLTI:
 		RD = (int64_t)RS1 < i->imm;
 		NEXT;
-	L_SLTIU:
+L_SLTIU:
 		RD = RS1 < (uint64_t)i->imm;
 		NEXT;
-	L_XORI:
+L_XORI:
 		RD = RS1 ^ i->imm;
 		NEXT;
-	L_ORI:
+L_ORI:
 		RD = RS1 | i->imm;
 		NEXT;
-	L_ANDI:
+L_ANDI:
 		RD = RS1 & i->imm;
 		NEXT;
-	L_SLLI:
+L_SLLI:
 		RD = RS1 << i->imm;
 		NEXT;
-	L_SRLI:
+L_SRLI:
 		RD = RS1 >> i->imm;
 		NEXT;
-	L_SRAI:
+L_SRAI:
 		RD = (uint64_t)((int64_t)RS1 >> i->imm);
 		NEXT;
-	L_ADD:
+L_ADD:
 		RD = RS1 + RS2;
 		NEXT;
-	L_SUB:
+L_SUB:
 		RD = RS1 - RS2;
 		NEXT;
-	L_SLL:
+L_SLL:
 		RD = RS1 << (RS2 & 63);
 		NEXT;
-	L_SLT:
+L_SLT:
 		RD = (int64_t)RS1 < (int64_t)RS2;
 		NEXT;
-	L_SLTU:
+L_SLTU:
 		RD = RS1 < RS2;
 		NEXT;
-	L_XOR:
+L_XOR:
 		RD = RS1 ^ RS2;
 		NEXT;
-	L_SRL:
+L_SRL:
 		RD = RS1 >> (RS2 & 63);
 		NEXT;
-	L_SRA:
+L_SRA:
 		RD = (uint64_t)((int64_t)RS1 >> (RS2 & 63));
 		NEXT;
-	L_OR:
+L_OR:
 		RD = RS1 | RS2;
 		NEXT;
-	L_AND:
+L_AND:
 		RD = RS1 & RS2;
 		NEXT;
-	L_ADDIW:
+L_ADDIW:
 		RD = (uint64_t)(int64_t)sx32(RS1 + i->imm);
 		NEXT;
-	L_SLLIW:
+L_SLLIW:
 		RD = (uint64_t)(int64_t)sx32(RS1 << i->imm);
 		NEXT;
-	L_SRLIW:
+L_SRLIW:
 		RD = (uint64_t)(int64_t)sx32((uint32_t)RS1 >> i->imm);
 		NEXT;
-	L_SRAIW:
+L_SRAIW:
 		RD = (uint64_t)(int64_t)(sx32(RS1) >> i->imm);
 		NEXT;
-	L_ADDW:
+L_ADDW:
 		RD = (uint64_t)(int64_t)sx32(RS1 + RS2);
 		NEXT;
-	L_SUBW:
+L_SUBW:
 		RD = (uint64_t)(int64_t)sx32(RS1 - RS2);
 		NEXT;
-	L_SLLW:
+L_SLLW:
 		RD = (uint64_t)(int64_t)sx32(RS1 << (RS2 & 31));
 		NEXT;
-	L_SRLW:
+L_SRLW:
 		RD = (uint64_t)(int64_t)sx32((uint32_t)RS1 >> (RS2 & 31));
 		NEXT;
-	L_SRAW:
+L_SRAW:
 		RD = (uint64_t)(int64_t)(sx32(RS1) >> (RS2 & 31));
 		NEXT;
 
-	/* ---- M ---- */
-	L_MUL:
+/* ---- M ---- */
+L_MUL:
 		RD = RS1 * RS2;
 		NEXT;
-	L_MULH:
+L_MULH:
 		RD = (uint64_t)(((__int128)(int64_t)RS1 * (__int128)(int64_t)RS2) >> 64);
 		NEXT;
-	L_MULHSU:
+L_MULHSU:
 		RD = (uint64_t)(((__int128)(int64_t)RS1 * (__int128)(unsigned __int128)RS2) >> 64);
 		NEXT;
-	L_MULHU:
+L_MULHU:
 		RD = (uint64_t)(((unsigned __int128)RS1 * (unsigned __int128)RS2) >> 64);
 		NEXT;
-	L_DIV: {
-		int64_t a = (int64_t)RS1, d = (int64_t)RS2;
-		RD = d == 0 ? ~0ULL : (a == INT64_MIN && d == -1) ? (uint64_t)a : (uint64_t)(a / d);
-		NEXT;
-	}
-	L_DIVU:
+L_DIV : {
+	int64_t a = (int64_t)RS1, d = (int64_t)RS2;
+	RD = d == 0 ? ~0ULL : (a == INT64_MIN && d == -1) ? (uint64_t)a : (uint64_t)(a / d);
+	NEXT;
+}
+L_DIVU:
 		RD = RS2 == 0 ? ~0ULL : RS1 / RS2;
 		NEXT;
-	L_REM: {
-		int64_t a = (int64_t)RS1, d = (int64_t)RS2;
-		RD = d == 0 ? (uint64_t)a : (a == INT64_MIN && d == -1) ? 0 : (uint64_t)(a % d);
-		NEXT;
-	}
-	L_REMU:
+L_REM : {
+	int64_t a = (int64_t)RS1, d = (int64_t)RS2;
+	RD = d == 0 ? (uint64_t)a : (a == INT64_MIN && d == -1) ? 0 : (uint64_t)(a % d);
+	NEXT;
+}
+L_REMU:
 		RD = RS2 == 0 ? RS1 : RS1 % RS2;
 		NEXT;
-	L_MULW:
+L_MULW:
 		RD = (uint64_t)(int64_t)sx32(RS1 * RS2);
 		NEXT;
-	L_DIVW: {
-		int32_t a = sx32(RS1), d = sx32(RS2);
-		int32_t r = d == 0 ? -1 : (a == INT32_MIN && d == -1) ? a : a / d;
-		RD = (uint64_t)(int64_t)r;
-		NEXT;
-	}
-	L_DIVUW: {
-		uint32_t a = (uint32_t)RS1, d = (uint32_t)RS2;
-		RD = (uint64_t)(int64_t)(int32_t)(d == 0 ? ~0u : a / d);
-		NEXT;
-	}
-	L_REMW: {
-		int32_t a = sx32(RS1), d = sx32(RS2);
-		int32_t r = d == 0 ? a : (a == INT32_MIN && d == -1) ? 0 : a % d;
-		RD = (uint64_t)(int64_t)r;
-		NEXT;
-	}
-	L_REMUW: {
-		uint32_t a = (uint32_t)RS1, d = (uint32_t)RS2;
-		RD = (uint64_t)(int64_t)(int32_t)(d == 0 ? a : a % d);
-		NEXT;
-	}
+L_DIVW : {
+	int32_t a = sx32(RS1), d = sx32(RS2);
+	int32_t r = d == 0 ? -1 : (a == INT32_MIN && d == -1) ? a : a / d;
+	RD = (uint64_t)(int64_t)r;
+	NEXT;
+}
+L_DIVUW : {
+	uint32_t a = (uint32_t)RS1, d = (uint32_t)RS2;
+	RD = (uint64_t)(int64_t)(int32_t)(d == 0 ? ~0u : a / d);
+	NEXT;
+}
+L_REMW : {
+	int32_t a = sx32(RS1), d = sx32(RS2);
+	int32_t r = d == 0 ? a : (a == INT32_MIN && d == -1) ? 0 : a % d;
+	RD = (uint64_t)(int64_t)r;
+	NEXT;
+}
+L_REMUW : {
+	uint32_t a = (uint32_t)RS1, d = (uint32_t)RS2;
+	RD = (uint64_t)(int64_t)(int32_t)(d == 0 ? a : a % d);
+	NEXT;
+}
 
-	/* ---- A: atomics operate on host memory with host atomics, so harts on other
-	 * threads see them atomically. SC is a compare-and-swap against the value LR saw. */
-#define AMO_PTR(ptr, size, acc)                                                                \
-	do {                                                                                   \
-		uint64_t va = RS1;                                                             \
-		struct tlb_entry *e = &h->dtlb->w[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];       \
-		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | (size - 1)))))                  \
-			ptr = (void *)(uintptr_t)(va + e->addend);                             \
-		else if (!(ptr = mem_atomic_ptr(h, va, size, acc)))                            \
-			goto mem_fault;                                                        \
+/* ---- A: atomics operate on host memory with host atomics, so harts on other
+ * threads see them atomically. SC is a compare-and-swap against the value LR saw. */
+#define AMO_PTR(ptr, size, acc)                                                                    \
+	do {                                                                                       \
+		uint64_t va = RS1;                                                                 \
+		struct tlb_entry *e = &h->dtlb->w[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];            \
+		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | (size - 1)))))                      \
+			ptr = (void *)(uintptr_t)(va + e->addend);                                 \
+		else if (!(ptr = mem_atomic_ptr(h, va, size, acc)))                                \
+			goto mem_fault;                                                            \
 	} while (0)
-	L_LR_W: {
-		int32_t *p;
-		AMO_PTR(p, 4, ACC_R);
-		int32_t v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
-		h->lr_addr = RS1;
-		h->lr_val = (uint32_t)v;
-		h->lr_valid = true;
-		RD = (uint64_t)(int64_t)v;
-		NEXT;
-	}
-	L_LR_D: {
-		uint64_t *p;
-		AMO_PTR(p, 8, ACC_R);
-		uint64_t v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
-		h->lr_addr = RS1;
-		h->lr_val = v;
-		h->lr_valid = true;
-		RD = v;
-		NEXT;
-	}
-	L_SC_W: {
-		uint32_t *p;
-		AMO_PTR(p, 4, ACC_W);
-		uint32_t expect = (uint32_t)h->lr_val;
-		bool ok = h->lr_valid && h->lr_addr == RS1 &&
-			  __atomic_compare_exchange_n(p, &expect, (uint32_t)RS2, false,
-						      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-		h->lr_valid = false;
-		RD = !ok;
-		NEXT;
-	}
-	L_SC_D: {
-		uint64_t *p;
-		AMO_PTR(p, 8, ACC_W);
-		uint64_t expect = h->lr_val;
-		bool ok = h->lr_valid && h->lr_addr == RS1 &&
-			  __atomic_compare_exchange_n(p, &expect, RS2, false, __ATOMIC_SEQ_CST,
-						      __ATOMIC_SEQ_CST);
-		h->lr_valid = false;
-		RD = !ok;
-		NEXT;
-	}
-#define AMO_FETCH(name, type, size, fn)                                                        \
-	L_##name: {                                                                            \
-		type *p;                                                                       \
-		AMO_PTR(p, size, ACC_W);                                                       \
-		type old = fn(p, (type)RS2, __ATOMIC_SEQ_CST);                                 \
-		RD = (uint64_t)(int64_t)old;                                                   \
-		NEXT;                                                                          \
+L_LR_W : {
+	int32_t *p;
+	AMO_PTR(p, 4, ACC_R);
+	int32_t v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+	h->lr_addr = RS1;
+	h->lr_val = (uint32_t)v;
+	h->lr_valid = true;
+	RD = (uint64_t)(int64_t)v;
+	NEXT;
+}
+L_LR_D : {
+	uint64_t *p;
+	AMO_PTR(p, 8, ACC_R);
+	uint64_t v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+	h->lr_addr = RS1;
+	h->lr_val = v;
+	h->lr_valid = true;
+	RD = v;
+	NEXT;
+}
+L_SC_W : {
+	uint32_t *p;
+	AMO_PTR(p, 4, ACC_W);
+	uint32_t expect = (uint32_t)h->lr_val;
+	bool ok = h->lr_valid && h->lr_addr == RS1 &&
+		  __atomic_compare_exchange_n(p, &expect, (uint32_t)RS2, false, __ATOMIC_SEQ_CST,
+					      __ATOMIC_SEQ_CST);
+	h->lr_valid = false;
+	RD = !ok;
+	NEXT;
+}
+L_SC_D : {
+	uint64_t *p;
+	AMO_PTR(p, 8, ACC_W);
+	uint64_t expect = h->lr_val;
+	bool ok = h->lr_valid && h->lr_addr == RS1 &&
+		  __atomic_compare_exchange_n(p, &expect, RS2, false, __ATOMIC_SEQ_CST,
+					      __ATOMIC_SEQ_CST);
+	h->lr_valid = false;
+	RD = !ok;
+	NEXT;
+}
+#define AMO_FETCH(name, type, size, fn)                                                            \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		type *p;                                                                           \
+		AMO_PTR(p, size, ACC_W);                                                           \
+		type old = fn(p, (type)RS2, __ATOMIC_SEQ_CST);                                     \
+		RD = (uint64_t)(int64_t)old;                                                       \
+		NEXT;                                                                              \
 	}
 		AMO_FETCH(AMOSWAP_W, int32_t, 4, __atomic_exchange_n)
 		AMO_FETCH(AMOADD_W, int32_t, 4, __atomic_fetch_add)
@@ -709,19 +710,20 @@ void hart_execute(struct hart *h)
 		AMO_FETCH(AMOXOR_D, int64_t, 8, __atomic_fetch_xor)
 		AMO_FETCH(AMOAND_D, int64_t, 8, __atomic_fetch_and)
 		AMO_FETCH(AMOOR_D, int64_t, 8, __atomic_fetch_or)
-#define AMO_CAS(name, type, size, pick)                                                        \
-	L_##name: {                                                                            \
-		type *p;                                                                       \
-		AMO_PTR(p, size, ACC_W);                                                       \
-		type b2 = (type)RS2;                                                           \
-		type old = __atomic_load_n(p, __ATOMIC_RELAXED);                               \
-		type nv;                                                                       \
-		do {                                                                           \
-			nv = (pick) ? old : b2;                                                \
-		} while (!__atomic_compare_exchange_n(p, &old, nv, false, __ATOMIC_SEQ_CST,    \
-						      __ATOMIC_SEQ_CST));                      \
-		RD = (uint64_t)(int64_t)old;                                                   \
-		NEXT;                                                                          \
+#define AMO_CAS(name, type, size, pick)                                                            \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		type *p;                                                                           \
+		AMO_PTR(p, size, ACC_W);                                                           \
+		type b2 = (type)RS2;                                                               \
+		type old = __atomic_load_n(p, __ATOMIC_RELAXED);                                   \
+		type nv;                                                                           \
+		do {                                                                               \
+			nv = (pick) ? old : b2;                                                    \
+		} while (!__atomic_compare_exchange_n(p, &old, nv, false, __ATOMIC_SEQ_CST,        \
+						      __ATOMIC_SEQ_CST));                          \
+		RD = (uint64_t)(int64_t)old;                                                       \
+		NEXT;                                                                              \
 	}
 		AMO_CAS(AMOMIN_W, int32_t, 4, old < b2)
 		AMO_CAS(AMOMAX_W, int32_t, 4, old > b2)
@@ -732,36 +734,36 @@ void hart_execute(struct hart *h)
 		AMO_CAS(AMOMINU_D, int64_t, 8, (uint64_t)old < (uint64_t)b2)
 		AMO_CAS(AMOMAXU_D, int64_t, 8, (uint64_t)old > (uint64_t)b2)
 
-	/* ---- System ---- */
-	L_FENCE:
+/* ---- System ---- */
+L_FENCE:
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		NEXT;
-	L_FENCE_I:
+L_FENCE_I:
 		/* Code is cached by physical location; fence.i is when stores must show. */
 		h->pc = PC + i->len;
 		block_cache_flush(h);
 		goto exit_nolink;
-	L_ECALL:
+L_ECALL:
 		TRAP(EXC_ECALL_U + h->priv, 0);
-	L_EBREAK:
+L_EBREAK:
 		TRAP(EXC_BREAKPOINT, PC);
-	L_MRET:
+L_MRET:
 		if (h->priv < PRV_M)
 			goto illegal;
 		hart_do_mret(h);
 		goto exit_nolink;
-	L_SRET:
+L_SRET:
 		if (h->priv < PRV_S || (h->priv == PRV_S && (h->mstatus & MSTATUS_TSR)))
 			goto illegal;
 		hart_do_sret(h);
 		goto exit_nolink;
-	L_WFI:
+L_WFI:
 		if (h->priv == PRV_U || (h->priv == PRV_S && (h->mstatus & MSTATUS_TW)))
 			goto illegal;
 		h->pc = PC + i->len;
 		hart_wfi(h);
 		goto exit_nolink;
-	L_SFENCE_VMA:
+L_SFENCE_VMA:
 		if (h->priv == PRV_U || (h->priv == PRV_S && (h->mstatus & MSTATUS_TVM)))
 			goto illegal;
 		if (i->rs1)
@@ -770,14 +772,15 @@ void hart_execute(struct hart *h)
 			tlb_flush(h);
 		h->pc = PC + i->len;
 		goto exit_nolink;
-#define CSR_OP(name, src, is_write, wmask)                                                     \
-	L_##name: {                                                                            \
-		uint64_t old, s = (src);                                                       \
-		if (!csr_access(h, (uint32_t)i->imm, &old, (is_write), s, (wmask)))            \
-			goto illegal;                                                          \
-		RD = old;                                                                      \
-		h->pc = PC + i->len;                                                           \
-		goto exit_nolink;                                                              \
+#define CSR_OP(name, src, is_write, wmask)                                                         \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		uint64_t old, s = (src);                                                           \
+		if (!csr_access(h, (uint32_t)i->imm, &old, (is_write), s, (wmask)))                \
+			goto illegal;                                                              \
+		RD = old;                                                                          \
+		h->pc = PC + i->len;                                                               \
+		goto exit_nolink;                                                                  \
 	}
 		CSR_OP(CSRRW, RS1, true, ~0ULL)
 		CSR_OP(CSRRS, ~0ULL, i->rs1 != 0, RS1)
@@ -786,139 +789,146 @@ void hart_execute(struct hart *h)
 		CSR_OP(CSRRSI, ~0ULL, i->rs1 != 0, (uint64_t)i->rs1)
 		CSR_OP(CSRRCI, 0, i->rs1 != 0, (uint64_t)i->rs1)
 
-	/* ---- F, D, Zfh ---- */
-#define FPCHK()                                                                                \
-	do {                                                                                   \
-		if (unlikely(!(h->mstatus & MSTATUS_FS)))                                      \
-			goto illegal;                                                          \
+		/* ---- F, D, Zfh ---- */
+#define FPCHK()                                                                                    \
+	do {                                                                                       \
+		if (unlikely(!(h->mstatus & MSTATUS_FS)))                                          \
+			goto illegal;                                                              \
 	} while (0)
-#define FRM(r)                                                                                 \
-	do {                                                                                   \
-		r = i->rm == 7 ? (int)h->frm : i->rm;                                          \
-		if (unlikely(r > 4))                                                           \
-			goto illegal;                                                          \
+#define FRM(r)                                                                                     \
+	do {                                                                                       \
+		r = i->rm == 7 ? (int)h->frm : i->rm;                                              \
+		if (unlikely(r > 4))                                                               \
+			goto illegal;                                                              \
 	} while (0)
-#define FDONE()                                                                                \
-	do {                                                                                   \
-		h->fflags |= fl;                                                               \
-		h->mstatus |= MSTATUS_FS;                                                      \
-		NEXT;                                                                          \
+#define FDONE()                                                                                    \
+	do {                                                                                       \
+		h->fflags |= fl;                                                                   \
+		h->mstatus |= MSTATUS_FS;                                                          \
+		NEXT;                                                                              \
 	} while (0)
 #define F32(r) fpu_unbox32(h->f[r])
 #define F64(r) (h->f[r])
 #define F16(r) fpu_unbox16(h->f[r])
-	L_FLH: {
-		FPCHK();
-		uint64_t va = RS1 + i->imm, v;
-		if (!mem_load_slow(h, va, 2, &v))
+L_FLH : {
+	FPCHK();
+	uint64_t va = RS1 + i->imm, v;
+	if (!mem_load_slow(h, va, 2, &v))
+		goto mem_fault;
+	h->f[i->rd] = 0xffffffffffff0000ULL | (uint16_t)v;
+	h->mstatus |= MSTATUS_FS;
+	NEXT;
+}
+L_FLW : {
+	FPCHK();
+	uint64_t va = RS1 + i->imm;
+	struct tlb_entry *e = &h->dtlb->r[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];
+	uint32_t v;
+	if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | 3)))) {
+		memcpy(&v, (void *)(uintptr_t)(va + e->addend), 4);
+	} else {
+		uint64_t t;
+		if (!mem_load_slow(h, va, 4, &t))
 			goto mem_fault;
-		h->f[i->rd] = 0xffffffffffff0000ULL | (uint16_t)v;
-		h->mstatus |= MSTATUS_FS;
-		NEXT;
+		v = (uint32_t)t;
 	}
-	L_FLW: {
-		FPCHK();
-		uint64_t va = RS1 + i->imm;
-		struct tlb_entry *e = &h->dtlb->r[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];
-		uint32_t v;
-		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | 3)))) {
-			memcpy(&v, (void *)(uintptr_t)(va + e->addend), 4);
-		} else {
-			uint64_t t;
-			if (!mem_load_slow(h, va, 4, &t))
-				goto mem_fault;
-			v = (uint32_t)t;
-		}
-		h->f[i->rd] = fpu_box32(v);
-		h->mstatus |= MSTATUS_FS;
-		NEXT;
+	h->f[i->rd] = fpu_box32(v);
+	h->mstatus |= MSTATUS_FS;
+	NEXT;
+}
+L_FLD : {
+	FPCHK();
+	uint64_t va = RS1 + i->imm;
+	struct tlb_entry *e = &h->dtlb->r[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];
+	uint64_t v;
+	if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | 7)))) {
+		memcpy(&v, (void *)(uintptr_t)(va + e->addend), 8);
+	} else if (!mem_load_slow(h, va, 8, &v)) {
+		goto mem_fault;
 	}
-	L_FLD: {
-		FPCHK();
-		uint64_t va = RS1 + i->imm;
-		struct tlb_entry *e = &h->dtlb->r[(va >> PAGE_SHIFT) & (TLB_SIZE - 1)];
-		uint64_t v;
-		if (likely(e->tag == (va & (~(PAGE_SIZE - 1) | 7)))) {
-			memcpy(&v, (void *)(uintptr_t)(va + e->addend), 8);
-		} else if (!mem_load_slow(h, va, 8, &v)) {
-			goto mem_fault;
-		}
-		h->f[i->rd] = v;
-		h->mstatus |= MSTATUS_FS;
-		NEXT;
-	}
-	L_FSH:
+	h->f[i->rd] = v;
+	h->mstatus |= MSTATUS_FS;
+	NEXT;
+}
+L_FSH:
 		FPCHK();
 		STORE_VAL(h->f[i->rs2], 2);
 		NEXT;
-	L_FSW:
+L_FSW:
 		FPCHK();
 		STORE_VAL(h->f[i->rs2], 4);
 		NEXT;
-	L_FSD:
+L_FSD:
 		FPCHK();
 		STORE_VAL(h->f[i->rs2], 8);
 		NEXT;
 
-#define FOP3(name, W, BOX, fn)                                                                 \
-	L_##name: {                                                                            \
-		int rm;                                                                        \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		FRM(rm);                                                                       \
-		h->f[i->rd] = BOX(fn(W(i->rs1), W(i->rs2), W(i->rs3), rm, &fl));               \
-		FDONE();                                                                       \
+#define FOP3(name, W, BOX, fn)                                                                     \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		int rm;                                                                            \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		FRM(rm);                                                                           \
+		h->f[i->rd] = BOX(fn(W(i->rs1), W(i->rs2), W(i->rs3), rm, &fl));                   \
+		FDONE();                                                                           \
 	}
-#define FOP2(name, W, BOX, fn)                                                                 \
-	L_##name: {                                                                            \
-		int rm;                                                                        \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		FRM(rm);                                                                       \
-		h->f[i->rd] = BOX(fn(W(i->rs1), W(i->rs2), rm, &fl));                          \
-		FDONE();                                                                       \
+#define FOP2(name, W, BOX, fn)                                                                     \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		int rm;                                                                            \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		FRM(rm);                                                                           \
+		h->f[i->rd] = BOX(fn(W(i->rs1), W(i->rs2), rm, &fl));                              \
+		FDONE();                                                                           \
 	}
-#define FOP1(name, W, BOX, fn)                                                                 \
-	L_##name: {                                                                            \
-		int rm;                                                                        \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		FRM(rm);                                                                       \
-		h->f[i->rd] = BOX(fn(W(i->rs1), rm, &fl));                                     \
-		FDONE();                                                                       \
+#define FOP1(name, W, BOX, fn)                                                                     \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		int rm;                                                                            \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		FRM(rm);                                                                           \
+		h->f[i->rd] = BOX(fn(W(i->rs1), rm, &fl));                                         \
+		FDONE();                                                                           \
 	}
-	/* min/max: no rounding mode */
-#define FOPMM(name, W, BOX, fn)                                                                \
-	L_##name: {                                                                            \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		h->f[i->rd] = BOX(fn(W(i->rs1), W(i->rs2), &fl));                              \
-		FDONE();                                                                       \
+		/* min/max: no rounding mode */
+#define FOPMM(name, W, BOX, fn)                                                                    \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		h->f[i->rd] = BOX(fn(W(i->rs1), W(i->rs2), &fl));                                  \
+		FDONE();                                                                           \
 	}
-#define FCMP(name, W, fn)                                                                      \
-	L_##name: {                                                                            \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		RD = (uint64_t)fn(W(i->rs1), W(i->rs2), &fl);                                  \
-		FDONE();                                                                       \
+#define FCMP(name, W, fn)                                                                          \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		RD = (uint64_t)fn(W(i->rs1), W(i->rs2), &fl);                                      \
+		FDONE();                                                                           \
 	}
-#define FTOI(name, W, fn)                                                                      \
-	L_##name: {                                                                            \
-		int rm;                                                                        \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		FRM(rm);                                                                       \
-		RD = (uint64_t)fn(W(i->rs1), rm, &fl);                                         \
-		FDONE();                                                                       \
+#define FTOI(name, W, fn)                                                                          \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		int rm;                                                                            \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		FRM(rm);                                                                           \
+		RD = (uint64_t)fn(W(i->rs1), rm, &fl);                                             \
+		FDONE();                                                                           \
 	}
-#define ITOF(name, BOX, fn, cast)                                                              \
-	L_##name: {                                                                            \
-		int rm;                                                                        \
-		uint32_t fl = 0;                                                               \
-		FPCHK();                                                                       \
-		FRM(rm);                                                                       \
-		h->f[i->rd] = BOX(fn((cast)RS1, rm, &fl));                                     \
-		FDONE();                                                                       \
+#define ITOF(name, BOX, fn, cast)                                                                  \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		int rm;                                                                            \
+		uint32_t fl = 0;                                                                   \
+		FPCHK();                                                                           \
+		FRM(rm);                                                                           \
+		h->f[i->rd] = BOX(fn((cast)RS1, rm, &fl));                                         \
+		FDONE();                                                                           \
 	}
 #define ID(v) (v)
 		FOP3(FMADD_S, F32, fpu_box32, f32_madd)
@@ -966,19 +976,20 @@ void hart_execute(struct hart *h)
 		ITOF(FCVT_D_L, ID, i64_to_f64, int64_t)
 		ITOF(FCVT_D_LU, ID, u64_to_f64, uint64_t)
 		FOP1(FCVT_S_D, F64, fpu_box32, f64_to_f32)
-	L_FCVT_D_S: {
-		uint32_t fl = 0;
-		FPCHK();
-		h->f[i->rd] = f32_to_f64(F32(i->rs1), &fl);
-		FDONE();
-	}
-#define FSGNJ(name, W, BOX, SIGN, expr)                                                        \
-	L_##name: {                                                                            \
-		FPCHK();                                                                       \
-		uint64_t a = W(i->rs1), c = W(i->rs2);                                         \
-		h->f[i->rd] = BOX((a & ~SIGN) | (expr));                                       \
-		h->mstatus |= MSTATUS_FS;                                                      \
-		NEXT;                                                                          \
+L_FCVT_D_S : {
+	uint32_t fl = 0;
+	FPCHK();
+	h->f[i->rd] = f32_to_f64(F32(i->rs1), &fl);
+	FDONE();
+}
+#define FSGNJ(name, W, BOX, SIGN, expr)                                                            \
+	L_##name:                                                                                  \
+	{                                                                                          \
+		FPCHK();                                                                           \
+		uint64_t a = W(i->rs1), c = W(i->rs2);                                             \
+		h->f[i->rd] = BOX((a & ~SIGN) | (expr));                                           \
+		h->mstatus |= MSTATUS_FS;                                                          \
+		NEXT;                                                                              \
 	}
 		FSGNJ(FSGNJ_S, F32, fpu_box32, 0x80000000ULL, c & 0x80000000ULL)
 		FSGNJ(FSGNJN_S, F32, fpu_box32, 0x80000000ULL, ~c & 0x80000000ULL)
@@ -989,42 +1000,42 @@ void hart_execute(struct hart *h)
 		FSGNJ(FSGNJ_H, F16, fpu_box16, 0x8000ULL, c & 0x8000ULL)
 		FSGNJ(FSGNJN_H, F16, fpu_box16, 0x8000ULL, ~c & 0x8000ULL)
 		FSGNJ(FSGNJX_H, F16, fpu_box16, 0x8000ULL, (a ^ c) & 0x8000ULL)
-	L_FMV_X_W:
+L_FMV_X_W:
 		FPCHK();
 		RD = (uint64_t)(int64_t)(int32_t)(uint32_t)h->f[i->rs1];
 		NEXT;
-	L_FMV_W_X:
+L_FMV_W_X:
 		FPCHK();
 		h->f[i->rd] = fpu_box32((uint32_t)RS1);
 		h->mstatus |= MSTATUS_FS;
 		NEXT;
-	L_FMV_X_D:
+L_FMV_X_D:
 		FPCHK();
 		RD = h->f[i->rs1];
 		NEXT;
-	L_FMV_D_X:
+L_FMV_D_X:
 		FPCHK();
 		h->f[i->rd] = RS1;
 		h->mstatus |= MSTATUS_FS;
 		NEXT;
-	L_FMV_X_H:
+L_FMV_X_H:
 		FPCHK();
 		RD = (uint64_t)(int64_t)(int16_t)(uint16_t)h->f[i->rs1];
 		NEXT;
-	L_FMV_H_X:
+L_FMV_H_X:
 		FPCHK();
 		h->f[i->rd] = fpu_box16((uint16_t)RS1);
 		h->mstatus |= MSTATUS_FS;
 		NEXT;
-	L_FCLASS_S:
+L_FCLASS_S:
 		FPCHK();
 		RD = f32_classify(F32(i->rs1));
 		NEXT;
-	L_FCLASS_D:
+L_FCLASS_D:
 		FPCHK();
 		RD = f64_classify(F64(i->rs1));
 		NEXT;
-	L_FCLASS_H:
+L_FCLASS_H:
 		FPCHK();
 		RD = f16_classify(F16(i->rs1));
 		NEXT;
@@ -1052,20 +1063,20 @@ void hart_execute(struct hart *h)
 		ITOF(FCVT_H_LU, fpu_box16, u64_to_f16, uint64_t)
 		FOP1(FCVT_H_S, F32, fpu_box16, f32_to_f16)
 		FOP1(FCVT_H_D, F64, fpu_box16, f64_to_f16)
-	L_FCVT_S_H: {
-		uint32_t fl = 0;
-		FPCHK();
-		h->f[i->rd] = fpu_box32(f16_to_f32(F16(i->rs1), &fl));
-		FDONE();
-	}
-	L_FCVT_D_H: {
-		uint32_t fl = 0;
-		FPCHK();
-		h->f[i->rd] = f16_to_f64(F16(i->rs1), &fl);
-		FDONE();
-	}
+L_FCVT_S_H : {
+	uint32_t fl = 0;
+	FPCHK();
+	h->f[i->rd] = fpu_box32(f16_to_f32(F16(i->rs1), &fl));
+	FDONE();
+}
+L_FCVT_D_H : {
+	uint32_t fl = 0;
+	FPCHK();
+	h->f[i->rd] = f16_to_f64(F16(i->rs1), &fl);
+	FDONE();
+}
 
-	exit_nolink_fast:
+exit_nolink_fast:
 		link_slot = -1;
 		if (unlikely(atomic_load_explicit(&h->kick, memory_order_relaxed)))
 			continue;

@@ -151,16 +151,11 @@ static uint64_t f32_widen(uint32_t a)
 static inline uint64_t round_inc(int rm, int sign, uint64_t q, uint64_t r, uint64_t half)
 {
 	switch (rm) {
-	case FRM_RTZ:
-		return 0;
-	case FRM_RDN:
-		return sign && r;
-	case FRM_RUP:
-		return !sign && r;
-	case FRM_RMM:
-		return r >= half;
-	default:
-		return r > half || (r == half && (q & 1));
+	case FRM_RTZ: return 0;
+	case FRM_RDN: return sign && r;
+	case FRM_RUP: return !sign && r;
+	case FRM_RMM: return r >= half;
+	default: return r > half || (r == half && (q & 1));
 	}
 }
 
@@ -169,8 +164,8 @@ static inline uint64_t round_inc(int rm, int sign, uint64_t q, uint64_t r, uint6
  * bit pattern. Tininess is detected after rounding, as on RISC-V: the value is tiny when,
  * rounded to p bits with an unbounded exponent, it is still below 2^emin; underflow is
  * raised only for a tiny inexact result. */
-static inline uint64_t round_pack(int sign, int e, uint64_t m, int rm, uint32_t *fl,
-				  const int p, const int nexp)
+static inline uint64_t round_pack(int sign, int e, uint64_t m, int rm, uint32_t *fl, const int p,
+				  const int nexp)
 {
 	const int rbits = 64 - p;
 	const uint64_t rmask = (1ULL << rbits) - 1, half = 1ULL << (rbits - 1);
@@ -214,18 +209,10 @@ static inline uint64_t round_pack(int sign, int e, uint64_t m, int rm, uint32_t 
 
 		*fl |= FFLAG_OF | FFLAG_NX;
 		switch (rm) {
-		case FRM_RTZ:
-			to_inf = false;
-			break;
-		case FRM_RDN:
-			to_inf = sign;
-			break;
-		case FRM_RUP:
-			to_inf = !sign;
-			break;
-		default:
-			to_inf = true;
-			break;
+		case FRM_RTZ: to_inf = false; break;
+		case FRM_RDN: to_inf = sign; break;
+		case FRM_RUP: to_inf = !sign; break;
+		default: to_inf = true; break;
 		}
 		return sbit | (to_inf ? inf : inf - 1);
 	}
@@ -488,8 +475,7 @@ static inline uint32_t host_end(int rm)
 		asm volatile("ldmxcsr %0" : : "m"(d) : "memory");
 	}
 	/* IE(0)->NV, ZE(2)->DZ, OE(3)->OF, UE(4)->UF, PE(5)->NX; DE(1) has no RISC-V twin */
-	return ((v & 1) << 4) | ((v & 4) << 1) | ((v >> 1) & 4) | ((v >> 3) & 2) |
-	       ((v >> 5) & 1);
+	return ((v & 1) << 4) | ((v & 4) << 1) | ((v >> 1) & 4) | ((v >> 3) & 2) | ((v >> 5) & 1);
 }
 
 /* Pins a value to a register at this point, so the compiler can neither fold an
@@ -513,8 +499,8 @@ static inline double host_sqrt(double x)
 	return r;
 }
 #else
-static const int fenv_rc[8] = { FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD, FE_UPWARD,
-				FE_TONEAREST, FE_TONEAREST, FE_TONEAREST, FE_TONEAREST };
+static const int fenv_rc[8] = { FE_TONEAREST, FE_TOWARDZERO, FE_DOWNWARD,  FE_UPWARD,
+				FE_TONEAREST, FE_TONEAREST,  FE_TONEAREST, FE_TONEAREST };
 
 static inline void host_begin(int rm)
 {
@@ -557,21 +543,11 @@ static inline uint32_t host32_op(int op, uint32_t a, uint32_t b, int rm, uint32_
 	HOST_PIN(x);
 	HOST_PIN(y);
 	switch (op) {
-	case OP_ADD:
-		r = x + y;
-		break;
-	case OP_SUB:
-		r = x - y;
-		break;
-	case OP_MUL:
-		r = x * y;
-		break;
-	case OP_DIV:
-		r = x / y;
-		break;
-	default:
-		r = host_sqrtf(x);
-		break;
+	case OP_ADD: r = x + y; break;
+	case OP_SUB: r = x - y; break;
+	case OP_MUL: r = x * y; break;
+	case OP_DIV: r = x / y; break;
+	default: r = host_sqrtf(x); break;
 	}
 	HOST_PIN(r);
 	*fl |= host_end(rm);
@@ -587,21 +563,11 @@ static inline uint64_t host64_op(int op, uint64_t a, uint64_t b, int rm, uint32_
 	HOST_PIN(x);
 	HOST_PIN(y);
 	switch (op) {
-	case OP_ADD:
-		r = x + y;
-		break;
-	case OP_SUB:
-		r = x - y;
-		break;
-	case OP_MUL:
-		r = x * y;
-		break;
-	case OP_DIV:
-		r = x / y;
-		break;
-	default:
-		r = host_sqrt(x);
-		break;
+	case OP_ADD: r = x + y; break;
+	case OP_SUB: r = x - y; break;
+	case OP_MUL: r = x * y; break;
+	case OP_DIV: r = x / y; break;
+	default: r = host_sqrt(x); break;
 	}
 	HOST_PIN(r);
 	*fl |= host_end(rm);
@@ -624,21 +590,11 @@ static uint32_t f32_via_f64(int op, uint32_t a, uint32_t b, uint32_t c, int rm, 
 	HOST_PIN(y);
 	HOST_PIN(z);
 	switch (op) {
-	case OP_ADD:
-		r = x + y;
-		break;
-	case OP_SUB:
-		r = x - y;
-		break;
-	case OP_MUL:
-		r = x * y;
-		break;
-	case OP_DIV:
-		r = x / y;
-		break;
-	case OP_SQRT:
-		r = host_sqrt(x);
-		break;
+	case OP_ADD: r = x + y; break;
+	case OP_SUB: r = x - y; break;
+	case OP_MUL: r = x * y; break;
+	case OP_DIV: r = x / y; break;
+	case OP_SQRT: r = host_sqrt(x); break;
 	default:
 		/* the product of two singles is exact in double */
 		r = x * y;
@@ -685,7 +641,7 @@ __attribute__((constructor)) static void fpu_detect(void)
 
 /* vfmadd in the given mode; rounds once and raises the flags as IEEE 754 says. */
 __attribute__((target("fma"))) static uint32_t host32_fma(uint32_t a, uint32_t b, uint32_t c,
-							   int rm, uint32_t *fl)
+							  int rm, uint32_t *fl)
 {
 	float x = f32_val(a), y = f32_val(b), z = f32_val(c), r;
 
@@ -700,7 +656,7 @@ __attribute__((target("fma"))) static uint32_t host32_fma(uint32_t a, uint32_t b
 }
 
 __attribute__((target("fma"))) static uint64_t host64_fma(uint64_t a, uint64_t b, uint64_t c,
-							   int rm, uint32_t *fl)
+							  int rm, uint32_t *fl)
 {
 	double x = f64_val(a), y = f64_val(b), z = f64_val(c), r;
 
@@ -906,7 +862,7 @@ static uint32_t fast32_sqrt(uint32_t a, int rm, uint32_t *fl)
 }
 
 __attribute__((target("fma"))) static uint32_t fast32_fma(uint32_t a, uint32_t b, uint32_t c,
-							   int rm, uint32_t *fl)
+							  int rm, uint32_t *fl)
 {
 	float x = f32_val(a), y = f32_val(b), z = f32_val(c), r;
 	double p, t, u, e;
@@ -979,7 +935,7 @@ static uint64_t fast64_add(uint64_t a, uint64_t b, int rm, uint32_t *fl)
 #define F64_CHECK_EXP (55ULL << 52)
 
 __attribute__((target("fma"))) static uint64_t fast64_mul(uint64_t a, uint64_t b, int rm,
-							   uint32_t *fl)
+							  uint32_t *fl)
 {
 	double x = f64_val(a), y = f64_val(b), r;
 	uint64_t v;
@@ -1004,7 +960,7 @@ __attribute__((target("fma"))) static uint64_t fast64_mul(uint64_t a, uint64_t b
 }
 
 __attribute__((target("fma"))) static uint64_t fast64_div(uint64_t a, uint64_t b, int rm,
-							   uint32_t *fl)
+							  uint32_t *fl)
 {
 	double x = f64_val(a), y = f64_val(b), r;
 	uint64_t v;
@@ -1053,7 +1009,7 @@ __attribute__((target("fma"))) static uint64_t fast64_sqrt(uint64_t a, int rm, u
 }
 
 __attribute__((target("fma"))) static uint64_t fast64_fma(uint64_t a, uint64_t b, uint64_t c,
-							   int rm, uint32_t *fl)
+							  int rm, uint32_t *fl)
 {
 	double x = f64_val(a), y = f64_val(b), z = f64_val(c), r, rd, ru;
 	uint64_t v;
@@ -1091,8 +1047,7 @@ __attribute__((target("fma"))) static uint64_t fast64_fma(uint64_t a, uint64_t b
 
 /* The same with AVX-512's per-instruction rounding, which neither reads nor writes MXCSR
  * (SAE: no flags either), so it needs no ordering against it. */
-#define FMA_SD(x, y, z, mode) \
-	_mm_cvtsd_f64(_mm_fmadd_round_sd(x, y, z, (mode) | _MM_FROUND_NO_EXC))
+#define FMA_SD(x, y, z, mode) _mm_cvtsd_f64(_mm_fmadd_round_sd(x, y, z, (mode) | _MM_FROUND_NO_EXC))
 
 __attribute__((target("avx512f,fma"))) static uint64_t
 fast64_fma_avx512(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
@@ -1102,18 +1057,10 @@ fast64_fma_avx512(uint64_t a, uint64_t b, uint64_t c, int rm, uint32_t *fl)
 	uint64_t v;
 
 	switch (rm) {
-	case FRM_RTZ:
-		r = FMA_SD(x, y, z, _MM_FROUND_TO_ZERO);
-		break;
-	case FRM_RDN:
-		r = FMA_SD(x, y, z, _MM_FROUND_TO_NEG_INF);
-		break;
-	case FRM_RUP:
-		r = FMA_SD(x, y, z, _MM_FROUND_TO_POS_INF);
-		break;
-	default:
-		r = FMA_SD(x, y, z, _MM_FROUND_TO_NEAREST_INT);
-		break;
+	case FRM_RTZ: r = FMA_SD(x, y, z, _MM_FROUND_TO_ZERO); break;
+	case FRM_RDN: r = FMA_SD(x, y, z, _MM_FROUND_TO_NEG_INF); break;
+	case FRM_RUP: r = FMA_SD(x, y, z, _MM_FROUND_TO_POS_INF); break;
+	default: r = FMA_SD(x, y, z, _MM_FROUND_TO_NEAREST_INT); break;
 	}
 	v = f64_raw(r);
 	if (FMA_SD(x, y, z, _MM_FROUND_TO_NEG_INF) == FMA_SD(x, y, z, _MM_FROUND_TO_POS_INF))
@@ -1350,14 +1297,14 @@ static uint64_t f64_to_int(uint64_t a, int rm, uint32_t *fl, int bits, bool is_s
 	sh = (ex ? ex : 1) - 1075;
 	if (sh >= 0) {
 		if (sh > 11)
-			goto invalid;	/* >= 2^64 */
+			goto invalid; /* >= 2^64 */
 		mag = sig << sh;
 	} else if (sh > -64) {
 		mag = sig >> -sh;
 		r = sig << (64 + sh);
 	} else {
 		mag = 0;
-		r = sig != 0;	/* below 2^-11: nonzero, less than half */
+		r = sig != 0; /* below 2^-11: nonzero, less than half */
 	}
 	mag += round_inc(rm, sign, mag, r, 1ULL << 63);
 	if (is_signed) {
@@ -1487,28 +1434,24 @@ static inline uint64_t f64_arith(int op, uint64_t a, uint64_t b, int rm, uint32_
 #if FPU_HOST_SSE
 	if (likely(rm != FRM_RMM)) {
 		switch (op) {
-		case OP_ADD:
-			return fast64_add(a, b, rm, fl);
-		case OP_SUB:
-			return fast64_add(a, b ^ F64_SIGN, rm, fl);
+		case OP_ADD: return fast64_add(a, b, rm, fl);
+		case OP_SUB: return fast64_add(a, b ^ F64_SIGN, rm, fl);
 		case OP_MUL:
-			return host_has_fma ? fast64_mul(a, b, rm, fl) : host64_op(op, a, b, rm, fl);
+			return host_has_fma ? fast64_mul(a, b, rm, fl)
+					    : host64_op(op, a, b, rm, fl);
 		default:
-			return host_has_fma ? fast64_div(a, b, rm, fl) : host64_op(op, a, b, rm, fl);
+			return host_has_fma ? fast64_div(a, b, rm, fl)
+					    : host64_op(op, a, b, rm, fl);
 		}
 	}
 #endif
 	if (f64_special(a) || f64_special(b))
 		return host64_op(op, a, b, rm == FRM_RMM ? FRM_RNE : rm, fl);
 	switch (op) {
-	case OP_ADD:
-		return soft64_add(a, b, rm, fl);
-	case OP_SUB:
-		return soft64_add(a, b ^ F64_SIGN, rm, fl);
-	case OP_MUL:
-		return soft64_mul(a, b, rm, fl);
-	default:
-		return soft64_div(a, b, rm, fl);
+	case OP_ADD: return soft64_add(a, b, rm, fl);
+	case OP_SUB: return soft64_add(a, b ^ F64_SIGN, rm, fl);
+	case OP_MUL: return soft64_mul(a, b, rm, fl);
+	default: return soft64_div(a, b, rm, fl);
 	}
 }
 

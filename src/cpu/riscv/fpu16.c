@@ -13,9 +13,9 @@
 #include "cpu/riscv/fpu.h"
 #include "cpu/riscv/fpu16.h"
 
-#define F16_SIGN	0x8000U
-#define F16_INF		0x7c00U
-#define F16_MAX		0x7bffU
+#define F16_SIGN 0x8000U
+#define F16_INF 0x7c00U
+#define F16_MAX 0x7bffU
 
 static inline bool f16_is_nan(uint16_t a)
 {
@@ -102,16 +102,11 @@ static uint64_t shift_round(uint64_t sig, int shift, bool sign, int rm, bool *in
 	if (!rem)
 		return q;
 	switch (rm) {
-	case FRM_RNE:
-		return q + (rem > half || (rem == half && (q & 1)));
-	case FRM_RMM:
-		return q + (rem >= half);
-	case FRM_RDN:
-		return q + sign;
-	case FRM_RUP:
-		return q + !sign;
-	default:	/* FRM_RTZ */
-		return q;
+	case FRM_RNE: return q + (rem > half || (rem == half && (q & 1)));
+	case FRM_RMM: return q + (rem >= half);
+	case FRM_RDN: return q + sign;
+	case FRM_RUP: return q + !sign;
+	default: /* FRM_RTZ */ return q;
 	}
 }
 
@@ -156,7 +151,8 @@ static uint16_t f16_round_pack(bool sign, int exp, uint64_t sig, int rm, uint32_
 		bits = (unsigned int)q;
 	} else {
 		q = shift_round(sig, 52, sign, rm, &inexact);
-		/* The implicit bit in q adds one to the biased exponent, a carry to 0x800 another. */
+		/* The implicit bit in q adds one to the biased exponent, a carry to 0x800 another.
+		 */
 		bits = ((unsigned int)(e + 14) << 10) + (unsigned int)q;
 	}
 	if (bits >= F16_INF)
@@ -170,8 +166,8 @@ static uint16_t f16_round_pack(bool sign, int exp, uint64_t sig, int rm, uint32_
 
 overflow:
 	*fl |= FFLAG_OF | FFLAG_NX;
-	to_inf = rm == FRM_RNE || rm == FRM_RMM ||
-		 (rm == FRM_RDN && sign) || (rm == FRM_RUP && !sign);
+	to_inf = rm == FRM_RNE || rm == FRM_RMM || (rm == FRM_RDN && sign) ||
+		 (rm == FRM_RUP && !sign);
 	return s | (to_inf ? F16_INF : F16_MAX);
 }
 
@@ -183,8 +179,8 @@ overflow:
  * 2^64 - 2^53, leaving room for the product's 22 bits; otherwise the product is shifted by
  * at most 34 (under 2^56) and the addend is not shifted.
  */
-static uint16_t f16_add_exact(bool sx, int ex, uint64_t x, bool sy, int ey, uint64_t y,
-			      int rm, uint32_t *fl)
+static uint16_t f16_add_exact(bool sx, int ex, uint64_t x, bool sy, int ey, uint64_t y, int rm,
+			      uint32_t *fl)
 {
 	int e = ex < ey ? ex : ey;
 	uint64_t mx = x << (ex - e), my = y << (ey - e), m;
@@ -308,7 +304,7 @@ uint16_t f16_sqrt(uint16_t a, int rm, uint32_t *fl)
 	if (f16_is_nan(a))
 		return f16_nan2(a, a, fl);
 	if (f16_is_zero(a))
-		return a;	/* sqrt(-0) = -0 */
+		return a; /* sqrt(-0) = -0 */
 	if (f16_sign(a))
 		return f16_invalid(fl);
 	if (f16_is_inf(a))
@@ -330,8 +326,8 @@ uint16_t f16_sqrt(uint16_t a, int rm, uint32_t *fl)
  * handling is unaffected. Special cases follow softfloat_mulAddF16: inf * 0 is invalid even
  * when c is a quiet NaN, but not when a or b is itself a NaN.
  */
-static uint16_t f16_muladd(uint16_t a, uint16_t b, uint16_t c, bool neg_prod, bool neg_c,
-			   int rm, uint32_t *fl)
+static uint16_t f16_muladd(uint16_t a, uint16_t b, uint16_t c, bool neg_prod, bool neg_c, int rm,
+			   uint32_t *fl)
 {
 	bool prod_inf = f16_is_inf(a) || f16_is_inf(b);
 	bool prod_zero = f16_is_zero(a) || f16_is_zero(b);
@@ -620,6 +616,5 @@ uint16_t f64_to_f16(uint64_t a, int rm, uint32_t *fl)
 			*fl |= FFLAG_NV;
 		return F16_CANON_NAN;
 	}
-	return f16_round_pack(sign, (e ? (int)e : 1) - 1075,
-			      frac | (e ? 1ULL << 52 : 0), rm, fl);
+	return f16_round_pack(sign, (e ? (int)e : 1) - 1075, frac | (e ? 1ULL << 52 : 0), rm, fl);
 }

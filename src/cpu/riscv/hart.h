@@ -102,8 +102,8 @@ struct hart {
 	uint64_t misa;
 	uint64_t medeleg, mideleg;
 	uint64_t mie;
-	uint64_t mip_sw;          /* SSIP, STIP, SEIP as written by software */
-	_Atomic uint64_t mip_hw;  /* lines driven by devices */
+	uint64_t mip_sw;	 /* SSIP, STIP, SEIP as written by software */
+	_Atomic uint64_t mip_hw; /* lines driven by devices */
 	uint64_t mtvec, stvec;
 	uint64_t mscratch, sscratch;
 	uint64_t mepc, sepc;
@@ -113,9 +113,9 @@ struct hart {
 	uint64_t mcounteren, scounteren;
 	uint64_t menvcfg, senvcfg;
 	uint64_t mcountinhibit;
-	int64_t cycle_delta;      /* mcycle = instret + cycle_delta */
+	int64_t cycle_delta;			 /* mcycle = instret + cycle_delta */
 	uint64_t minstret_frozen, mcycle_frozen; /* values held while mcountinhibit stops them */
-	bool walk_super;          /* the last successful walk ended at a superpage leaf */
+	bool walk_super; /* the last successful walk ended at a superpage leaf */
 	uint64_t tlb_super[4][3][TLB_SIZE / 64]; /* entries filled from superpages, per set */
 	uint64_t pmpcfg[2];
 	uint64_t pmpaddr[16];

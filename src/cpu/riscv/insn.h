@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 /* Every operation the interpreter knows. The interpreter has one label per entry. */
+/* clang-format off */
 #define RV_OPS(X)                                                                              \
 	X(ILLEGAL) X(END)                                                                      \
 	X(LUI) X(AUIPC) X(JAL) X(JALR)                                                         \
@@ -44,23 +45,24 @@
 	X(FEQ_H) X(FLT_H) X(FLE_H) X(FCLASS_H)                                                 \
 	X(FCVT_H_W) X(FCVT_H_WU) X(FCVT_H_L) X(FCVT_H_LU) X(FMV_H_X)                           \
 	X(FCVT_S_H) X(FCVT_H_S) X(FCVT_D_H) X(FCVT_H_D)
+/* clang-format on */
 
 enum rv_op {
 #define RV_OP_ENUM(name) OP_##name,
 	RV_OPS(RV_OP_ENUM)
 #undef RV_OP_ENUM
-	OP_COUNT
+		OP_COUNT
 };
 
 struct insn {
-	const void *op; /* the interpreter's label for this operation */
+	const void *op;		   /* the interpreter's label for this operation */
 	uint8_t rd, rs1, rs2, rs3; /* integer rd 0 is stored as 32, a sink */
-	uint16_t pcoff;            /* offset of this instruction from the block's start */
-	uint8_t len;               /* 2 or 4 */
-	uint8_t rm;                /* rounding mode field */
-	int64_t imm;               /* immediate, or the CSR number */
-	uint32_t raw;              /* the instruction bits (illegal-instruction tval) */
-	uint16_t opc;              /* the enum rv_op value, for the code generator */
+	uint16_t pcoff;		   /* offset of this instruction from the block's start */
+	uint8_t len;		   /* 2 or 4 */
+	uint8_t rm;		   /* rounding mode field */
+	int64_t imm;		   /* immediate, or the CSR number */
+	uint32_t raw;		   /* the instruction bits (illegal-instruction tval) */
+	uint16_t opc;		   /* the enum rv_op value, for the code generator */
 };
 
 /* Decodes one instruction (16-bit forms when (raw & 3) != 3) into *in (op as an enum

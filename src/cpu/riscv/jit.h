@@ -14,11 +14,11 @@ struct insn;
 
 /* How a translated block returned: the low byte is the kind, the rest an insn index. */
 enum {
-	JIT_EXIT_TAKEN = 0,   /* h->pc set: the taken/jump exit (chainable) */
-	JIT_EXIT_FALL = 1,    /* h->pc set: the fall-through exit (chainable) */
-	JIT_EXIT_NOLINK = 2,  /* h->pc set: an indirect jump */
-	JIT_EXIT_TRAP = 3,    /* instruction (code >> 8) faulted: h->exc_cause/exc_tval set */
-	JIT_EXIT_INTERP = 4,  /* interpret from instruction (code >> 8) on */
+	JIT_EXIT_TAKEN = 0,  /* h->pc set: the taken/jump exit (chainable) */
+	JIT_EXIT_FALL = 1,   /* h->pc set: the fall-through exit (chainable) */
+	JIT_EXIT_NOLINK = 2, /* h->pc set: an indirect jump */
+	JIT_EXIT_TRAP = 3,   /* instruction (code >> 8) faulted: h->exc_cause/exc_tval set */
+	JIT_EXIT_INTERP = 4, /* interpret from instruction (code >> 8) on */
 };
 
 /* Runs a translated block whose first instruction is at virtual address pc0. */
@@ -33,12 +33,12 @@ struct jit_link {
 	const uint64_t *epoch; /* the cache's current epoch */
 	uint32_t off_epoch;    /* offsets in a block: its epoch (uint64_t), */
 	uint32_t off_chain;    /* its chained entry point (void *), */
-	uint32_t off_n;        /* and its instruction count (uint32_t); a block starts with its
+	uint32_t off_n;	       /* and its instruction count (uint32_t); a block starts with its
 				* key, the host address of its first instruction (uintptr_t) */
 	void *const *hash;     /* the block cache's hash table, for indirect jumps: */
 	uint32_t hash_bits;    /* bucket = ((key >> 1) ^ (key >> (1 + hash_bits))) & mask */
 	uint32_t page_off;     /* the block's offset in its page: which exits leave the page */
-	void *self;            /* the block itself */
+	void *self;	       /* the block itself */
 	uint32_t off_entry;    /* offset in a block of its checked entry point (void *): what a
 				* patched direct jump from a linked predecessor enters */
 };
@@ -52,8 +52,8 @@ void jit_reset(struct jit *j);
  * cannot be translated or the buffer is full (the caller then resets the cache).
  * *chain_entry receives the entry that chained blocks jump to once they have done the
  * checks; *checked_entry the entry that does them (kick, epoch, instruction count). */
-jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
-		   const struct jit_link *link, void **chain_entry, void **checked_entry);
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n, const struct jit_link *link,
+		   void **chain_entry, void **checked_entry);
 /* Bytes of code generated so far (to describe a block's code to a profiler). */
 size_t jit_used(const struct jit *j);
 /* True when the buffer has no room left. */

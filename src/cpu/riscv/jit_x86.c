@@ -76,10 +76,10 @@ static const int cache_regs[JIT_NCACHE] = { 5 /* rbp */, 14, 15 };
 
 struct emit {
 	uint8_t *p;
-	int8_t host[33];  /* guest register -> host register, or -1 */
+	int8_t host[33]; /* guest register -> host register, or -1 */
 	bool dirty[33];
-	uint8_t *body;    /* the block's first instruction, cached registers loaded */
-	uint32_t n;       /* the block's instruction count */
+	uint8_t *body; /* the block's first instruction, cached registers loaded */
+	uint32_t n;    /* the block's instruction count */
 };
 
 /* Called once by a chain exit's slow path when it finds its successor translated: from then
@@ -390,9 +390,9 @@ static void emit_tlb_probe(struct emit *e, int32_t arr, unsigned size)
 {
 	_Static_assert(TLB_SIZE == 256 && sizeof(struct tlb_entry) == 16, "index arithmetic");
 	e8(e, 0x89);
-	e8(e, 0xf8);                    /* mov eax, edi */
-	shift_imm(e, 0, 5, RAX, 8);     /* shr eax, 8 */
-	alu_imm(e, 0, 4, RAX, 0xff0);   /* and eax, 0xff0: ((va >> 12) & 255) * 16 */
+	e8(e, 0xf8);		      /* mov eax, edi */
+	shift_imm(e, 0, 5, RAX, 8);   /* shr eax, 8 */
+	alu_imm(e, 0, 4, RAX, 0xff0); /* and eax, 0xff0: ((va >> 12) & 255) * 16 */
 	e8(e, 0x4c);
 	e8(e, 0x01);
 	e8(e, 0xe8); /* add rax, r13 */
@@ -416,13 +416,43 @@ static void emit_load(struct emit *e, const struct insn *in, unsigned size, bool
 	e8(e, 0x03);
 	modrm_mem(e, RDI, RAX, (int32_t)offsetof(struct tlb, r) + 8);
 	switch (size | (sign ? 16 : 0)) {
-	case 1: e8(e, 0x0f); e8(e, 0xb6); e8(e, 0x07); break;             /* movzx eax, byte [rdi] */
-	case 2: e8(e, 0x0f); e8(e, 0xb7); e8(e, 0x07); break;             /* movzx eax, word [rdi] */
-	case 4: e8(e, 0x8b); e8(e, 0x07); break;                          /* mov eax, [rdi] */
-	case 8: case 24: e8(e, 0x48); e8(e, 0x8b); e8(e, 0x07); break;    /* mov rax, [rdi] */
-	case 17: e8(e, 0x48); e8(e, 0x0f); e8(e, 0xbe); e8(e, 0x07); break; /* movsx rax, byte */
-	case 18: e8(e, 0x48); e8(e, 0x0f); e8(e, 0xbf); e8(e, 0x07); break; /* movsx rax, word */
-	case 20: e8(e, 0x48); e8(e, 0x63); e8(e, 0x07); break;            /* movsxd rax, [rdi] */
+	case 1:
+		e8(e, 0x0f);
+		e8(e, 0xb6);
+		e8(e, 0x07);
+		break; /* movzx eax, byte [rdi] */
+	case 2:
+		e8(e, 0x0f);
+		e8(e, 0xb7);
+		e8(e, 0x07);
+		break; /* movzx eax, word [rdi] */
+	case 4:
+		e8(e, 0x8b);
+		e8(e, 0x07);
+		break; /* mov eax, [rdi] */
+	case 8:
+	case 24:
+		e8(e, 0x48);
+		e8(e, 0x8b);
+		e8(e, 0x07);
+		break; /* mov rax, [rdi] */
+	case 17:
+		e8(e, 0x48);
+		e8(e, 0x0f);
+		e8(e, 0xbe);
+		e8(e, 0x07);
+		break; /* movsx rax, byte */
+	case 18:
+		e8(e, 0x48);
+		e8(e, 0x0f);
+		e8(e, 0xbf);
+		e8(e, 0x07);
+		break; /* movsx rax, word */
+	case 20:
+		e8(e, 0x48);
+		e8(e, 0x63);
+		e8(e, 0x07);
+		break; /* movsxd rax, [rdi] */
 	}
 	uint8_t *done = jmp_fwd(e);
 	/* miss: jit_load(h, va, kind) */
@@ -711,7 +741,7 @@ static void emit_indirect_exit(struct emit *e, const struct jit_link *link, cons
 	e8(e, 0x48);
 	e8(e, 0x89);
 	e8(e, 0xca); /* mov rdx, rcx */
-	alu_imm(e, 1, 4, RDX, (int32_t)~(PAGE_SIZE - 1));
+	alu_imm(e, 1, 4, RDX, (int32_t) ~(PAGE_SIZE - 1));
 	e8(e, 0x48);
 	e8(e, 0x3b);
 	modrm_mem(e, RDX, RAX, (int32_t)offsetof(struct tlb, x)); /* cmp rdx, tag */
@@ -837,9 +867,7 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 	case OP_BGE: emit_branch(e, in, CC_GE, link, epi); return true;
 	case OP_BLTU: emit_branch(e, in, CC_B, link, epi); return true;
 	case OP_BGEU: emit_branch(e, in, CC_AE, link, epi); return true;
-	case OP_END:
-		emit_direct_exit(e, in->pcoff, JIT_EXIT_FALL, link, epi);
-		return true;
+	case OP_END: emit_direct_exit(e, in->pcoff, JIT_EXIT_FALL, link, epi); return true;
 	case OP_LB: emit_load(e, in, 1, true, trap, epi); return true;
 	case OP_LH: emit_load(e, in, 2, true, trap, epi); return true;
 	case OP_LW: emit_load(e, in, 4, true, trap, epi); return true;
@@ -911,13 +939,12 @@ static bool emit_insn(struct emit *e, const struct insn *in, uint32_t k,
 		e8(e, 0xae);
 		e8(e, 0xf0); /* mfence */
 		return true;
-	default:
-		return false;
+	default: return false;
 	}
 }
 
-jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
-		   const struct jit_link *link, void **chain_entry, void **checked_entry)
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n, const struct jit_link *link,
+		   void **chain_entry, void **checked_entry)
 {
 	if (jit_full(j))
 		return NULL;
@@ -952,20 +979,20 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
 
 	/* Prologue: save rbx, r12, r13 and the cache registers, keep the stack 16-byte aligned
 	 * for calls. */
-	e8(&e, 0x53);       /* push rbx */
+	e8(&e, 0x53); /* push rbx */
 	e8(&e, 0x41);
-	e8(&e, 0x54);       /* push r12 */
+	e8(&e, 0x54); /* push r12 */
 	e8(&e, 0x41);
-	e8(&e, 0x55);       /* push r13 */
-	e8(&e, 0x55);       /* push rbp */
+	e8(&e, 0x55); /* push r13 */
+	e8(&e, 0x55); /* push rbp */
 	e8(&e, 0x41);
-	e8(&e, 0x56);       /* push r14 */
+	e8(&e, 0x56); /* push r14 */
 	e8(&e, 0x41);
-	e8(&e, 0x57);       /* push r15 */
+	e8(&e, 0x57); /* push r15 */
 	e8(&e, 0x48);
 	e8(&e, 0x83);
 	e8(&e, 0xec);
-	e8(&e, 0x08);       /* sub rsp, 8 */
+	e8(&e, 0x08); /* sub rsp, 8 */
 	e8(&e, 0x48);
 	e8(&e, 0x89);
 	e8(&e, 0xfb); /* mov rbx, rdi */
@@ -1091,8 +1118,8 @@ size_t jit_used(const struct jit *j)
 	return 0;
 }
 
-jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n,
-		   const struct jit_link *link, void **chain_entry, void **checked_entry)
+jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n, const struct jit_link *link,
+		   void **chain_entry, void **checked_entry)
 {
 	(void)j;
 	(void)insns;

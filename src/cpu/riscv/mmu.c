@@ -104,7 +104,8 @@ static inline void tlb_fill(struct hart *h, int acc, uint64_t va, uint64_t pa)
 	uint8_t *host = vm_ram_ptr(h->vm, pa & ~(PAGE_SIZE - 1), PAGE_SIZE);
 	if (!host)
 		return;
-	if (acc == ACC_W && h->vm->htif && htif_covers(h->vm->htif, pa & ~(PAGE_SIZE - 1), PAGE_SIZE))
+	if (acc == ACC_W && h->vm->htif &&
+	    htif_covers(h->vm->htif, pa & ~(PAGE_SIZE - 1), PAGE_SIZE))
 		return;
 	struct tlb *t = acc == ACC_X ? h->itlb : h->dtlb;
 	struct tlb_entry *arr = acc == ACC_R ? t->r : acc == ACC_W ? t->w : t->x;

@@ -32,12 +32,12 @@
 #include <libfdt.h>
 
 #define MiB ((uint64_t)1 << 20)
-#define BOOT_ALIGN_DOWN(x, a) ((x) & ~((uint64_t)(a) - 1))
-#define BOOT_ALIGN_UP(x, a) BOOT_ALIGN_DOWN((x) + (a) - 1, a)
+#define BOOT_ALIGN_DOWN(x, a) ((x) & ~((uint64_t)(a)-1))
+#define BOOT_ALIGN_UP(x, a) BOOT_ALIGN_DOWN((x) + (a)-1, a)
 
 #define BOOT_INITRD_MAX_OFFSET (128 * MiB)
 #define BOOT_FDT_ALIGN (2 * MiB)
-#define BOOT_FDT_SLACK (64 * 1024) /* growth room above the DTB for OpenSBI's fix-ups */
+#define BOOT_FDT_SLACK (64 * 1024)  /* growth room above the DTB for OpenSBI's fix-ups */
 #define BOOT_INFO_RESERVE PAGE_SIZE /* fw_dynamic_info's page, just below the DTB */
 
 /* RISC-V Image header (Documentation/arch/riscv/boot-image-header.rst), little endian. */
@@ -45,8 +45,8 @@
 #define IMAGE_TEXT_OFFSET 8
 #define IMAGE_IMAGE_SIZE 16
 #define IMAGE_FLAGS 24
-#define IMAGE_MAGIC 48  /* u64 "RISCV\0\0\0", deprecated */
-#define IMAGE_MAGIC2 56 /* u32 "RSC\x05" */
+#define IMAGE_MAGIC 48	     /* u64 "RISCV\0\0\0", deprecated */
+#define IMAGE_MAGIC2 56	     /* u32 "RSC\x05" */
 #define IMAGE_ARM64_MAGIC 56 /* arm64 Images put "ARM\x64" in the same place */
 
 struct boot_file {
@@ -56,7 +56,10 @@ struct boot_file {
 	uint64_t size;
 };
 
-#define BOOT_FILE_INIT { .fd = -1 }
+#define BOOT_FILE_INIT                                                                             \
+	{                                                                                          \
+		.fd = -1                                                                           \
+	}
 
 struct boot_elf {
 	uint64_t entry;
@@ -222,7 +225,8 @@ static int boot_elf_header(struct boot_file *f, Elf64_Ehdr *eh)
 	}
 	if (raw[EI_DATA] == ELFDATA2MSB) {
 		log_error("%s '%s': big-endian ELF for machine %u (%s), expected little-endian "
-			  "RISC-V", f->what, f->path, machine, boot_elf_machine_name(machine));
+			  "RISC-V",
+			  f->what, f->path, machine, boot_elf_machine_name(machine));
 		return -ENOEXEC;
 	}
 	if (raw[EI_DATA] != ELFDATA2LSB) {
@@ -290,7 +294,8 @@ static int boot_elf_symbols(struct boot_file *f, const Elf64_Ehdr *eh, struct bo
 	}
 	if (!boot_in_file(f, eh->e_shoff, eh->e_shnum, sizeof(Elf64_Shdr))) {
 		log_error("%s '%s': ELF section headers lie beyond the end of the file "
-			  "(truncated?)", f->what, f->path);
+			  "(truncated?)",
+			  f->what, f->path);
 		return -ENOEXEC;
 	}
 	sh = calloc(eh->e_shnum, sizeof(*sh));
@@ -306,13 +311,15 @@ static int boot_elf_symbols(struct boot_file *f, const Elf64_Ehdr *eh, struct bo
 		uint64_t off = le64toh(sh[i].sh_offset), size = le64toh(sh[i].sh_size);
 		uint64_t entsize = le64toh(sh[i].sh_entsize);
 		uint32_t link = le32toh(sh[i].sh_link);
-		if (entsize != sizeof(Elf64_Sym) || !boot_in_file(f, off, size / entsize, entsize) ||
-		    link >= eh->e_shnum || le32toh(sh[link].sh_type) != SHT_STRTAB) {
+		if (entsize != sizeof(Elf64_Sym) ||
+		    !boot_in_file(f, off, size / entsize, entsize) || link >= eh->e_shnum ||
+		    le32toh(sh[link].sh_type) != SHT_STRTAB) {
 			log_error("%s '%s': corrupt ELF symbol table", f->what, f->path);
 			err = -ENOEXEC;
 			goto out;
 		}
-		uint64_t str_off = le64toh(sh[link].sh_offset), str_size = le64toh(sh[link].sh_size);
+		uint64_t str_off = le64toh(sh[link].sh_offset),
+			 str_size = le64toh(sh[link].sh_size);
 		if (!boot_in_file(f, str_off, str_size, 1)) {
 			log_error("%s '%s': corrupt ELF string table", f->what, f->path);
 			err = -ENOEXEC;
@@ -382,7 +389,8 @@ static int boot_elf_load(struct vm *vm, struct boot_file *f, bool want_symbols,
 	}
 	if (!boot_in_file(f, eh.e_phoff, eh.e_phnum, sizeof(Elf64_Phdr))) {
 		log_error("%s '%s': ELF program headers lie beyond the end of the file "
-			  "(truncated?)", f->what, f->path);
+			  "(truncated?)",
+			  f->what, f->path);
 		return -ENOEXEC;
 	}
 	ph = calloc(eh.e_phnum, sizeof(*ph));
@@ -404,21 +412,22 @@ static int boot_elf_load(struct vm *vm, struct boot_file *f, bool want_symbols,
 			continue;
 		if (p->p_filesz > p->p_memsz) {
 			log_error("%s '%s': ELF segment %u has file size 0x%" PRIx64
-				  " above its memory size 0x%" PRIx64, f->what, f->path, i,
-				  (uint64_t)p->p_filesz, (uint64_t)p->p_memsz);
+				  " above its memory size 0x%" PRIx64,
+				  f->what, f->path, i, (uint64_t)p->p_filesz, (uint64_t)p->p_memsz);
 			err = -ENOEXEC;
 			goto out;
 		}
 		if (!boot_in_file(f, p->p_offset, p->p_filesz, 1)) {
 			log_error("%s '%s': ELF segment %u lies beyond the end of the file "
-				  "(truncated?)", f->what, f->path, i);
+				  "(truncated?)",
+				  f->what, f->path, i);
 			err = -ENOEXEC;
 			goto out;
 		}
 		if (!vm_ram_ptr(vm, p->p_paddr, p->p_memsz)) {
 			log_error("%s '%s': ELF segment %u at 0x%" PRIx64 " (0x%" PRIx64
-				  " bytes) is outside RAM 0x%" PRIx64 "-0x%" PRIx64, f->what,
-				  f->path, i, (uint64_t)p->p_paddr, (uint64_t)p->p_memsz,
+				  " bytes) is outside RAM 0x%" PRIx64 "-0x%" PRIx64,
+				  f->what, f->path, i, (uint64_t)p->p_paddr, (uint64_t)p->p_memsz,
 				  vm->ram.base, ram_end);
 			err = -ERANGE;
 			goto out;
@@ -435,8 +444,8 @@ static int boot_elf_load(struct vm *vm, struct boot_file *f, bool want_symbols,
 		goto out;
 	}
 	if (!vm_ram_ptr(vm, eh.e_entry, 2)) {
-		log_error("%s '%s': ELF entry point 0x%" PRIx64 " is outside RAM", f->what,
-			  f->path, (uint64_t)eh.e_entry);
+		log_error("%s '%s': ELF entry point 0x%" PRIx64 " is outside RAM", f->what, f->path,
+			  (uint64_t)eh.e_entry);
 		err = -ERANGE;
 		goto out;
 	}
@@ -464,8 +473,7 @@ out:
 
 /* Firmware at the start of RAM: a raw binary (fw_dynamic.bin) or an ELF (fw_dynamic.elf);
  * it must end below the kernel. */
-static int boot_load_firmware(struct vm *vm, struct boot_file *f, uint64_t limit,
-			      uint64_t *entry)
+static int boot_load_firmware(struct vm *vm, struct boot_file *f, uint64_t limit, uint64_t *entry)
 {
 	uint8_t magic[SELFMAG] = { 0 };
 	int err;
@@ -482,7 +490,8 @@ static int boot_load_firmware(struct vm *vm, struct boot_file *f, uint64_t limit
 			return err;
 		if (elf.hi > limit) {
 			log_error("%s '%s': ends at 0x%" PRIx64 ", past the kernel's place at "
-				  "0x%" PRIx64, f->what, f->path, elf.hi, limit);
+				  "0x%" PRIx64,
+				  f->what, f->path, elf.hi, limit);
 			return -EFBIG;
 		}
 		*entry = elf.entry;
@@ -490,8 +499,8 @@ static int boot_load_firmware(struct vm *vm, struct boot_file *f, uint64_t limit
 	}
 	if (f->size > limit - vm->ram.base) {
 		log_error("%s '%s': %" PRIu64 " bytes do not fit below the kernel at 0x%" PRIx64
-			  " (%" PRIu64 " KiB max)", f->what, f->path, f->size, limit,
-			  (limit - vm->ram.base) / 1024);
+			  " (%" PRIu64 " KiB max)",
+			  f->what, f->path, f->size, limit, (limit - vm->ram.base) / 1024);
 		return -EFBIG;
 	}
 	if (vm->ram.size < limit - vm->ram.base) {
@@ -510,7 +519,10 @@ static const char *boot_image_what_else(const uint8_t *h, uint64_t len)
 		return "it is an ELF file; ELF programs boot bare-metal, with firmware \"none\"";
 	if (len >= 2 && h[0] == 0x1f && h[1] == 0x8b)
 		return "it is gzip-compressed: give the uncompressed Image";
-	if (len >= 6 && memcmp(h, "\xfd" "7zXZ\0", 6) == 0)
+	if (len >= 6 && memcmp(h,
+			       "\xfd"
+			       "7zXZ\0",
+			       6) == 0)
 		return "it is xz-compressed: give the uncompressed Image";
 	if (len >= 4 && memcmp(h, "\x28\xb5\x2f\xfd", 4) == 0)
 		return "it is zstd-compressed: give the uncompressed Image";
@@ -546,7 +558,8 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 	if (boot_le32(h + IMAGE_MAGIC2) != 0x05435352 /* "RSC\x05" */ &&
 	    memcmp(h + IMAGE_MAGIC, "RISCV\0\0\0", 8) != 0) {
 		log_error("%s '%s': not a RISC-V kernel Image (no \"RSC\\x05\" magic at offset "
-			  "0x38)", f->what, f->path);
+			  "0x38)",
+			  f->what, f->path);
 		return -ENOEXEC;
 	}
 	if (boot_le64(h + IMAGE_FLAGS) & 1) {
@@ -569,7 +582,8 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 				uint64_t sh = pe + 24 + opt + 40ULL * k;
 				if (sh + 40 > have)
 					break;
-				uint64_t e = (uint64_t)boot_le32(h + sh + 20) + boot_le32(h + sh + 16);
+				uint64_t e =
+					(uint64_t)boot_le32(h + sh + 20) + boot_le32(h + sh + 16);
 				if (e > slack && e - slack > need)
 					need = e - slack;
 			}
@@ -585,9 +599,9 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 	uint64_t image_size = boot_le64(h + IMAGE_IMAGE_SIZE);
 	uint64_t load_size = image_size > f->size ? image_size : f->size;
 	if (addr >= ram_end || load_size > ram_end - addr) {
-		log_error("%s '%s': needs %" PRIu64 " MiB at 0x%" PRIx64 " but RAM ends at 0x%" PRIx64
-			  ": give the VM more memory", f->what, f->path,
-			  BOOT_ALIGN_UP(load_size, MiB) / MiB, addr, ram_end);
+		log_error("%s '%s': needs %" PRIu64 " MiB at 0x%" PRIx64
+			  " but RAM ends at 0x%" PRIx64 ": give the VM more memory",
+			  f->what, f->path, BOOT_ALIGN_UP(load_size, MiB) / MiB, addr, ram_end);
 		return -EFBIG;
 	}
 	err = boot_copy_to_ram(vm, f, addr, 0, f->size);
@@ -597,8 +611,8 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 	memset((uint8_t *)vm_ram_ptr(vm, addr, load_size) + f->size, 0, load_size - f->size);
 	*end = addr + load_size;
 	log_info("kernel '%s': text_offset 0x%" PRIx64 ", image_size 0x%" PRIx64
-		 ", loaded at 0x%" PRIx64, f->path, boot_le64(h + IMAGE_TEXT_OFFSET), image_size,
-		 addr);
+		 ", loaded at 0x%" PRIx64,
+		 f->path, boot_le64(h + IMAGE_TEXT_OFFSET), image_size, addr);
 	return 0;
 }
 
@@ -607,7 +621,7 @@ static int boot_load_image(struct vm *vm, struct boot_file *f, uint64_t addr, ui
 static uint64_t boot_initrd_start(const struct vm *vm, uint64_t kernel_end)
 {
 	uint64_t gap = vm->ram.size / 2 < BOOT_INITRD_MAX_OFFSET ? vm->ram.size / 2
-								: BOOT_INITRD_MAX_OFFSET;
+								 : BOOT_INITRD_MAX_OFFSET;
 	uint64_t start = BOOT_ALIGN_UP(vm->ram.base + BOOT_KERNEL_OFFSET + gap, PAGE_SIZE);
 
 	if (kernel_end > start)
@@ -632,7 +646,8 @@ static uint64_t boot_image_end_peek(const struct vm *vm)
 	if (fstat(fd, &st) == 0 && pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
 	    boot_le32(h + IMAGE_MAGIC2) == 0x05435352) {
 		uint64_t image_size = boot_le64(h + IMAGE_IMAGE_SIZE);
-		uint64_t size = image_size > (uint64_t)st.st_size ? image_size : (uint64_t)st.st_size;
+		uint64_t size =
+			image_size > (uint64_t)st.st_size ? image_size : (uint64_t)st.st_size;
 		uint64_t addr = vm->ram.base + BOOT_KERNEL_OFFSET;
 		if (size <= UINT64_MAX - addr)
 			end = addr + size;
@@ -766,14 +781,15 @@ int boot_load_linux(struct vm *vm)
 	boot_put_le64(info + 0, BOOT_FW_DYNAMIC_MAGIC);
 	boot_put_le64(info + 8, BOOT_FW_DYNAMIC_VERSION);
 	boot_put_le64(info + 16, kernel_addr); /* next_addr */
-	boot_put_le64(info + 24, 1);           /* next_mode: S-mode */
-	boot_put_le64(info + 32, 0);           /* options */
-	boot_put_le64(info + 40, 0);           /* boot_hart */
+	boot_put_le64(info + 24, 1);	       /* next_mode: S-mode */
+	boot_put_le64(info + 32, 0);	       /* options */
+	boot_put_le64(info + 40, 0);	       /* boot_hart */
 
 	log_info("boot: firmware 0x%" PRIx64 ", kernel 0x%" PRIx64 "-0x%" PRIx64
 		 ", initramfs 0x%" PRIx64 "-0x%" PRIx64 ", fw_dynamic_info 0x%" PRIx64
-		 ", dtb 0x%" PRIx64 " (%" PRIu64 " bytes)", fw_entry, kernel_addr, kernel_end,
-		 initrd_start, initrd_end, info_addr, fdt_addr, fdt_size);
+		 ", dtb 0x%" PRIx64 " (%" PRIu64 " bytes)",
+		 fw_entry, kernel_addr, kernel_end, initrd_start, initrd_end, info_addr, fdt_addr,
+		 fdt_size);
 	/* Every hart enters the firmware: OpenSBI elects the boot hart and parks the rest
 	 * until the kernel starts them through SBI HSM. */
 	boot_reset_harts(vm, fw_entry, fdt_addr, info_addr);
@@ -821,8 +837,8 @@ int boot_load_bare(struct vm *vm)
 	fdt_addr = boot_place_high(vm, fdt_size, elf.hi);
 	if (!fdt_addr) {
 		log_error("kernel '%s': no room left for the device tree above 0x%" PRIx64
-			  " (RAM ends at 0x%" PRIx64 "): give the VM more memory", kernel.path,
-			  elf.hi, vm->ram.base + vm->ram.size);
+			  " (RAM ends at 0x%" PRIx64 "): give the VM more memory",
+			  kernel.path, elf.hi, vm->ram.base + vm->ram.size);
 		err = -EFBIG;
 		goto out;
 	}
@@ -844,8 +860,9 @@ int boot_load_bare(struct vm *vm)
 			log_debug("kernel '%s': fromhost at 0x%" PRIx64 ", not tohost + 0x40",
 				  kernel.path, elf.fromhost);
 	}
-	log_info("boot: ELF '%s' 0x%" PRIx64 "-0x%" PRIx64 ", entry 0x%" PRIx64
-		 ", dtb 0x%" PRIx64 "%s", kernel.path, elf.lo, elf.hi, elf.entry, fdt_addr,
+	log_info("boot: ELF '%s' 0x%" PRIx64 "-0x%" PRIx64 ", entry 0x%" PRIx64 ", dtb 0x%" PRIx64
+		 "%s",
+		 kernel.path, elf.lo, elf.hi, elf.entry, fdt_addr,
 		 elf.have_tohost ? ", tohost found" : "");
 	boot_reset_harts(vm, elf.entry, fdt_addr, 0);
 out:

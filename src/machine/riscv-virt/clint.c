@@ -33,7 +33,7 @@ struct clint {
 	bool stop;
 
 	uint64_t mtimecmp[VM_MAX_CPUS];
-	bool mtip[VM_MAX_CPUS];  /* level last driven on each hart */
+	bool mtip[VM_MAX_CPUS]; /* level last driven on each hart */
 	uint32_t msip[VM_MAX_CPUS];
 };
 

@@ -33,22 +33,20 @@ int virt_fdt_errno(int fdt_err)
 	if (fdt_err >= 0)
 		return 0;
 	switch (-fdt_err) {
-	case FDT_ERR_NOSPACE:
-		return -ENOSPC;
-	case FDT_ERR_NOTFOUND:
-		return -ENOENT;
-	case FDT_ERR_EXISTS:
-		return -EEXIST;
-	default:
-		return -EINVAL;
+	case FDT_ERR_NOSPACE: return -ENOSPC;
+	case FDT_ERR_NOTFOUND: return -ENOENT;
+	case FDT_ERR_EXISTS: return -EEXIST;
+	default: return -EINVAL;
 	}
 }
 
 static int virt_fdt_property_reg(void *fdt, uint64_t base, uint64_t size)
 {
 	fdt32_t reg[4] = {
-		cpu_to_fdt32((uint32_t)(base >> 32)), cpu_to_fdt32((uint32_t)base),
-		cpu_to_fdt32((uint32_t)(size >> 32)), cpu_to_fdt32((uint32_t)size),
+		cpu_to_fdt32((uint32_t)(base >> 32)),
+		cpu_to_fdt32((uint32_t)base),
+		cpu_to_fdt32((uint32_t)(size >> 32)),
+		cpu_to_fdt32((uint32_t)size),
 	};
 	VIRT_FDT_TRY(fdt_property(fdt, "reg", reg, sizeof(reg)));
 	return 0;
@@ -70,8 +68,7 @@ int virt_fdt_plic_irq(void *fdt, int irq)
 	return 0;
 }
 
-static int virt_fdt_chosen(struct vm *vm, void *fdt, uint64_t initrd_start,
-			   uint64_t initrd_end)
+static int virt_fdt_chosen(struct vm *vm, void *fdt, uint64_t initrd_start, uint64_t initrd_end)
 {
 	char path[64];
 
@@ -87,9 +84,8 @@ static int virt_fdt_chosen(struct vm *vm, void *fdt, uint64_t initrd_start,
 	/* A seed for the guest kernel's random number generator, as QEMU gives: without it
 	 * the kernel spends guest CPU time gathering entropy long after boot. */
 	/* Drawn once per VM, so every tree built for it (the guest's, --dump-dtb's) agrees. */
-	if (!vm->rng_seed_set &&
-	    getrandom(vm->rng_seed, sizeof(vm->rng_seed), GRND_NONBLOCK) ==
-		    (ssize_t)sizeof(vm->rng_seed))
+	if (!vm->rng_seed_set && getrandom(vm->rng_seed, sizeof(vm->rng_seed), GRND_NONBLOCK) ==
+					 (ssize_t)sizeof(vm->rng_seed))
 		vm->rng_seed_set = true;
 	if (vm->rng_seed_set)
 		VIRT_FDT_TRY(fdt_property(fdt, "rng-seed", vm->rng_seed, sizeof(vm->rng_seed)));

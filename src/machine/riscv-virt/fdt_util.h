@@ -20,11 +20,11 @@ struct vm;
 int virt_fdt_errno(int fdt_err);
 
 /* Evaluates a libfdt call; on failure returns its error as -errno from the caller. */
-#define VIRT_FDT_TRY(call)                                  \
-	do {                                                \
-		int virt_fdt_ret_ = (call);                 \
-		if (virt_fdt_ret_ < 0)                      \
-			return virt_fdt_errno(virt_fdt_ret_); \
+#define VIRT_FDT_TRY(call)                                                                         \
+	do {                                                                                       \
+		int virt_fdt_ret_ = (call);                                                        \
+		if (virt_fdt_ret_ < 0)                                                             \
+			return virt_fdt_errno(virt_fdt_ret_);                                      \
 	} while (0)
 
 /* Begins node "name@base" and writes reg = <base size> (2 + 2 cells, as /soc uses). */

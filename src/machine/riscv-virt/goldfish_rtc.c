@@ -21,9 +21,9 @@ struct goldfish_rtc {
 	int irq;
 
 	pthread_mutex_t lock;
-	int64_t offset_ns;     /* guest time - host wall clock */
-	uint32_t time_high;    /* latched by a TIME_LOW read */
-	uint32_t set_high;     /* TIME_HIGH written, applied with the next TIME_LOW write */
+	int64_t offset_ns;  /* guest time - host wall clock */
+	uint32_t time_high; /* latched by a TIME_LOW read */
+	uint32_t set_high;  /* TIME_HIGH written, applied with the next TIME_LOW write */
 	uint64_t alarm_ns;
 	bool alarm_running;
 	uint32_t irq_enabled;
@@ -52,23 +52,12 @@ static uint64_t goldfish_rtc_read(void *opaque, uint64_t off, unsigned size)
 		val = (uint32_t)now;
 		break;
 	}
-	case GOLDFISH_RTC_TIME_HIGH:
-		val = r->time_high;
-		break;
-	case GOLDFISH_RTC_ALARM_LOW:
-		val = (uint32_t)r->alarm_ns;
-		break;
-	case GOLDFISH_RTC_ALARM_HIGH:
-		val = (uint32_t)(r->alarm_ns >> 32);
-		break;
-	case GOLDFISH_RTC_IRQ_ENABLED:
-		val = r->irq_enabled;
-		break;
-	case GOLDFISH_RTC_ALARM_STATUS:
-		val = r->alarm_running;
-		break;
-	default:
-		break;
+	case GOLDFISH_RTC_TIME_HIGH: val = r->time_high; break;
+	case GOLDFISH_RTC_ALARM_LOW: val = (uint32_t)r->alarm_ns; break;
+	case GOLDFISH_RTC_ALARM_HIGH: val = (uint32_t)(r->alarm_ns >> 32); break;
+	case GOLDFISH_RTC_IRQ_ENABLED: val = r->irq_enabled; break;
+	case GOLDFISH_RTC_ALARM_STATUS: val = r->alarm_running; break;
+	default: break;
 	}
 	pthread_mutex_unlock(&r->lock);
 	return val;
@@ -87,9 +76,7 @@ static void goldfish_rtc_write(void *opaque, uint64_t off, uint64_t val, unsigne
 		r->offset_ns = (int64_t)(t - goldfish_rtc_host_ns());
 		break;
 	}
-	case GOLDFISH_RTC_TIME_HIGH:
-		r->set_high = (uint32_t)val;
-		break;
+	case GOLDFISH_RTC_TIME_HIGH: r->set_high = (uint32_t)val; break;
 	case GOLDFISH_RTC_ALARM_LOW:
 		r->alarm_ns = (r->alarm_ns & ~0xffffffffULL) | (uint32_t)val;
 		r->alarm_running = true;
@@ -97,16 +84,11 @@ static void goldfish_rtc_write(void *opaque, uint64_t off, uint64_t val, unsigne
 	case GOLDFISH_RTC_ALARM_HIGH:
 		r->alarm_ns = (r->alarm_ns & 0xffffffffULL) | (uint64_t)(uint32_t)val << 32;
 		break;
-	case GOLDFISH_RTC_IRQ_ENABLED:
-		r->irq_enabled = (uint32_t)val & 1;
-		break;
-	case GOLDFISH_RTC_CLEAR_ALARM:
-		r->alarm_running = false;
-		break;
+	case GOLDFISH_RTC_IRQ_ENABLED: r->irq_enabled = (uint32_t)val & 1; break;
+	case GOLDFISH_RTC_CLEAR_ALARM: r->alarm_running = false; break;
 	case GOLDFISH_RTC_CLEAR_INTERRUPT:
 		break; /* the alarm never fires, so there is nothing to clear */
-	default:
-		break;
+	default: break;
 	}
 	pthread_mutex_unlock(&r->lock);
 }
@@ -134,8 +116,7 @@ const struct mmio_ops goldfish_rtc_ops = {
 	.fdt_node = goldfish_rtc_fdt_node,
 };
 
-int goldfish_rtc_create(struct vm *vm, const struct mmio_region *where,
-			struct goldfish_rtc **out)
+int goldfish_rtc_create(struct vm *vm, const struct mmio_region *where, struct goldfish_rtc **out)
 {
 	struct goldfish_rtc *r = calloc(1, sizeof(*r));
 	int err;

@@ -9,7 +9,7 @@ struct sbuf;
 struct sreader;
 struct goldfish_rtc;
 
-#define GOLDFISH_RTC_TIME_LOW 0x00  /* reading it latches TIME_HIGH */
+#define GOLDFISH_RTC_TIME_LOW 0x00 /* reading it latches TIME_HIGH */
 #define GOLDFISH_RTC_TIME_HIGH 0x04
 #define GOLDFISH_RTC_ALARM_LOW 0x08 /* writing it arms the alarm */
 #define GOLDFISH_RTC_ALARM_HIGH 0x0c
@@ -20,8 +20,8 @@ struct goldfish_rtc;
 
 extern const struct mmio_ops goldfish_rtc_ops;
 
-int goldfish_rtc_create(struct vm *vm, const struct mmio_region *where,
-			struct goldfish_rtc **out) __attribute__((warn_unused_result));
+int goldfish_rtc_create(struct vm *vm, const struct mmio_region *where, struct goldfish_rtc **out)
+	__attribute__((warn_unused_result));
 void goldfish_rtc_destroy(struct goldfish_rtc *r);
 
 /* Saved state (the clock's offset from the host's, the alarm registers). 0 or -EINVAL. */

@@ -29,12 +29,12 @@ struct plic {
 
 	pthread_mutex_t lock;
 	uint32_t priority[PLIC_NSOURCES];
-	uint32_t level[PLIC_NWORDS];   /* input lines */
+	uint32_t level[PLIC_NWORDS]; /* input lines */
 	uint32_t pending[PLIC_NWORDS];
-	uint32_t active[PLIC_NWORDS];  /* claimed, not yet completed */
+	uint32_t active[PLIC_NWORDS]; /* claimed, not yet completed */
 	uint32_t enable[PLIC_MAX_CONTEXTS][PLIC_NWORDS];
 	uint32_t threshold[PLIC_MAX_CONTEXTS];
-	bool out[PLIC_MAX_CONTEXTS];   /* level last driven on the context's hart line */
+	bool out[PLIC_MAX_CONTEXTS]; /* level last driven on the context's hart line */
 };
 
 /* Bits of a source word that name real sources (source 0 and those past the end never). */
@@ -232,7 +232,7 @@ static int plic_fdt_node(void *opaque, void *fdt, const struct vm *vm)
 		cells[n++] = cpu_to_fdt32(VIRT_PHANDLE_INTC(h));
 		cells[n++] = cpu_to_fdt32(11); /* machine external interrupt */
 		cells[n++] = cpu_to_fdt32(VIRT_PHANDLE_INTC(h));
-		cells[n++] = cpu_to_fdt32(9);  /* supervisor external interrupt */
+		cells[n++] = cpu_to_fdt32(9); /* supervisor external interrupt */
 	}
 	int err = virt_fdt_begin_region(fdt, "plic", p->base, p->size);
 	if (err)

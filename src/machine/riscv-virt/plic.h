@@ -17,13 +17,13 @@ struct plic;
 
 /* Register map (offsets from the PLIC base). Context 2*h is hart h's M-mode (MEIP),
  * context 2*h+1 its S-mode (SEIP). */
-#define PLIC_PRIORITY 0x0          /* + 4 * source */
-#define PLIC_PENDING 0x1000        /* bit per source, read-only */
-#define PLIC_ENABLE 0x2000         /* + 0x80 * context, bit per source */
+#define PLIC_PRIORITY 0x0   /* + 4 * source */
+#define PLIC_PENDING 0x1000 /* bit per source, read-only */
+#define PLIC_ENABLE 0x2000  /* + 0x80 * context, bit per source */
 #define PLIC_ENABLE_STRIDE 0x80
-#define PLIC_CONTEXT 0x200000      /* + 0x1000 * context: threshold, then claim/complete */
+#define PLIC_CONTEXT 0x200000 /* + 0x1000 * context: threshold, then claim/complete */
 #define PLIC_CONTEXT_STRIDE 0x1000
-#define PLIC_CLAIM 0x4             /* within a context */
+#define PLIC_CLAIM 0x4 /* within a context */
 
 extern const struct mmio_ops plic_ops;
 

@@ -30,18 +30,13 @@ static void syscon_write(void *opaque, uint64_t off, uint64_t val, unsigned size
 	if (off != 0 || size < 4)
 		return;
 	switch (val & 0xffff) {
-	case SYSCON_POWEROFF:
-		vm_request_exit(s->vm, VM_EXIT_POWEROFF, 0);
-		break;
-	case SYSCON_REBOOT:
-		vm_request_exit(s->vm, VM_EXIT_REBOOT, 0);
-		break;
+	case SYSCON_POWEROFF: vm_request_exit(s->vm, VM_EXIT_POWEROFF, 0); break;
+	case SYSCON_REBOOT: vm_request_exit(s->vm, VM_EXIT_REBOOT, 0); break;
 	case SYSCON_FAIL:
 		/* Encoded like an HTIF exit value, which is how main reports failures. */
 		vm_request_exit(s->vm, VM_EXIT_FAIL, (((val >> 16) & 0xffff) << 1) | 1);
 		break;
-	default:
-		break; /* unknown commands are ignored, as QEMU's sifive_test does for reads */
+	default: break; /* unknown commands are ignored, as QEMU's sifive_test does for reads */
 	}
 }
 

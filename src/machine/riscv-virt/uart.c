@@ -87,7 +87,7 @@ struct uart {
 
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 	bool thr_ipending; /* THR-empty interrupt armed, cleared by reading IIR */
-	bool irq_level;    /* level last driven on the PLIC source */
+	bool irq_level;	   /* level last driven on the PLIC source */
 };
 
 static uint8_t uart_iir_locked(const struct uart *u)
@@ -188,9 +188,7 @@ static uint64_t uart_read(void *opaque, uint64_t off, unsigned size)
 			uart_update_irq_locked(u);
 		}
 		break;
-	case UART_IER:
-		val = u->lcr & UART_LCR_DLAB ? u->dlm : u->ier;
-		break;
+	case UART_IER: val = u->lcr & UART_LCR_DLAB ? u->dlm : u->ier; break;
 	case UART_IIR:
 		val = uart_iir_locked(u);
 		/* Reading IIR acknowledges a THR-empty interrupt (16550 datasheet). */
@@ -199,23 +197,12 @@ static uint64_t uart_read(void *opaque, uint64_t off, unsigned size)
 			uart_update_irq_locked(u);
 		}
 		break;
-	case UART_LCR:
-		val = u->lcr;
-		break;
-	case UART_MCR:
-		val = u->mcr;
-		break;
-	case UART_LSR:
-		val = UART_LSR_THRE | UART_LSR_TEMT | (u->rx_count ? UART_LSR_DR : 0);
-		break;
-	case UART_MSR:
-		val = uart_msr_locked(u);
-		break;
-	case UART_SCR:
-		val = u->scr;
-		break;
-	default:
-		break;
+	case UART_LCR: val = u->lcr; break;
+	case UART_MCR: val = u->mcr; break;
+	case UART_LSR: val = UART_LSR_THRE | UART_LSR_TEMT | (u->rx_count ? UART_LSR_DR : 0); break;
+	case UART_MSR: val = uart_msr_locked(u); break;
+	case UART_SCR: val = u->scr; break;
+	default: break;
 	}
 	pthread_mutex_unlock(&u->lock);
 	/* Outside the lock: the console's thread calls back into it. */
@@ -266,17 +253,10 @@ static void uart_write(void *opaque, uint64_t off, uint64_t val64, unsigned size
 		u->fcr = val & UART_FCR_KEEP;
 		uart_update_irq_locked(u);
 		break;
-	case UART_LCR:
-		u->lcr = val;
-		break;
-	case UART_MCR:
-		u->mcr = val & UART_MCR_MASK;
-		break;
-	case UART_SCR:
-		u->scr = val;
-		break;
-	default:
-		break; /* LSR and MSR are read-only */
+	case UART_LCR: u->lcr = val; break;
+	case UART_MCR: u->mcr = val & UART_MCR_MASK; break;
+	case UART_SCR: u->scr = val; break;
+	default: break; /* LSR and MSR are read-only */
 	}
 	pthread_mutex_unlock(&u->lock);
 }

@@ -32,11 +32,10 @@ struct virt_device {
 	uint64_t size;
 	int irq; /* PLIC source (of slot 0), 0 for none */
 	const struct mmio_ops *ops;
-	unsigned slots;                         /* 0 or 1: a single device */
+	unsigned slots;			       /* 0 or 1: a single device */
 	unsigned (*used)(const struct vm *vm); /* slots in use; NULL: all */
 	/* Makes the device's state (the region's opaque) for a slot and wires it into vm. */
-	int (*create)(struct vm *vm, const struct mmio_region *where, unsigned slot,
-		      void **opaque);
+	int (*create)(struct vm *vm, const struct mmio_region *where, unsigned slot, void **opaque);
 	void (*destroy)(struct vm *vm, void *opaque);
 	/* create logs its failures itself, naming what failed (a disk's file): the machine
 	 * adds no second line. */
@@ -46,16 +45,46 @@ struct virt_device {
 	int (*load)(void *opaque, struct sreader *r);
 };
 
-static void virt_save_clint(void *o, struct sbuf *b) { clint_save(o, b); }
-static int virt_load_clint(void *o, struct sreader *r) { return clint_load(o, r); }
-static void virt_save_plic(void *o, struct sbuf *b) { plic_save(o, b); }
-static int virt_load_plic(void *o, struct sreader *r) { return plic_load(o, r); }
-static void virt_save_uart(void *o, struct sbuf *b) { uart_save(o, b); }
-static int virt_load_uart(void *o, struct sreader *r) { return uart_load(o, r); }
-static void virt_save_rtc(void *o, struct sbuf *b) { goldfish_rtc_save(o, b); }
-static int virt_load_rtc(void *o, struct sreader *r) { return goldfish_rtc_load(o, r); }
-static void virt_save_virtio(void *o, struct sbuf *b) { virtio_mmio_save(o, b); }
-static int virt_load_virtio(void *o, struct sreader *r) { return virtio_mmio_load(o, r); }
+static void virt_save_clint(void *o, struct sbuf *b)
+{
+	clint_save(o, b);
+}
+static int virt_load_clint(void *o, struct sreader *r)
+{
+	return clint_load(o, r);
+}
+static void virt_save_plic(void *o, struct sbuf *b)
+{
+	plic_save(o, b);
+}
+static int virt_load_plic(void *o, struct sreader *r)
+{
+	return plic_load(o, r);
+}
+static void virt_save_uart(void *o, struct sbuf *b)
+{
+	uart_save(o, b);
+}
+static int virt_load_uart(void *o, struct sreader *r)
+{
+	return uart_load(o, r);
+}
+static void virt_save_rtc(void *o, struct sbuf *b)
+{
+	goldfish_rtc_save(o, b);
+}
+static int virt_load_rtc(void *o, struct sreader *r)
+{
+	return goldfish_rtc_load(o, r);
+}
+static void virt_save_virtio(void *o, struct sbuf *b)
+{
+	virtio_mmio_save(o, b);
+}
+static int virt_load_virtio(void *o, struct sreader *r)
+{
+	return virtio_mmio_load(o, r);
+}
 
 static int virt_create_syscon(struct vm *vm, const struct mmio_region *where, unsigned slot,
 			      void **opaque)
@@ -128,8 +157,8 @@ static int virt_create_uart(struct vm *vm, const struct mmio_region *where, unsi
 			    void **opaque)
 {
 	(void)slot;
-	int err = uart_create_console(vm, where, vm->console,
-				      vm->cfg->console == VM_CONSOLE_SERIAL, &vm->uart);
+	int err = uart_create_console(vm, where, vm->console, vm->cfg->console == VM_CONSOLE_SERIAL,
+				      &vm->uart);
 	if (!err)
 		*opaque = vm->uart;
 	return err;
@@ -177,26 +206,60 @@ static unsigned virt_virtio_used(const struct vm *vm)
  * (whose threads raise them) stop before the PLIC goes. RAM is at RAM_BASE (0x80000000),
  * mapped by the caller, cfg->memory bytes long. */
 static const struct virt_device virt_devices[] = {
-	{ .name = "test", .base = 0x00100000, .size = 0x1000, .ops = &syscon_ops,
-	  .create = virt_create_syscon, .destroy = virt_destroy_syscon },
-	{ .name = "rtc", .base = 0x00101000, .size = 0x1000, .irq = 11, .ops = &goldfish_rtc_ops,
-	  .create = virt_create_rtc, .destroy = virt_destroy_rtc,
-	  .save = virt_save_rtc, .load = virt_load_rtc },
-	{ .name = "clint", .base = 0x02000000, .size = 0x10000, .ops = &clint_ops,
-	  .create = virt_create_clint, .destroy = virt_destroy_clint,
-	  .save = virt_save_clint, .load = virt_load_clint },
-	{ .name = "plic", .base = 0x0c000000, .size = 0x4000000, .ops = &plic_ops,
-	  .create = virt_create_plic, .destroy = virt_destroy_plic,
-	  .save = virt_save_plic, .load = virt_load_plic },
-	{ .name = "uart0", .base = 0x10000000, .size = 0x100, .irq = 10, .ops = &uart_ops,
-	  .create = virt_create_uart, .destroy = virt_destroy_uart,
-	  .save = virt_save_uart, .load = virt_load_uart },
+	{ .name = "test",
+	  .base = 0x00100000,
+	  .size = 0x1000,
+	  .ops = &syscon_ops,
+	  .create = virt_create_syscon,
+	  .destroy = virt_destroy_syscon },
+	{ .name = "rtc",
+	  .base = 0x00101000,
+	  .size = 0x1000,
+	  .irq = 11,
+	  .ops = &goldfish_rtc_ops,
+	  .create = virt_create_rtc,
+	  .destroy = virt_destroy_rtc,
+	  .save = virt_save_rtc,
+	  .load = virt_load_rtc },
+	{ .name = "clint",
+	  .base = 0x02000000,
+	  .size = 0x10000,
+	  .ops = &clint_ops,
+	  .create = virt_create_clint,
+	  .destroy = virt_destroy_clint,
+	  .save = virt_save_clint,
+	  .load = virt_load_clint },
+	{ .name = "plic",
+	  .base = 0x0c000000,
+	  .size = 0x4000000,
+	  .ops = &plic_ops,
+	  .create = virt_create_plic,
+	  .destroy = virt_destroy_plic,
+	  .save = virt_save_plic,
+	  .load = virt_load_plic },
+	{ .name = "uart0",
+	  .base = 0x10000000,
+	  .size = 0x100,
+	  .irq = 10,
+	  .ops = &uart_ops,
+	  .create = virt_create_uart,
+	  .destroy = virt_destroy_uart,
+	  .save = virt_save_uart,
+	  .load = virt_load_uart },
 	/* virtio-mmio slots 0..7 at 0x10001000 + n * 0x1000, PLIC sources 1 + n, as on QEMU's
 	 * virt; the devices of the command line fill them in order. */
-	{ .name = "virtio_mmio", .base = 0x10001000, .size = 0x1000, .irq = 1,
-	  .ops = &virtio_mmio_ops, .slots = VIRT_VIRTIO_SLOTS, .used = virt_virtio_used,
-	  .create = virt_create_virtio, .destroy = virt_destroy_virtio, .logs_errors = true,
-	  .save = virt_save_virtio, .load = virt_load_virtio },
+	{ .name = "virtio_mmio",
+	  .base = 0x10001000,
+	  .size = 0x1000,
+	  .irq = 1,
+	  .ops = &virtio_mmio_ops,
+	  .slots = VIRT_VIRTIO_SLOTS,
+	  .used = virt_virtio_used,
+	  .create = virt_create_virtio,
+	  .destroy = virt_destroy_virtio,
+	  .logs_errors = true,
+	  .save = virt_save_virtio,
+	  .load = virt_load_virtio },
 };
 
 #define VIRT_NDEVICES (sizeof(virt_devices) / sizeof(virt_devices[0]))
@@ -254,8 +317,8 @@ static int virt_create_slot(struct vm *vm, const struct virt_device *d, unsigned
 
 	if (err) {
 		if (!d->logs_errors)
-			log_error("machine: cannot create %s at 0x%" PRIx64 ": %s", d->name,
-				  r.base, strerror(-err));
+			log_error("machine: cannot create %s at 0x%" PRIx64 ": %s", d->name, r.base,
+				  strerror(-err));
 		return err;
 	}
 	err = bus_register(&vm->bus, &r);
@@ -272,13 +335,14 @@ int virt_create(struct vm *vm)
 	int err;
 
 	if (vm->nharts < 1 || vm->nharts > VM_MAX_CPUS) {
-		log_error("machine: %d harts requested, the virt machine takes 1 to %d",
-			  vm->nharts, VM_MAX_CPUS);
+		log_error("machine: %d harts requested, the virt machine takes 1 to %d", vm->nharts,
+			  VM_MAX_CPUS);
 		return -EINVAL;
 	}
 	if (vm->ram.base != RAM_BASE || vm->ram.size == 0) {
 		log_error("machine: RAM must start at 0x%llx (got 0x%" PRIx64 ", %" PRIu64
-			  " bytes)", RAM_BASE, vm->ram.base, vm->ram.size);
+			  " bytes)",
+			  RAM_BASE, vm->ram.base, vm->ram.size);
 		return -EINVAL;
 	}
 
@@ -372,8 +436,9 @@ int virt_load_state(struct vm *vm, struct sreader *r)
 			if (!sreader_ok(r))
 				return -EINVAL;
 			if (strcmp(name, d->name) != 0 || slot != n) {
-				snprintf(why, sizeof(why), "expected the state of %s %u, found %s %u",
-					 d->name, n, name, slot);
+				snprintf(why, sizeof(why),
+					 "expected the state of %s %u, found %s %u", d->name, n,
+					 name, slot);
 				sreader_fail(r, why);
 				return -EINVAL;
 			}
