@@ -13,7 +13,8 @@ pattern; uptime lines) all along, while:
 
 1. faults over the TCP link: the destination killed mid-migration (SIGKILL), a migration
    cancelled; each time the source runs on;
-2. the VM is migrated back and forth between h1 and h2 (--rounds, default 6);
+2. the VM is migrated back and forth between h1 and h2 (--rounds, default 20; every
+   third compressed, every third post-copy);
 3. link cuts (--cuts, default 6): a migration starts (capped at 100 MiB/s, so it lasts
    about 1.2 s), after a seeded random delay (spread over 0 .. 1.5 s, one cut per slice)
    the destination host's link is cut at the switch (ip link set DOWN), left down for a
@@ -30,7 +31,7 @@ pattern; uptime lines) all along, while:
    order with no gap, the uptime never went backwards, and no record was printed by two
    VMMs (two copies of the guest).
 
-    python3 tests/integration/migrate_netns.py [--rounds 6] [--cuts 6] [--seed N]
+    python3 tests/integration/migrate_netns.py [--rounds 20] [--cuts 6] [--seed N]
             [--no-postcopy] [--poll-status] [--log-dir DIR]
 
 --poll-status adds a second client polling migrate-status during every migration (as a
@@ -378,7 +379,9 @@ class Migrations:
         hosts = []
         for r in range(rounds):
             hosts.append(self.other())
-            extra = ["--compress"] if r % 3 == 1 else []
+            # Plain pre-copy, compressed, and post-copy in turn.
+            extra = (["--compress"] if r % 3 == 1 else
+                     ["--postcopy"] if r % 3 == 2 else [])
             if not self.migrate("round %d to %s" % (r + 1, hosts[-1]), *extra):
                 return
         M.ok("%d migrations back and forth over TCP between h1 and h2 (%s; outage ms: %s)" %
@@ -602,7 +605,7 @@ def skip(reason):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=6, help="migrations back and forth")
+    ap.add_argument("--rounds", type=int, default=20, help="migrations back and forth")
     ap.add_argument("--cuts", type=int, default=6, help="link cuts during migrations")
     ap.add_argument("--seed", type=int, help="seed of the cut points (default: random)")
     ap.add_argument("--no-postcopy", dest="postcopy", action="store_false",
