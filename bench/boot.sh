@@ -29,48 +29,23 @@ RUNS times each (default 5); print each run, then the medians and the ratio.
 EOF
 }
 
-RUNS=5
+bench_defaults 5 120
 CPUS=1
-MEMORY=512M
-TIMEOUT=120
-VMM=$ROOT/build/mabo-vmm
-GUEST=$ROOT/build/guest
-QEMU="qemu-system-riscv64"
-LOGS=
-while (($#)); do
+# script_option: the options of this script alone (see parse_options in common.sh).
+script_option() {
 	case $1 in
-	--cpus) CPUS=${2:?--cpus needs a number}; shift 2 ;;
-	--memory) MEMORY=${2:?--memory needs a size}; shift 2 ;;
-	--timeout) TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
-	--vmm) VMM=${2:?--vmm needs a file}; shift 2 ;;
-	--guest) GUEST=${2:?--guest needs a directory}; shift 2 ;;
-	--qemu) QEMU=${2:?--qemu needs a file}; shift 2 ;;
-	--logs) LOGS=${2:?--logs needs a directory}; shift 2 ;;
-	-h | --help) usage; exit 0 ;;
-	-*) usage >&2; die "unknown option '$1'" ;;
-	*)
-		is_uint "$1" && ((10#$1 >= 1)) || die "RUNS must be a whole number >= 1, not '$1'"
-		RUNS=$((10#$1))
-		shift
-		;;
+	--cpus) CPUS=${2:?--cpus needs a number} ;;
+	*) return 1 ;;
 	esac
-done
+}
+parse_options "$@"
 is_uint "$CPUS" && ((10#$CPUS >= 1)) || die "--cpus must be a whole number >= 1, not '$CPUS'"
-is_uint "$TIMEOUT" && ((10#$TIMEOUT >= 1)) || die "--timeout must be whole seconds >= 1, not '$TIMEOUT'"
-[[ $MEMORY =~ ^[0-9]+[MG]$ ]] || die "--memory must look like 512M or 2G, not '$MEMORY'"
 CPUS=$((10#$CPUS))
-TIMEOUT=$((10#$TIMEOUT))
 
 need_cmd python3 python3
-if [[ $QEMU == qemu-system-riscv64 ]]; then
-	need_cmd qemu-system-riscv64 qemu-system-misc
-fi
-command -v "$QEMU" >/dev/null 2>&1 || die "QEMU '$QEMU' not found"
+need_qemu
 
-make_workdir
-snapshot_inputs "$VMM" "$GUEST"
-LOGS=${LOGS:-$WORK/logs}
-mkdir -p "$LOGS" || die "cannot create log directory '$LOGS'"
+start_run
 RESULTS=$WORK/results
 
 CMDLINE="console=ttyS0 mabo.bench"
@@ -90,13 +65,9 @@ for ((i = 1; i <= RUNS; i++)); do
 	for vm in mabo qemu; do
 		log=$LOGS/boot-$vm-$i.log
 		if [[ $vm == mabo ]]; then cmd=("${MABO_CMD[@]}"); else cmd=("${QEMU_CMD[@]}"); fi
-		if ! run_vm "$vm" "$i" "$log" "$TIMEOUT" \
-			--mark ready='mabo-init: ready' --mark done='mabo-init: done' -- "${cmd[@]}"; then
-			case $(field status) in
-			timeout) fail_run "$vm" "$log" "run $i did not print \"mabo-init: done\" within $TIMEOUT s (stopped)" ;;
-			*) fail_run "$vm" "$log" "run $i ended (exit status $(field rc)) without printing \"mabo-init: done\"" ;;
-			esac
-		fi
+		run_to_done "$vm" "$i" "$log" 'mabo-init: done' \
+			"run $i did not print \"mabo-init: done\" within $TIMEOUT s (stopped)" \
+			"run $i ended (exit status %s) without printing \"mabo-init: done\"" -- "${cmd[@]}"
 		printf 'run %d/%d  %-4s  done %7.3f s   (ready %7.3f, exit %7.3f, exit status %s)   host CPU %7.3f s (user %.3f, sys %.3f)\n' \
 			"$i" "$RUNS" "$vm" "$(field t_done)" "$(field t_ready)" "$(field t_exit)" "$(field rc)" \
 			"$(field cpu)" "$(field user)" "$(field sys)"

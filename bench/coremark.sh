@@ -37,41 +37,22 @@ Environment: COREMARK_SRC, a directory holding EEMBC's CoreMark (core_main.c, ..
 EOF
 }
 
-RUNS=3
+bench_defaults 3 240
 ITERATIONS=${COREMARK_ITERATIONS:-$DEFAULT_ITERATIONS}
 CPUS=1
-MEMORY=512M
-TIMEOUT=240
-VMM=$ROOT/build/mabo-vmm
-GUEST=$ROOT/build/guest
-QEMU="qemu-system-riscv64"
-LOGS=
-while (($#)); do
+# script_option: the options of this script alone (see parse_options in common.sh).
+script_option() {
 	case $1 in
-	--iterations) ITERATIONS=${2:?--iterations needs a number}; shift 2 ;;
-	--cpus) CPUS=${2:?--cpus needs a number}; shift 2 ;;
-	--memory) MEMORY=${2:?--memory needs a size}; shift 2 ;;
-	--timeout) TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
-	--vmm) VMM=${2:?--vmm needs a file}; shift 2 ;;
-	--guest) GUEST=${2:?--guest needs a directory}; shift 2 ;;
-	--qemu) QEMU=${2:?--qemu needs a file}; shift 2 ;;
-	--logs) LOGS=${2:?--logs needs a directory}; shift 2 ;;
-	-h | --help) usage; exit 0 ;;
-	-*) usage >&2; die "unknown option '$1'" ;;
-	*)
-		is_uint "$1" && ((10#$1 >= 1)) || die "RUNS must be a whole number >= 1, not '$1'"
-		RUNS=$((10#$1))
-		shift
-		;;
+	--iterations) ITERATIONS=${2:?--iterations needs a number} ;;
+	--cpus) CPUS=${2:?--cpus needs a number} ;;
+	*) return 1 ;;
 	esac
-done
+}
+parse_options "$@"
 is_uint "$ITERATIONS" && ((${#ITERATIONS} <= 10 && 10#$ITERATIONS <= 2147483647)) ||
 	die "--iterations must be a whole number (0 for automatic), not '$ITERATIONS'"
 is_uint "$CPUS" && ((10#$CPUS >= 1)) || die "--cpus must be a whole number >= 1, not '$CPUS'"
-is_uint "$TIMEOUT" && ((10#$TIMEOUT >= 1)) || die "--timeout must be whole seconds >= 1, not '$TIMEOUT'"
-[[ $MEMORY =~ ^[0-9]+[MG]$ ]] || die "--memory must look like 512M or 2G, not '$MEMORY'"
 CPUS=$((10#$CPUS))
-TIMEOUT=$((10#$TIMEOUT))
 ITERATIONS=$((10#$ITERATIONS))
 
 # --- CoreMark source --------------------------------------------------------------------
@@ -92,15 +73,9 @@ need_cmd python3 python3
 need_cmd riscv64-linux-gnu-gcc gcc-riscv64-linux-gnu
 need_cmd cpio cpio
 need_cmd gzip gzip
-if [[ $QEMU == qemu-system-riscv64 ]]; then
-	need_cmd qemu-system-riscv64 qemu-system-misc
-fi
-command -v "$QEMU" >/dev/null 2>&1 || die "QEMU '$QEMU' not found"
+need_qemu
 
-make_workdir
-snapshot_inputs "$VMM" "$GUEST"
-LOGS=${LOGS:-$WORK/logs}
-mkdir -p "$LOGS" || die "cannot create log directory '$LOGS'"
+start_run
 RESULTS=$WORK/results
 
 # --- build CoreMark and the derived initramfs ----------------------------------------------
@@ -127,13 +102,8 @@ cat >"$WORK/root/bin/coremark-run" <<EOF
 #!/bin/sh
 exec /bin/coremark 0x0 0x0 0x66 $ITERATIONS 7 1 2000
 EOF
-chmod 755 "$WORK/root/bin/coremark" "$WORK/root/bin/coremark-run"
 # A second newc archive after the guest's own: the kernel unpacks both (/bin exists already).
-(cd "$WORK/root" && printf '%s\n' bin/coremark bin/coremark-run |
-	cpio --quiet -o -H newc --owner 0:0) | gzip -6 -n >"$WORK/extra.cpio.gz" ||
-	die "cannot write the CoreMark cpio archive"
-BENCH_INITRD=$WORK/bench-initramfs.cpio.gz
-cat "$S_INITRD" "$WORK/extra.cpio.gz" >"$BENCH_INITRD"
+bench_initrd CoreMark bin/coremark bin/coremark-run
 
 CMDLINE="console=ttyS0 mabo.run=/bin/coremark-run"
 MABO_CMD=("$S_VMM" --kernel "$S_IMAGE" --initramfs "$BENCH_INITRD" --firmware "$S_FW"
@@ -164,13 +134,9 @@ for ((i = 1; i <= RUNS; i++)); do
 	for vm in mabo qemu; do
 		log=$LOGS/coremark-$vm-$i.log
 		if [[ $vm == mabo ]]; then cmd=("${MABO_CMD[@]}"); else cmd=("${QEMU_CMD[@]}"); fi
-		if ! run_vm "$vm" "$i" "$log" "$TIMEOUT" \
-			--mark ready='mabo-init: ready' --mark done="$DONE_MARK" -- "${cmd[@]}"; then
-			case $(field status) in
-			timeout) fail_run "$vm" "$log" "CoreMark run $i did not finish within $TIMEOUT s (stopped; see --timeout)" ;;
-			*) fail_run "$vm" "$log" "run $i ended (exit status $(field rc)) before CoreMark finished" ;;
-			esac
-		fi
+		run_to_done "$vm" "$i" "$log" "$DONE_MARK" \
+			"CoreMark run $i did not finish within $TIMEOUT s (stopped; see --timeout)" \
+			"run $i ended (exit status %s) before CoreMark finished" -- "${cmd[@]}"
 		if grep -q 'Must execute for at least 10 secs' "$log"; then
 			fail_run "$vm" "$log" "CoreMark ran for less than 10 s, so it does not validate the run; raise --iterations (now $ITERATIONS)"
 		fi

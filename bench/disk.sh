@@ -34,43 +34,24 @@ medians and the ratio mabo / qemu (> 1 means mabo-vmm is faster).
 EOF
 }
 
-RUNS=3
+bench_defaults 3 600
 MIB=128
 OPS=20000
 LEGS=file,nbd
-MEMORY=512M
-TIMEOUT=600
-VMM=$ROOT/build/mabo-vmm
-GUEST=$ROOT/build/guest
-QEMU="qemu-system-riscv64"
-LOGS=
-while (($#)); do
+# script_option: the options of this script alone (see parse_options in common.sh).
+script_option() {
 	case $1 in
-	--mib) MIB=${2:?--mib needs a number}; shift 2 ;;
-	--ops) OPS=${2:?--ops needs a number}; shift 2 ;;
-	--legs) LEGS=${2:?--legs needs a list}; shift 2 ;;
-	--memory) MEMORY=${2:?--memory needs a size}; shift 2 ;;
-	--timeout) TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
-	--vmm) VMM=${2:?--vmm needs a file}; shift 2 ;;
-	--guest) GUEST=${2:?--guest needs a directory}; shift 2 ;;
-	--qemu) QEMU=${2:?--qemu needs a file}; shift 2 ;;
-	--logs) LOGS=${2:?--logs needs a directory}; shift 2 ;;
-	-h | --help) usage; exit 0 ;;
-	-*) usage >&2; die "unknown option '$1'" ;;
-	*)
-		is_uint "$1" && ((10#$1 >= 1)) || die "RUNS must be a whole number >= 1, not '$1'"
-		RUNS=$((10#$1))
-		shift
-		;;
+	--mib) MIB=${2:?--mib needs a number} ;;
+	--ops) OPS=${2:?--ops needs a number} ;;
+	--legs) LEGS=${2:?--legs needs a list} ;;
+	*) return 1 ;;
 	esac
-done
+}
+parse_options "$@"
 is_uint "$MIB" && ((${#MIB} <= 6 && 10#$MIB >= 1)) || die "--mib must be a whole number >= 1, not '$MIB'"
 is_uint "$OPS" && ((${#OPS} <= 9 && 10#$OPS >= 1)) || die "--ops must be a whole number >= 1, not '$OPS'"
-is_uint "$TIMEOUT" && ((10#$TIMEOUT >= 1)) || die "--timeout must be whole seconds >= 1, not '$TIMEOUT'"
-[[ $MEMORY =~ ^[0-9]+[MG]$ ]] || die "--memory must look like 512M or 2G, not '$MEMORY'"
 MIB=$((10#$MIB))
 OPS=$((10#$OPS))
-TIMEOUT=$((10#$TIMEOUT))
 WANT_FILE=0 WANT_NBD=0
 IFS=, read -r -a leg_list <<<"$LEGS"
 for leg in "${leg_list[@]}"; do
@@ -86,15 +67,12 @@ need_cmd python3 python3
 need_cmd riscv64-linux-gnu-gcc gcc-riscv64-linux-gnu
 need_cmd cpio cpio
 need_cmd gzip gzip
-if [[ $QEMU == qemu-system-riscv64 ]]; then
-	need_cmd qemu-system-riscv64 qemu-system-misc
-fi
-command -v "$QEMU" >/dev/null 2>&1 || die "QEMU '$QEMU' not found"
+need_qemu
 if ((WANT_NBD)); then
 	need_cmd qemu-nbd qemu-utils
 fi
 
-make_workdir
+start_run
 NBD_PID=
 stop_nbd() {
 	if [[ -n $NBD_PID ]]; then
@@ -104,9 +82,6 @@ stop_nbd() {
 	fi
 }
 trap 'stop_nbd; rm -rf "$WORK"' EXIT
-snapshot_inputs "$VMM" "$GUEST"
-LOGS=${LOGS:-$WORK/logs}
-mkdir -p "$LOGS" || die "cannot create log directory '$LOGS'"
 
 # --- the guest program and the derived initramfs ----------------------------------------
 CC=riscv64-linux-gnu-gcc
@@ -121,12 +96,7 @@ cat >"$WORK/root/bin/disk-bench" <<EOF
 #!/bin/sh
 exec /bin/diskio /dev/vda $MIB $OPS
 EOF
-chmod 755 "$WORK/root/bin/diskio" "$WORK/root/bin/disk-bench"
-(cd "$WORK/root" && printf '%s\n' bin/diskio bin/disk-bench |
-	cpio --quiet -o -H newc --owner 0:0) | gzip -6 -n >"$WORK/extra.cpio.gz" ||
-	die "cannot write the diskio cpio archive"
-BENCH_INITRD=$WORK/bench-initramfs.cpio.gz
-cat "$S_INITRD" "$WORK/extra.cpio.gz" >"$BENCH_INITRD"
+bench_initrd diskio bin/diskio bin/disk-bench
 CMDLINE="console=ttyS0 mabo.run=/bin/disk-bench"
 DONE_MARK="mabo-init: /bin/disk-bench exited with status"
 
@@ -220,13 +190,9 @@ run_leg() {
 		for vm in mabo qemu; do
 			log=$LOGS/disk-$leg-$vm-$i.log
 			cmd_for "$vm" "$leg"
-			if ! run_vm "$vm" "$i" "$log" "$TIMEOUT" \
-				--mark ready='mabo-init: ready' --mark done="$DONE_MARK" -- "${CMD[@]}"; then
-				case $(field status) in
-				timeout) fail_run "$vm" "$log" "$leg run $i did not finish within $TIMEOUT s (stopped; see --timeout)" ;;
-				*) fail_run "$vm" "$log" "$leg run $i ended (exit status $(field rc)) before diskio finished" ;;
-				esac
-			fi
+			run_to_done "$vm" "$i" "$log" "$DONE_MARK" \
+				"$leg run $i did not finish within $TIMEOUT s (stopped; see --timeout)" \
+				"$leg run $i ended (exit status %s) before diskio finished" -- "${CMD[@]}"
 			grep -q "$DONE_MARK 0" "$log" ||
 				fail_run "$vm" "$log" "$leg run $i: diskio failed (its message is above)"
 			local sw sr rr rw

@@ -5,6 +5,8 @@ The harness runs a VMM under a pseudo-terminal (the VMM's stdin, stdout and stde
 everything it prints in memory and in a log file, and offers expect / send / run / wait_exit.
 The VMM runs in its own session with the pty as its controlling terminal, so it is killed when
 a test times out, when the harness exits, and (by SIGHUP) even when the harness is killed.
+It also holds what the other tests share: Checks (named checks, "ok:" / "FAIL:" lines and
+the counts), poweroff, and md5 helpers for the disk tests.
 
 Boot test (the guest comes from tools/mabo-image):
 
@@ -27,6 +29,7 @@ import argparse
 import atexit
 import codecs
 import fcntl
+import hashlib
 import os
 import re
 import select
@@ -302,6 +305,93 @@ def boot(guest="build/guest", cpus=1, memory="512M", cmdline="console=ttyS0",
     return s
 
 
+def missing_input(guest, vmm=None):
+    """What the guest directory (and the VMM, unless None) lacks to boot, or None."""
+    for f in ("Image", "initramfs.cpio.gz", "fw_dynamic.bin"):
+        if not os.path.isfile(os.path.join(guest, f)):
+            return "no %s in %s (build it with tools/mabo-image)" % (f, guest)
+    if vmm is not None and not os.access(vmm, os.X_OK):
+        return "VMM %s is not an executable (build it with make)" % vmm
+    return None
+
+
+def poweroff(s, timeout=60):
+    """Type poweroff and wait for the VMM to exit; ConsoleError unless its status is 0."""
+    s.send("poweroff")
+    status = s.wait_exit(timeout)
+    if status != 0:
+        raise ConsoleError("VMM exited with status %s after poweroff (log: %s)\n"
+                           "--- last output ---\n%s" % (status, s.log_path, s.tail()))
+
+
+# --- checks and helpers shared by the tests ---------------------------------------------
+class Checks:
+    """Runs named checks, prints "ok: NAME" or "FAIL: NAME: REASON" as each ends, and keeps
+    (name, ok) for each in results. The reason is a ConsoleError's text, else the exception's
+    type and text. first_line: print only the reason's first line, and keep the rest of the
+    first failure that has more in details (for the caller to print at the end)."""
+
+    def __init__(self, first_line=False):
+        self.results = []
+        self.details = []
+        self.first_line = first_line
+
+    def check(self, name, fn):
+        """Run fn() as the check name; what it returns is a note for the ok line. True when
+        it passed."""
+        t0 = time.monotonic()
+        try:
+            note = fn()
+        except Exception as e:  # noqa: BLE001 - every failure is a test failure
+            reason = (str(e) if isinstance(e, ConsoleError) else
+                      "%s: %s" % (type(e).__name__, e))
+            if self.first_line:
+                reason = reason.split("\n", 1)
+                if len(reason) > 1 and not self.details:
+                    self.details.append(reason[1])
+                reason = reason[0]
+            self.results.append((name, False))
+            print("FAIL: %s: %s" % (name, reason), flush=True)
+            return False
+        self.results.append((name, True))
+        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
+              flush=True)
+        return True
+
+    def skip(self, names, why):
+        """Count the checks in names as failed: not run, for the reason why."""
+        for n in names:
+            self.results.append((n, False))
+            print("FAIL: %s: not run (%s)" % (n, why), flush=True)
+
+    def counts(self):
+        """(passed, failed) so far."""
+        passed = sum(1 for _, ok in self.results if ok)
+        return passed, len(self.results) - passed
+
+
+def md5_of(path, nbytes):
+    """The md5 of the first nbytes of a host file (fewer if it is shorter)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        left = nbytes
+        while left:
+            b = f.read(min(left, 1 << 20))
+            if not b:
+                break
+            h.update(b)
+            left -= len(b)
+    return h.hexdigest()
+
+
+def first_md5(text):
+    """The first md5 sum in a command's output (md5sum's)."""
+    m = re.search(r"\b([0-9a-f]{32})\b", text)
+    if not m:
+        raise ConsoleError("no md5sum in %r" % text[-300:])
+    return m.group(1)
+
+
 # --- the boot test ----------------------------------------------------------------------
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Boot the guest on a VMM and drive its console.")
@@ -325,37 +415,13 @@ def main(argv=None):
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    for f in ("Image", "initramfs.cpio.gz", "fw_dynamic.bin"):
-        if not os.path.isfile(os.path.join(args.guest, f)):
-            print("FAIL: no %s in %s (build it with tools/mabo-image)" % (f, args.guest))
-            print("0 passed, 1 failed")
-            return 1
-    if not args.qemu and not os.access(args.vmm, os.X_OK):
-        print("FAIL: VMM %s is not an executable (build it with make)" % args.vmm)
+    why = missing_input(args.guest, None if args.qemu else args.vmm)
+    if why:
+        print("FAIL: " + why)
         print("0 passed, 1 failed")
         return 1
 
-    results = []  # (name, ok, reason)
-    details = []  # multi-line context of the first failure
-
-    def check(name, fn):
-        t0 = time.monotonic()
-        try:
-            note = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is a test failure
-            if isinstance(e, ConsoleError):
-                reason = str(e).split("\n", 1)
-            else:
-                reason = ["%s: %s" % (type(e).__name__, e)]
-            results.append((name, False, reason[0]))
-            print("FAIL: %s: %s" % (name, reason[0]), flush=True)
-            if len(reason) > 1 and not details:
-                details.append(reason[1])
-            return False
-        results.append((name, True, None))
-        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
-              flush=True)
-        return True
+    c = Checks(first_line=True)
 
     def expect_output(cmd, want):
         def fn():
@@ -376,18 +442,16 @@ def main(argv=None):
 
         names = ["uname -m", "cpu count", "shell arithmetic", "/proc/cmdline", "Ctrl-C",
                  "poweroff"]
-        if not check("boot to prompt (%s, %d cpus)" % (os.path.basename(vmm_name), args.cpus),
-                     do_boot):
-            for n in names:
-                results.append((n, False, "not run"))
-                print("FAIL: %s: not run (no prompt)" % n)
+        if not c.check("boot to prompt (%s, %d cpus)" % (os.path.basename(vmm_name), args.cpus),
+                       do_boot):
+            c.skip(names, "no prompt")
         else:
-            check("uname -m", expect_output("uname -m", r"riscv64"))
-            check("cpu count", expect_output("grep -c ^processor /proc/cpuinfo",
-                                             str(args.cpus)))
-            check("shell arithmetic", expect_output("echo $((6*7))", r"42"))
-            check("/proc/cmdline", expect_output("cat /proc/cmdline",
-                                                 r"(.* )?" + re.escape(args.cmdline) + r"( .*)?"))
+            c.check("uname -m", expect_output("uname -m", r"riscv64"))
+            c.check("cpu count", expect_output("grep -c ^processor /proc/cpuinfo",
+                                               str(args.cpus)))
+            c.check("shell arithmetic", expect_output("echo $((6*7))", r"42"))
+            c.check("/proc/cmdline", expect_output(
+                "cat /proc/cmdline", r"(.* )?" + re.escape(args.cmdline) + r"( .*)?"))
 
             def ctrl_c():
                 # Ctrl-C must reach the foreground job through the guest's tty: sleep is
@@ -402,29 +466,24 @@ def main(argv=None):
                     raise ConsoleError("after Ctrl-C, `echo rc=$?` printed %r, expected "
                                        "'rc=130'" % got)
                 return "interrupted sleep"
-            check("Ctrl-C", ctrl_c)
+            c.check("Ctrl-C", ctrl_c)
 
-            def poweroff():
-                session.send("poweroff")
+            def power_off():
                 t0 = time.monotonic()
-                status = session.wait_exit(60)
-                if status != 0:
-                    raise ConsoleError("VMM exited with status %s after poweroff (log: %s)\n"
-                                       "--- last output ---\n%s"
-                                       % (status, session.log_path, session.tail()))
+                poweroff(session, 60)
                 return "exit 0 after %.1f s, %.1f s in all" % (time.monotonic() - t0,
                                                                session.elapsed())
-            check("poweroff", poweroff)
+            c.check("poweroff", power_off)
     finally:
         if session is not None:
             session.close()
 
-    failed = [r for r in results if not r[1]]
-    if details:
-        print(details[0], file=sys.stderr)
+    passed, failed = c.counts()
+    if c.details:
+        print(c.details[0], file=sys.stderr)
     if session is not None:
         print("console log: %s" % session.log_path)
-    print("%d passed, %d failed" % (len(results) - len(failed), len(failed)))
+    print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
 

@@ -22,57 +22,16 @@ Uses tests/integration/console.py's harness; Python 3 standard library only. Clo
 import argparse
 import hashlib
 import os
-import re
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import console  # noqa: E402
-from console import ConsoleError  # noqa: E402
+from console import Checks, ConsoleError, first_md5, md5_of, poweroff  # noqa: E402
 
 DISK_SIZE = 256 << 20
 RO_SIZE = 1 << 20
-
-
-class Checks:
-    def __init__(self):
-        self.results = []
-
-    def check(self, name, fn):
-        t0 = time.monotonic()
-        try:
-            note = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is a test failure
-            reason = (str(e) if isinstance(e, ConsoleError) else
-                      "%s: %s" % (type(e).__name__, e))
-            self.results.append((name, False))
-            print("FAIL: %s: %s" % (name, reason), flush=True)
-            return False
-        self.results.append((name, True))
-        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
-              flush=True)
-        return True
-
-
-def md5_of(path, nbytes):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        left = nbytes
-        while left:
-            b = f.read(min(left, 1 << 20))
-            if not b:
-                break
-            h.update(b)
-            left -= len(b)
-    return h.hexdigest()
-
-
-def first_md5(text):
-    m = re.search(r"\b([0-9a-f]{32})\b", text)
-    if not m:
-        raise ConsoleError("no md5sum in %r" % text[-300:])
-    return m.group(1)
 
 
 def main():
@@ -137,10 +96,7 @@ def main():
             got = first_md5(s.run("dd if=/dev/vdb bs=64k 2>/dev/null | md5sum"))
             if got != ro_md5:
                 raise ConsoleError("vdb reads %s, the file has %s" % (got, ro_md5))
-            s.send("poweroff")
-            status = s.wait_exit(60)
-            if status != 0:
-                raise ConsoleError("exit status %d after poweroff" % status)
+            poweroff(s, 60)
             return "(%d MiB: make %.1f s, write %.1f s, read %.1f s)" % (
                 n, t1 - t0, t2 - t1, t3 - t2)
 
@@ -165,10 +121,7 @@ def main():
             if back != st["guest_md5"]:
                 raise ConsoleError("after a new boot vda reads %s, want %s" %
                                    (back, st["guest_md5"]))
-            s.send("poweroff")
-            status = s.wait_exit(60)
-            if status != 0:
-                raise ConsoleError("exit status %d after poweroff" % status)
+            poweroff(s, 60)
 
     try:
         c.check("guest writes and reads back %d MiB on vda; vdb read-only" % n, first_boot)
@@ -180,8 +133,7 @@ def main():
                 os.unlink(p)
             except OSError:
                 pass
-    passed = sum(1 for _, ok in c.results if ok)
-    failed = len(c.results) - passed
+    passed, failed = c.counts()
     print("disk: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
 

@@ -28,7 +28,6 @@ library only. Closing line: "N passed, M failed".
 """
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -40,49 +39,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import console  # noqa: E402
-from console import ConsoleError  # noqa: E402
+from console import Checks, ConsoleError, first_md5, md5_of, poweroff  # noqa: E402
 
 DISK_SIZE = 512 << 20
-
-
-class Checks:
-    def __init__(self):
-        self.results = []
-
-    def check(self, name, fn):
-        t0 = time.monotonic()
-        try:
-            note = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is a test failure
-            reason = (str(e) if isinstance(e, ConsoleError) else
-                      "%s: %s" % (type(e).__name__, e))
-            self.results.append((name, False))
-            print("FAIL: %s: %s" % (name, reason), flush=True)
-            return False
-        self.results.append((name, True))
-        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
-              flush=True)
-        return True
-
-
-def md5_of(path, nbytes):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        left = nbytes
-        while left:
-            b = f.read(min(left, 1 << 20))
-            if not b:
-                break
-            h.update(b)
-            left -= len(b)
-    return h.hexdigest()
-
-
-def first_md5(text):
-    m = re.search(r"\b([0-9a-f]{32})\b", text)
-    if not m:
-        raise ConsoleError("no md5sum in %r" % text[-300:])
-    return m.group(1)
 
 
 def wait_output(s, pattern, start, timeout):
@@ -209,12 +168,6 @@ def main():
             a += ["--disk", d]
         return a
 
-    def poweroff(s):
-        s.send("poweroff")
-        status = s.wait_exit(120)
-        if status != 0:
-            raise ConsoleError("exit status %d after poweroff" % status)
-
     main_servers = {}
 
     def first_boot():
@@ -250,7 +203,7 @@ def main():
                 if back != st["md5"]:
                     raise ConsoleError("%s read back %s, wrote %s" % (d, back, st["md5"]))
                 times.append("%s write %.0f s read %.0f s" % (d, t2 - t1, t3 - t2))
-            poweroff(s)
+            poweroff(s, 120)
             st["written"] = True
             return "(%d MiB; made in %.0f s; %s)" % (n, t1 - t0, ", ".join(times))
 
@@ -286,7 +239,7 @@ def main():
                 if back != st["md5"]:
                     raise ConsoleError("after a new boot %s reads %s, want %s" %
                                        (d, back, st["md5"]))
-            poweroff(s)
+            poweroff(s, 120)
         for sv in main_servers.values():
             sv.stop()
 
@@ -374,7 +327,7 @@ def main():
             b.kill()
             wait_output(s, r"outage-b[^']*': connection lost", mark, 30)
             t0 = time.monotonic()
-            poweroff(s)
+            poweroff(s, 120)
             notes.append("poweroff with vdb's server away took %.1f s" %
                          (time.monotonic() - t0))
         a.stop()
@@ -392,8 +345,7 @@ def main():
         for sv in servers:
             sv.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    passed = sum(1 for _, ok in c.results if ok)
-    failed = len(c.results) - passed
+    passed, failed = c.counts()
     print("nbd: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
 

@@ -37,32 +37,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import console  # noqa: E402
-from console import ConsoleError  # noqa: E402
+from console import Checks, ConsoleError  # noqa: E402
 
 SKIPPED = 77
 FILE_SIZE = 6 << 20
 MAC0 = "52:54:00:ab:cd:01"
 GUEST_PORT = 8080
-
-
-class Checks:
-    def __init__(self):
-        self.results = []
-
-    def check(self, name, fn):
-        t0 = time.monotonic()
-        try:
-            note = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is a test failure
-            reason = (str(e) if isinstance(e, ConsoleError) else
-                      "%s: %s" % (type(e).__name__, e))
-            self.results.append((name, False))
-            print("FAIL: %s: %s" % (name, reason), flush=True)
-            return False
-        self.results.append((name, True))
-        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
-              flush=True)
-        return True
 
 
 def sha256_in(text):
@@ -212,12 +192,7 @@ def user_part(args, c, tmp, log_dir):
         c.check("user: a host client reaches the guest's nc through hostfwd, both ways",
                 hostfwd)
 
-        def poweroff():
-            s.send("poweroff")
-            status = s.wait_exit(120)
-            if status != 0:
-                raise ConsoleError("exit status %d after poweroff" % status)
-        c.check("user: poweroff exits 0", poweroff)
+        c.check("user: poweroff exits 0", partial(console.poweroff, s, 120))
     httpd.shutdown()
 
 
@@ -371,8 +346,7 @@ def main():
             ran_tap = tap_part(args, c, log_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    passed = sum(1 for _, ok in c.results if ok)
-    failed = len(c.results) - passed
+    passed, failed = c.counts()
     print("net: %d passed, %d failed%s" % (passed, failed, "" if ran_tap else ", tap skipped"))
     if failed:
         return 1

@@ -29,30 +29,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import console  # noqa: E402
-from console import ConsoleError  # noqa: E402
+from console import Checks, ConsoleError, poweroff  # noqa: E402
 
 BOOT_TIMEOUT = 240  # seconds; the machine is shared and slow under load
 CMD_TIMEOUT = 60
-
-
-class Checks:
-    def __init__(self):
-        self.results = []
-
-    def check(self, name, fn):
-        t0 = time.monotonic()
-        try:
-            note = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is a test failure
-            reason = (str(e) if isinstance(e, ConsoleError) else
-                      "%s: %s" % (type(e).__name__, e))
-            self.results.append((name, False))
-            print("FAIL: %s: %s" % (name, reason), flush=True)
-            return False
-        self.results.append((name, True))
-        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
-              flush=True)
-        return True
 
 
 def root_mount(s):
@@ -63,14 +43,6 @@ def root_mount(s):
         if len(f) >= 4 and f[1] == "/":
             return f[0], f[2], f[3].split(",")
     raise ConsoleError("no / in /proc/mounts: %r" % out[-500:])
-
-
-def poweroff(s):
-    s.send("poweroff")
-    status = s.wait_exit(120)
-    if status != 0:
-        raise ConsoleError("exit status %s after poweroff (log: %s)\n--- last output ---\n%s"
-                           % (status, s.log_path, s.tail()))
 
 
 def main():
@@ -115,7 +87,7 @@ def main():
             if "rc=0" not in out:
                 raise ConsoleError("writing /root/written failed: %r" % out)
             st["written"] = True
-            poweroff(s)
+            poweroff(s, 120)
         return "(/ is /dev/vda ext4 rw)"
 
     def host_fsck():
@@ -134,7 +106,7 @@ def main():
             got = s.run("cat /root/written", CMD_TIMEOUT).strip()
             if got != stamp:
                 raise ConsoleError("/root/written holds %r, want %r" % (got, stamp))
-            poweroff(s)
+            poweroff(s, 120)
 
     def read_only_and_bench():
         with boot("console=ttyS0 root=/dev/vda", "rootdisk-ro.log") as s:
@@ -145,7 +117,7 @@ def main():
             out = s.run("touch /root/x 2>&1; echo rc=$?", CMD_TIMEOUT)
             if "rc=0" in out:
                 raise ConsoleError("a write to the read-only root succeeded")
-            poweroff(s)
+            poweroff(s, 120)
         argv = console.vmm_command(args.guest, args.cpus, "512M",
                                    "console=ttyS0 root=/dev/vda rw mabo.bench", args.vmm)
         argv += ["--disk", "path=" + disk]
@@ -169,7 +141,7 @@ def main():
             dev, fstype, _ = root_mount(s)
             if fstype not in ("rootfs", "ramfs", "tmpfs"):
                 raise ConsoleError("/ is %s %s, want the initramfs" % (dev, fstype))
-            poweroff(s)
+            poweroff(s, 120)
         return "(message, then the initramfs shell)"
 
     try:
@@ -185,8 +157,7 @@ def main():
                 os.rmdir(tmp)  # the logs are elsewhere; otherwise they stay in tmp
         except OSError:
             pass
-    passed = sum(1 for _, ok in c.results if ok)
-    failed = len(c.results) - passed
+    passed, failed = c.counts()
     print("rootdisk: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
 

@@ -27,35 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import console  # noqa: E402
-from console import ConsoleError, PROMPT  # noqa: E402
-
-
-class Checks:
-    def __init__(self):
-        self.results = []  # (name, ok)
-        self.details = []
-
-    def check(self, name, fn):
-        t0 = time.monotonic()
-        try:
-            note = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is a test failure
-            reason = (str(e) if isinstance(e, ConsoleError) else
-                      "%s: %s" % (type(e).__name__, e)).split("\n", 1)
-            self.results.append((name, False))
-            print("FAIL: %s: %s" % (name, reason[0]), flush=True)
-            if len(reason) > 1 and not self.details:
-                self.details.append(reason[1])
-            return False
-        self.results.append((name, True))
-        print("ok: %s%s (%.1f s)" % (name, " " + note if note else "", time.monotonic() - t0),
-              flush=True)
-        return True
-
-    def skip(self, names, why):
-        for n in names:
-            self.results.append((n, False))
-            print("FAIL: %s: not run (%s)" % (n, why), flush=True)
+from console import Checks, ConsoleError, PROMPT  # noqa: E402
 
 
 def expect_output(session, cmd, want, timeout=30):
@@ -116,6 +88,22 @@ def dtb_checks(c, args, guest):
     c.check("device tree without devices", without_devices)
 
 
+def boot_checked(c, args, name, argv, log_name, names):
+    """The check name: boot argv to the prompt. The Session, or None with the checks in names
+    counted as not run."""
+    session = None
+
+    def do_boot():
+        nonlocal session
+        log = os.path.join(args.log_dir, log_name) if args.log_dir else None
+        session = console.boot(argv=argv, log=log, timeout=args.timeout, echo=args.verbose)
+        return "at %.1f s" % session.boot_time
+
+    if not c.check(name, do_boot):
+        c.skip(names, "no prompt")
+    return session
+
+
 def hvc0_boot(c, args):
     """Boot 2: --rng --console virtio, console=hvc0."""
     names = ["shell on hvc0", "virtio devices", "hwrng is virtio_rng", "hwrng gives bytes",
@@ -123,18 +111,10 @@ def hvc0_boot(c, args):
              "poweroff (hvc0)"]
     argv = console.vmm_command(args.guest, 1, args.memory, "console=hvc0", args.vmm) + [
         "--rng", "--console", "virtio"]
-    session = None
-
-    def do_boot():
-        nonlocal session
-        log = os.path.join(args.log_dir, "virtio-hvc0.log") if args.log_dir else None
-        session = console.boot(argv=argv, log=log, timeout=args.timeout, echo=args.verbose)
-        return "at %.1f s" % session.boot_time
-
-    if not c.check("boot to prompt on hvc0 (--rng --console virtio)", do_boot):
-        c.skip(names, "no prompt")
+    s = boot_checked(c, args, "boot to prompt on hvc0 (--rng --console virtio)", argv,
+                     "virtio-hvc0.log", names)
+    if s is None:
         return
-    s = session
     try:
         c.check("shell on hvc0", lambda: (
             expect_output(s, "tty", r"/dev/hvc0"),
@@ -184,14 +164,10 @@ def hvc0_boot(c, args):
             return "interrupted sleep"
         c.check("Ctrl-C on hvc0", ctrl_c)
 
-        def poweroff():
-            s.send("poweroff")
-            status = s.wait_exit(60)
-            if status != 0:
-                raise ConsoleError("VMM exited with status %s after poweroff (log: %s)\n"
-                                   "--- last output ---\n%s" % (status, s.log_path, s.tail()))
+        def power_off():
+            console.poweroff(s, 60)
             return "exit 0"
-        c.check("poweroff (hvc0)", poweroff)
+        c.check("poweroff (hvc0)", power_off)
     finally:
         s.close()
 
@@ -200,18 +176,10 @@ def serial_boot(c, args):
     """Boot 3: --rng with the serial console on 2 vCPUs."""
     names = ["UART input with --rng", "long hwrng read", "Ctrl-A x"]
     argv = console.vmm_command(args.guest, 2, args.memory, "console=ttyS0", args.vmm) + ["--rng"]
-    session = None
-
-    def do_boot():
-        nonlocal session
-        log = os.path.join(args.log_dir, "virtio-serial.log") if args.log_dir else None
-        session = console.boot(argv=argv, log=log, timeout=args.timeout, echo=args.verbose)
-        return "at %.1f s" % session.boot_time
-
-    if not c.check("boot to prompt on ttyS0 (--rng, 2 cpus)", do_boot):
-        c.skip(names, "no prompt")
+    s = boot_checked(c, args, "boot to prompt on ttyS0 (--rng, 2 cpus)", argv,
+                     "virtio-serial.log", names)
+    if s is None:
         return
-    s = session
     try:
         c.check("UART input with --rng", lambda: (
             expect_output(s, "tty", r"/dev/ttyS0"),
@@ -241,27 +209,23 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true", help="show the consoles live")
     args = ap.parse_args(argv)
 
-    for f in ("Image", "initramfs.cpio.gz", "fw_dynamic.bin"):
-        if not os.path.isfile(os.path.join(args.guest, f)):
-            print("FAIL: no %s in %s (build it with tools/mabo-image)" % (f, args.guest))
-            print("0 passed, 1 failed")
-            return 1
-    if not os.access(args.vmm, os.X_OK):
-        print("FAIL: VMM %s is not an executable (build it with make)" % args.vmm)
+    why = console.missing_input(args.guest, args.vmm)
+    if why:
+        print("FAIL: " + why)
         print("0 passed, 1 failed")
         return 1
     if args.log_dir:
         os.makedirs(args.log_dir, exist_ok=True)
 
-    c = Checks()
+    c = Checks(first_line=True)
     dtb_checks(c, args, args.guest)
     hvc0_boot(c, args)
     serial_boot(c, args)
 
-    failed = [r for r in c.results if not r[1]]
+    passed, failed = c.counts()
     if c.details:
         print(c.details[0], file=sys.stderr)
-    print("%d passed, %d failed" % (len(c.results) - len(failed), len(failed)))
+    print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
 
