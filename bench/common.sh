@@ -29,6 +29,16 @@ need_cmd() {
 	command -v "$cmd" >/dev/null 2>&1 || die "package $pkg did not provide $cmd"
 }
 
+# need_cross_cc: Debian's riscv64 cross compiler and its C library (static guest programs);
+# libc6-dev-riscv64-cross is only recommended by the compiler, so it is asked for by name.
+need_cross_cc() {
+	local pkgs=(gcc-riscv64-linux-gnu libc6-dev-riscv64-cross)
+	"$ROOT/scripts/install-deps.sh" "${pkgs[@]}" >&2 ||
+		die "the riscv64 cross compiler is missing (apt-get install ${pkgs[*]} as root)"
+	command -v riscv64-linux-gnu-gcc >/dev/null 2>&1 ||
+		die "package gcc-riscv64-linux-gnu did not provide riscv64-linux-gnu-gcc"
+}
+
 # bench_defaults RUNS TIMEOUT: the defaults of the options every script takes.
 bench_defaults() {
 	RUNS=$1

@@ -70,7 +70,7 @@ fi
 COREMARK_SRC=$(cd "$COREMARK_SRC" && pwd)
 
 need_cmd python3 python3
-need_cmd riscv64-linux-gnu-gcc gcc-riscv64-linux-gnu
+need_cross_cc
 need_cmd cpio cpio
 need_cmd gzip gzip
 need_qemu

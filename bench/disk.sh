@@ -64,7 +64,7 @@ done
 ((WANT_FILE + WANT_NBD)) || die "--legs names no backend"
 
 need_cmd python3 python3
-need_cmd riscv64-linux-gnu-gcc gcc-riscv64-linux-gnu
+need_cross_cc
 need_cmd cpio cpio
 need_cmd gzip gzip
 need_qemu
