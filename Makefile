@@ -56,6 +56,7 @@ UNIT_HELPER_OBJS := $(UNIT_HELPERS:%.c=$(BUILD)/obj/%.o)
 $(addprefix $(BUILD)/tests/test_,blk net virtio_mmio): $(BUILD)/obj/tests/unit/fake_guest.o
 $(addprefix $(BUILD)/tests/test_,blk fdt net virt_devices virtio_mmio): \
 	$(BUILD)/obj/tests/unit/fake_harts.o
+$(addprefix $(BUILD)/tests/test_,csr exec mmu): $(BUILD)/obj/tests/unit/hart_fixture.o
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
