@@ -21,48 +21,13 @@
 #include "cpu/riscv/hart.h"
 #include "hart_fixture.h"
 #include "machine/riscv-virt/htif.h"
+#include "xregs.h"
 
 #define RAM_SIZE (4ULL << 20)
 #define TOHOST (RAM_BASE + 0x3ff000)
 #define DATA (RAM_BASE + 0x10000)
 #define RES (RAM_BASE + 0x20000)
 #define TIMEOUT_S 5
-
-/* Register numbers */
-enum {
-	ZERO,
-	RA,
-	SP,
-	GP,
-	TP,
-	T0,
-	T1,
-	T2,
-	S0,
-	S1,
-	A0,
-	A1,
-	A2,
-	A3,
-	A4,
-	A5,
-	A6,
-	A7,
-	S2,
-	S3,
-	S4,
-	S5,
-	S6,
-	S7,
-	S8,
-	S9,
-	S10,
-	S11,
-	T3,
-	T4,
-	T5,
-	T6,
-};
 
 struct fix {
 	struct vm vm; /* first, for hart_fixture_new */
