@@ -48,7 +48,15 @@ $(BUILD)/obj/src/cpu/riscv/fpu.o: CFLAGS += -frounding-math -fno-fast-math
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmabo.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmabo.a -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libmabo.a -lcmocka $(LDLIBS)
+
+# Helpers shared by unit tests (tests/unit/*.c but test_*.c), each linked into those using it.
+UNIT_HELPERS := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
+UNIT_HELPER_OBJS := $(UNIT_HELPERS:%.c=$(BUILD)/obj/%.o)
+$(addprefix $(BUILD)/tests/test_,blk net virtio_mmio): $(BUILD)/obj/tests/unit/fake_guest.o
+$(addprefix $(BUILD)/tests/test_,blk fdt net virt_devices virtio_mmio): \
+	$(BUILD)/obj/tests/unit/fake_harts.o
+$(addprefix $(BUILD)/tests/test_,csr exec mmu): $(BUILD)/obj/tests/unit/hart_fixture.o
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -98,4 +106,4 @@ fuzz-run: fuzz
 	done
 
 .PHONY: all unit sanitize fuzz fuzz-run clean
--include $(OBJS:.o=.d) $(BUILD)/obj/src/cli/mabo.d
+-include $(OBJS:.o=.d) $(BUILD)/obj/src/cli/mabo.d $(UNIT_BINS:=.d) $(UNIT_HELPER_OBJS:.o=.d)

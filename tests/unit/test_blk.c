@@ -20,54 +20,9 @@
 
 #include <cmocka.h>
 
-#include "core/config.h"
-#include "core/console.h"
-#include "core/event.h"
-#include "core/vm.h"
-#include "cpu/riscv/cpu.h"
-#include "machine/riscv-virt/htif.h"
-#include "machine/riscv-virt/plic.h"
-#include "virtio/mmio.h"
-#include "virtio/virtio.h"
-
-/* Fake harts: the interrupt lines the PLIC drives. */
-static char fake_harts[VM_MAX_CPUS];
-static _Atomic uint64_t mip[VM_MAX_CPUS];
-
-void hart_set_irq(struct hart *h, uint64_t mask, bool level)
-{
-	int i = (int)((char *)h - fake_harts);
-	if (level)
-		atomic_fetch_or(&mip[i], mask);
-	else
-		atomic_fetch_and(&mip[i], ~mask);
-}
-void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	(void)h, (void)pc, (void)a0, (void)a1, (void)a2;
-}
-void hart_kick(struct hart *h)
-{
-	(void)h;
-}
-struct htif *htif_create(struct vm *vm, uint64_t tohost)
-{
-	(void)vm, (void)tohost;
-	return NULL;
-}
-void htif_destroy(struct htif *h)
-{
-	(void)h;
-}
+#include "fake_guest.h"
 
 #define RAM_SIZE (4ULL << 20)
-#define SLOT_BASE 0x10001000ULL
-#define SLOT_IRQ 1
-/* Queue q's rings at RAM_BASE + q * 0x4000; data buffers from RAM_BASE + 0x40000. */
-#define QDESC(q) (RAM_BASE + 0x4000ULL * (q))
-#define QAVAIL(q) (QDESC(q) + 0x1000)
-#define QUSED(q) (QDESC(q) + 0x2000)
-#define BUF (RAM_BASE + 0x40000)
 #define QSIZE 64
 
 #define DISK_SECTORS 2048 /* 1 MiB */
@@ -82,188 +37,28 @@ static void setup_disk(void)
 	assert_int_equal(ftruncate(disk_fd, DISK_SECTORS * 512), 0);
 }
 
-static struct vm_config cfg;
-static struct vm vm;
-static struct plic *plic;
-static struct virtio_mmio *t;
-static uint16_t avail_shadow[2];
-
 static int setup(void **state)
 {
-	(void)state;
 	setup_disk();
-	memset(&vm, 0, sizeof(vm));
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.cpus = 1;
-	cfg.memory = RAM_SIZE;
-	vm.cfg = &cfg;
-	vm.ram.base = RAM_BASE;
-	vm.ram.size = RAM_SIZE;
-	vm.ram.host = aligned_alloc(4096, RAM_SIZE);
-	assert_non_null(vm.ram.host);
-	memset(vm.ram.host, 0, RAM_SIZE);
-	vm.nharts = 1;
-	vm.harts[0] = (struct hart *)&fake_harts[0];
-	atomic_store(&mip[0], 0);
-	pthread_mutex_init(&vm.exit_lock, NULL);
-	pthread_cond_init(&vm.exit_cond, NULL);
-	vm.clock_base_ns = host_now_ns();
-	assert_int_equal(event_loop_create(&vm.loop), 0);
-	assert_int_equal(event_loop_start(vm.loop), 0);
-
-	static const struct mmio_region plic_where = { .base = 0xc000000, .size = 0x4000000 };
-	assert_int_equal(plic_create(&vm, &plic_where, &plic), 0);
-	vm.plic = plic;
-	/* Source 1 to hart 0's S-mode context. */
-	plic_ops.write(plic, PLIC_PRIORITY + 4 * SLOT_IRQ, 1, 4);
-	plic_ops.write(plic, PLIC_ENABLE + PLIC_ENABLE_STRIDE * 1, 1u << SLOT_IRQ, 4);
-	avail_shadow[0] = avail_shadow[1] = 0;
-	t = NULL;
-	return 0;
+	return fg_setup(state);
 }
 
 static int teardown(void **state)
 {
-	(void)state;
-	virtio_mmio_destroy(t);
-	event_loop_destroy(vm.loop);
-	plic_destroy(plic);
-	if (vm.console)
-		console_destroy(vm.console);
-	free(vm.ram.host);
+	fg_teardown(state);
 	unlink(disk_path);
 	close(disk_fd);
-	pthread_mutex_destroy(&vm.exit_lock);
-	pthread_cond_destroy(&vm.exit_cond);
 	return 0;
 }
 
 /* A virtio-blk on the temp disk, read-only or not, with serial id ("" = the file name). */
 static void create(bool readonly, const char *id)
 {
-	static const struct mmio_region where = { .base = SLOT_BASE,
-						  .size = 0x1000,
-						  .irq = SLOT_IRQ };
 	static struct vm_device_config dc = { .type = "virtio-blk" };
 	snprintf(dc.disk.path, sizeof(dc.disk.path), "%s", disk_path);
 	snprintf(dc.disk.id, sizeof(dc.disk.id), "%s", id);
 	dc.disk.readonly = readonly;
-	assert_int_equal(virtio_mmio_create(&vm, &where, 1, &virtio_blk_ops, &dc, &t), 0);
-}
-
-static uint32_t rd(uint64_t off)
-{
-	return (uint32_t)virtio_mmio_ops.read(t, off, 4);
-}
-
-static void wr(uint64_t off, uint32_t val)
-{
-	virtio_mmio_ops.write(t, off, val, 4);
-}
-
-static void *gp(uint64_t gpa)
-{
-	return vm.ram.host + (gpa - RAM_BASE);
-}
-
-static uint16_t get16(uint64_t gpa)
-{
-	uint16_t v;
-	memcpy(&v, gp(gpa), 2);
-	return v;
-}
-
-static void put16(uint64_t gpa, uint16_t v)
-{
-	memcpy(gp(gpa), &v, 2);
-}
-
-static bool irq_line(void)
-{
-	return atomic_load(&mip[0]) & MIP_SEIP;
-}
-
-/* ACKNOWLEDGE, DRIVER, the features given, FEATURES_OK: returns the status read back. */
-static uint32_t negotiate(uint64_t features)
-{
-	wr(VIRTIO_MMIO_STATUS, 0);
-	wr(VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
-	wr(VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-	wr(VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	wr(VIRTIO_MMIO_STATUS,
-	   VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
-	return rd(VIRTIO_MMIO_STATUS);
-}
-
-#define ALL_FEATURES                                                                               \
-	(VIRTIO_FEATURE(VIRTIO_F_VERSION_1) | VIRTIO_FEATURE(VIRTIO_F_EVENT_IDX) |                 \
-	 VIRTIO_FEATURE(VIRTIO_F_INDIRECT_DESC))
-
-static void setup_queue(unsigned q, uint16_t size)
-{
-	wr(VIRTIO_MMIO_QUEUE_SEL, q);
-	assert_int_equal(rd(VIRTIO_MMIO_QUEUE_READY), 0);
-	wr(VIRTIO_MMIO_QUEUE_NUM, size);
-	wr(VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QDESC(q));
-	wr(VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(QDESC(q) >> 32));
-	wr(VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)QAVAIL(q));
-	wr(VIRTIO_MMIO_QUEUE_DRIVER_HIGH, 0);
-	wr(VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)QUSED(q));
-	wr(VIRTIO_MMIO_QUEUE_DEVICE_HIGH, 0);
-	wr(VIRTIO_MMIO_QUEUE_READY, 1);
-}
-
-static void driver_ok(void)
-{
-	wr(VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-				       VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
-}
-
-static void set_desc(unsigned q, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
-		     uint16_t next)
-{
-	uint8_t *p = gp(QDESC(q) + 16ULL * i);
-	memcpy(p, &addr, 8);
-	memcpy(p + 8, &len, 4);
-	memcpy(p + 12, &flags, 2);
-	memcpy(p + 14, &next, 2);
-}
-
-static void avail_add(unsigned q, uint16_t head)
-{
-	put16(QAVAIL(q) + 4 + 2ULL * (avail_shadow[q] % QSIZE), head);
-	avail_shadow[q]++;
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	put16(QAVAIL(q) + 2, avail_shadow[q]);
-}
-
-static bool wait_used(unsigned q, uint16_t n, int ms)
-{
-	for (int i = 0; i < ms; i++) {
-		if (__atomic_load_n((uint16_t *)gp(QUSED(q) + 2), __ATOMIC_ACQUIRE) == n)
-			return true;
-		usleep(1000);
-	}
-	return false;
-}
-
-static bool wait_status(uint32_t bits, int ms)
-{
-	for (int i = 0; i < ms; i++) {
-		if ((rd(VIRTIO_MMIO_STATUS) & bits) == bits)
-			return true;
-		usleep(1000);
-	}
-	return false;
-}
-
-static void used_elem(unsigned q, uint16_t i, uint32_t *id, uint32_t *len)
-{
-	memcpy(id, gp(QUSED(q) + 4 + 8ULL * (i % QSIZE)), 4);
-	memcpy(len, gp(QUSED(q) + 8 + 8ULL * (i % QSIZE)), 4);
+	assert_int_equal(fg_create(&virtio_blk_ops, &dc), 0);
 }
 
 #define T_IN 0
@@ -361,8 +156,8 @@ static void test_config(void **state)
 	assert_int_equal(rd(VIRTIO_MMIO_CONFIG + 12), 254); /* seg_max */
 	assert_int_equal(rd(VIRTIO_MMIO_CONFIG + 20), 512); /* blk_size */
 	assert_int_equal(rd(VIRTIO_MMIO_CONFIG + 40), 1);   /* max_discard_seg */
-	virtio_mmio_destroy(t);
-	t = NULL;
+	virtio_mmio_destroy(fg.mmio);
+	fg.mmio = NULL;
 	create(true, "");
 	wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
 	f = rd(VIRTIO_MMIO_DEVICE_FEATURES);
@@ -552,7 +347,7 @@ static void test_malformed(void **state)
 	assert_int_equal(get16(QUSED(0) + 2), 0);
 	wr(VIRTIO_MMIO_STATUS, 0);
 	memset(gp(QDESC(0)), 0, 0x4000);
-	avail_shadow[0] = 0;
+	fg.avail_shadow[0] = 0;
 	assert_int_equal(negotiate(BLK_FEATURES) & VIRTIO_STATUS_FEATURES_OK,
 			 VIRTIO_STATUS_FEATURES_OK);
 	setup_queue(0, QSIZE);
@@ -566,7 +361,7 @@ static void test_reset_in_flight(void **state)
 	(void)state;
 	for (int round = 0; round < 20; round++) {
 		nused = 0;
-		if (!t)
+		if (!fg.mmio)
 			ready(false, "");
 		for (unsigned k = 0; k < 16; k++)
 			post(k, k & 1 ? T_IN : T_OUT, 128ULL * k, 65536);
@@ -576,7 +371,7 @@ static void test_reset_in_flight(void **state)
 		/* A fresh driver: zeroed rings, nothing made available. */
 		memset(gp(QDESC(0)), 0, 0x4000);
 		memset(gp(STAT(0)), 0xee, 16);
-		avail_shadow[0] = 0;
+		fg.avail_shadow[0] = 0;
 		assert_int_equal(negotiate(BLK_FEATURES) & VIRTIO_STATUS_FEATURES_OK,
 				 VIRTIO_STATUS_FEATURES_OK);
 		setup_queue(0, QSIZE);
@@ -587,12 +382,14 @@ static void test_reset_in_flight(void **state)
 			assert_int_equal(*(uint8_t *)gp(STAT(k)), 0xee);
 		/* And it serves new requests. */
 		assert_int_equal(request(0, T_IN, 0, 512), S_OK);
-		avail_shadow[0] = 1;
+		fg.avail_shadow[0] = 1;
 	}
 }
 
 int main(void)
 {
+	fg.ram_size = RAM_SIZE;
+	fg.qsize = QSIZE;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),

@@ -12,6 +12,7 @@
 #include "core/vm.h"
 #include "cpu/riscv/cpu.h"
 #include "cpu/riscv/hart.h"
+#include "hart_fixture.h"
 
 #define RAM_SIZE (1ULL << 20)
 
@@ -55,37 +56,15 @@ enum {
 };
 
 struct fix {
-	struct vm vm;
+	struct vm vm; /* first, for hart_fixture_new */
 	struct hart *h;
 };
 
 static int setup(void **state)
 {
-	struct fix *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	f->vm.ram.base = RAM_BASE;
-	f->vm.ram.size = RAM_SIZE;
-	f->vm.ram.host = calloc(1, RAM_SIZE);
-	assert_non_null(f->vm.ram.host);
-	pthread_mutex_init(&f->vm.exit_lock, NULL);
-	pthread_cond_init(&f->vm.exit_cond, NULL);
-	f->vm.clock_base_ns = host_now_ns();
-	f->h = hart_create(&f->vm, 3);
-	assert_non_null(f->h);
-	f->vm.harts[0] = f->h;
-	f->vm.nharts = 1;
+	struct fix *f = hart_fixture_new(sizeof(*f), RAM_SIZE, 3, 0);
+	f->h = f->vm.harts[0];
 	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fix *f = *state;
-	hart_destroy(f->h);
-	pthread_mutex_destroy(&f->vm.exit_lock);
-	pthread_cond_destroy(&f->vm.exit_cond);
-	free(f->vm.ram.host);
-	free(f);
 	return 0;
 }
 
@@ -858,7 +837,7 @@ static void test_interrupt_masking(void **state)
 	hart_set_irq(h, MIP_MSIP, false);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, hart_fixture_teardown)
 
 int main(void)
 {

@@ -19,7 +19,9 @@
 #include "core/vm.h"
 #include "cpu/riscv/cpu.h"
 #include "cpu/riscv/hart.h"
+#include "hart_fixture.h"
 #include "machine/riscv-virt/htif.h"
+#include "xregs.h"
 
 #define RAM_SIZE (4ULL << 20)
 #define TOHOST (RAM_BASE + 0x3ff000)
@@ -27,44 +29,8 @@
 #define RES (RAM_BASE + 0x20000)
 #define TIMEOUT_S 5
 
-/* Register numbers */
-enum {
-	ZERO,
-	RA,
-	SP,
-	GP,
-	TP,
-	T0,
-	T1,
-	T2,
-	S0,
-	S1,
-	A0,
-	A1,
-	A2,
-	A3,
-	A4,
-	A5,
-	A6,
-	A7,
-	S2,
-	S3,
-	S4,
-	S5,
-	S6,
-	S7,
-	S8,
-	S9,
-	S10,
-	S11,
-	T3,
-	T4,
-	T5,
-	T6,
-};
-
 struct fix {
-	struct vm vm;
+	struct vm vm; /* first, for hart_fixture_new */
 	struct hart *h;
 	uint64_t next_table;
 	uint64_t root;
@@ -72,35 +38,10 @@ struct fix {
 
 static int setup(void **state)
 {
-	struct fix *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	f->vm.ram.base = RAM_BASE;
-	f->vm.ram.size = RAM_SIZE;
-	f->vm.ram.host = calloc(1, RAM_SIZE);
-	assert_non_null(f->vm.ram.host);
-	pthread_mutex_init(&f->vm.exit_lock, NULL);
-	pthread_cond_init(&f->vm.exit_cond, NULL);
-	f->vm.clock_base_ns = host_now_ns();
-	f->vm.htif = htif_create(&f->vm, TOHOST);
-	assert_non_null(f->vm.htif);
-	f->h = hart_create(&f->vm, 0);
-	assert_non_null(f->h);
-	f->vm.harts[0] = f->h;
-	f->vm.nharts = 1;
+	struct fix *f = hart_fixture_new(sizeof(*f), RAM_SIZE, 0, TOHOST);
+	f->h = f->vm.harts[0];
 	f->next_table = RAM_BASE + 0x100000;
 	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fix *f = *state;
-	hart_destroy(f->h);
-	htif_destroy(f->vm.htif);
-	pthread_mutex_destroy(&f->vm.exit_lock);
-	pthread_cond_destroy(&f->vm.exit_cond);
-	free(f->vm.ram.host);
-	free(f);
 	return 0;
 }
 
@@ -1583,7 +1524,7 @@ static void test_wfi_wakes(void **state)
 	assert_int_equal(X(A1), 0);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, hart_fixture_teardown)
 
 int main(void)
 {

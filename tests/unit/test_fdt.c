@@ -17,33 +17,8 @@
 #include "core/config.h"
 #include "core/vm.h"
 #include "cpu/riscv/cpu.h"
-#include "machine/riscv-virt/htif.h"
+#include "fake_harts.h"
 #include "machine/riscv-virt/virt.h"
-
-/* Stubs for what the CPU provides: these tests make no harts. */
-void hart_set_irq(struct hart *h, uint64_t mask, bool level)
-{
-	(void)h, (void)mask, (void)level;
-}
-void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	(void)h, (void)pc, (void)a0, (void)a1, (void)a2;
-}
-void hart_kick(struct hart *h)
-{
-	(void)h;
-}
-struct htif *htif_create(struct vm *vm, uint64_t tohost)
-{
-	(void)vm, (void)tohost;
-	return NULL;
-}
-void htif_destroy(struct htif *h)
-{
-	(void)h;
-}
-
-static char fake_harts[VM_MAX_CPUS];
 
 struct machine {
 	struct vm_config cfg;

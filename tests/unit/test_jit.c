@@ -53,6 +53,7 @@
 #include "cpu/riscv/insn.h"
 #include "cpu/riscv/jit.h"
 #include "machine/riscv-virt/htif.h"
+#include "xregs.h"
 
 /* ---- guest memory map ---- */
 
@@ -75,41 +76,6 @@
 #define JD_TIMEOUT_MS 2000
 
 enum { L_MSTATUS = 0, L_MCAUSE = 32, L_MEPC = 33, L_MTVAL = 34, L_MINSTRET = 35 };
-
-enum {
-	X0,
-	RA,
-	SP,
-	GP,
-	TP,
-	T0,
-	T1,
-	T2,
-	S0,
-	S1,
-	A0,
-	A1,
-	A2,
-	A3,
-	A4,
-	A5,
-	A6,
-	A7,
-	S2,
-	S3,
-	S4,
-	S5,
-	S6,
-	S7,
-	S8,
-	S9,
-	S10,
-	S11,
-	T3,
-	T4,
-	T5,
-	T6,
-};
 
 static const char *const xname[32] = {
 	"zero", "ra", "sp", "gp", "tp",	 "t0",	"t1", "t2", "s0", "s1", "a0",

@@ -19,47 +19,12 @@
 #include "core/config.h"
 #include "core/vm.h"
 #include "cpu/riscv/cpu.h"
+#include "fake_harts.h"
 #include "machine/riscv-virt/clint.h"
 #include "machine/riscv-virt/goldfish_rtc.h"
-#include "machine/riscv-virt/htif.h"
 #include "machine/riscv-virt/plic.h"
 #include "machine/riscv-virt/syscon.h"
 #include "machine/riscv-virt/uart.h"
-
-/* Fake harts: the lines devices drive, observable from the test thread. */
-static char fake_harts[VM_MAX_CPUS];
-static _Atomic uint64_t mip[VM_MAX_CPUS];
-static pthread_mutex_t mip_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t mip_cond = PTHREAD_COND_INITIALIZER;
-
-void hart_set_irq(struct hart *h, uint64_t mask, bool level)
-{
-	int i = (int)((char *)h - fake_harts);
-	pthread_mutex_lock(&mip_lock);
-	if (level)
-		atomic_fetch_or(&mip[i], mask);
-	else
-		atomic_fetch_and(&mip[i], ~mask);
-	pthread_cond_broadcast(&mip_cond);
-	pthread_mutex_unlock(&mip_lock);
-}
-void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	(void)h, (void)pc, (void)a0, (void)a1, (void)a2;
-}
-void hart_kick(struct hart *h)
-{
-	(void)h;
-}
-struct htif *htif_create(struct vm *vm, uint64_t tohost)
-{
-	(void)vm, (void)tohost;
-	return NULL;
-}
-void htif_destroy(struct htif *h)
-{
-	(void)h;
-}
 
 static bool line(int hart, uint64_t mask)
 {
