@@ -24,7 +24,7 @@ and the ratios mabo / qemu (< 1: mabo-vmm is better), plus the loopback TCP band
 physical bound for bytes / total time).
 
     python3 bench/migrate.py [RUNS] [--mem 512M] [--downtime-ms 10] [--payloads idle,busy]
-                             [--postcopy]
+                             [--postcopy] [--keep]
 
 --postcopy migrates ours in post-copy (the guest runs on the destination at once, its pages
 follow); the peer runner drives only QEMU's pre-copy, so that comparison is post-copy
@@ -38,6 +38,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -180,7 +181,7 @@ def run_mabo(peer, o, payload, initrd, work, n):
     os.makedirs(wd)
     base = [VMM, "--kernel", GUEST + "/Image", "--initramfs", initrd, "--firmware",
             GUEST + "/fw_dynamic.bin", "--memory", o.mem, "--cpus", "1", "--no-reboot",
-            "--cmdline", "console=ttyS0 mabo.run=/bench/%s.sh" % payload]
+            "-v", "--cmdline", "console=ttyS0 mabo.run=/bench/%s.sh" % payload]
     port = free_port()
     dsock, ssock = os.path.join(wd, "dst.sock"), os.path.join(wd, "src.sock")
     dst = Guest("dst", base + ["--incoming", "tcp:127.0.0.1:%d" % port, "--api-socket", dsock],
@@ -246,6 +247,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=180)
     ap.add_argument("--boot-timeout", type=float, default=240)
     ap.add_argument("--qemu", default="qemu-system-riscv64")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (the VMMs' stderr with -v messages)")
     ap.add_argument("--postcopy", action="store_true",
                     help="mabo migrates in post-copy (QEMU still in pre-copy: the peer "
                     "runner drives only that)")
@@ -259,6 +262,16 @@ def main():
             return 1
     peer = load_peer()
     work = tempfile.mkdtemp(prefix="mabo-bench-migrate-")
+    try:
+        return bench(o, peer, work)
+    finally:
+        if o.keep:
+            print("logs kept in %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(o, peer, work):
     initrd = bench_initrd(work)
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()

@@ -39,11 +39,13 @@ void vm_pause_init(struct vm *vm)
 	vm->parked = 0;
 	vm->running_harts = 0;
 	atomic_store(&vm->dirty_log, NULL);
+	atomic_store(&vm->access_log, NULL);
 }
 
 void vm_pause_uninit(struct vm *vm)
 {
 	vm_dirty_log_stop(vm);
+	free(vm_access_log_stop(vm));
 	pthread_cond_destroy(&vm->pause_cond);
 	pthread_mutex_destroy(&vm->pause_lock);
 }
@@ -118,6 +120,24 @@ void vm_dirty_log_stop(struct vm *vm)
 	 * harts, which the caller has stopped or which are past their use (see migrate.c). */
 	uint64_t *old = atomic_exchange(&vm->dirty_log, NULL);
 	free(old);
+}
+
+int vm_access_log_start(struct vm *vm)
+{
+	uint64_t *log = calloc((vm->ram.size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+
+	if (!log)
+		return -ENOMEM;
+	for (int i = 0; i < vm->nharts; i++)
+		if (vm->harts[i])
+			hart_flush_tlb_all(vm->harts[i]);
+	free(atomic_exchange(&vm->access_log, log));
+	return 0;
+}
+
+uint64_t *vm_access_log_stop(struct vm *vm)
+{
+	return atomic_exchange(&vm->access_log, NULL);
 }
 
 void vm_dirty_log_sync(struct vm *vm, uint64_t *out)

@@ -92,6 +92,9 @@ struct vm {
 	 * (vm_guest_write) and by harts when they fill a write TLB entry; NULL when off.
 	 * See vm_dirty_log_start. */
 	_Atomic(uint64_t *) dirty_log;
+	/* Pages used (read, written or run) since vm_access_log_start: a bit per page, set by
+	 * harts when they fill a TLB entry; NULL when off. */
+	_Atomic(uint64_t *) access_log;
 
 	/* Set once by whoever ends the run; the main thread waits on exit_cond. */
 	pthread_mutex_t exit_lock;
@@ -194,5 +197,22 @@ static inline void vm_dirty_mark(struct vm *vm, uint64_t gpa, uint64_t len)
  * it, and flushes every hart's write TLB so that their next write to any page marks it
  * again. */
 void vm_dirty_log_sync(struct vm *vm, uint64_t *out);
+
+/* With the harts paused: starts logging the pages they use (and flushes their TLBs, so that
+ * every page they touch from now on is seen). 0 or -ENOMEM. */
+int vm_access_log_start(struct vm *vm) __attribute__((warn_unused_result));
+/* With the harts paused: stops logging; returns the log (the caller frees it), or NULL. */
+uint64_t *vm_access_log_stop(struct vm *vm);
+/* Marks the page of RAM offset off used when logging (a hart filling its TLB). */
+static inline void vm_access_mark(struct vm *vm, uint64_t off)
+{
+	uint64_t *log = atomic_load_explicit(&vm->access_log, memory_order_acquire);
+	if (!log || off >= vm->ram.size)
+		return;
+	uint64_t p = off >> PAGE_SHIFT;
+	_Atomic uint64_t *w = (_Atomic uint64_t *)&log[p / 64];
+	if (!(atomic_load_explicit(w, memory_order_relaxed) & (1ULL << (p % 64))))
+		atomic_fetch_or(w, 1ULL << (p % 64));
+}
 
 #endif

@@ -1692,6 +1692,9 @@ static int src_resume(struct migration *m, uint64_t id, struct stream *s, uint64
 
 /* Post-copy on the source: the destination's requests first, the rest in order from the
  * last one asked for. */
+/* Post-copy from the start: how long to watch which pages the guest uses before pausing
+ * it, to send those first. */
+#define POSTCOPY_WATCH_MS 100
 #define PC_BACKLOG_MAX (256U << 10) /* bytes queued in the socket before pushing more */
 
 static unsigned socket_backlog(int fd)
@@ -1780,7 +1783,7 @@ static void set_postcopy(struct migrate_status *st, void *arg)
 
 /* Sends the pages in need until the destination has them all. 0, or -ESHUTDOWN. */
 static int src_postcopy(struct migration *m, struct page_sender *ps, struct stream *s, uint64_t id,
-			uint64_t *need)
+			uint64_t *need, uint64_t *hot)
 {
 	struct vm *vm = m->vm;
 	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
@@ -1788,7 +1791,7 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 	static const uint8_t zero_page[PAGE_SIZE];
 	struct pc_src *p = calloc(1, sizeof(*p));
 	struct pagemap *pm = malloc(sizeof(*pm));
-	uint64_t left = bitmap_count(need, npages), cursor = 0, t_run, backlog_since = 0;
+	uint64_t left = bitmap_count(need, npages), cursor = 0, hot_w = 0, t_run, backlog_since = 0;
 	unsigned last_backlog = 0;
 	bool done_sent = false;
 	int ret = 0;
@@ -1803,8 +1806,12 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	pc_reader_start(p, s->fd);
-	log_info("migration: post-copy: %" PRIu64 " pages to send while the guest runs there",
-		 left);
+	uint64_t nhot = 0;
+	for (size_t w = 0; hot && w < words; w++)
+		nhot += (uint64_t)__builtin_popcountll(hot[w] & need[w]);
+	log_info("migration: post-copy: %" PRIu64 " pages to send while the guest runs there, "
+		 "first the %" PRIu64 " it used last",
+		 left, nhot);
 	for (;;) {
 		uint64_t q[256];
 		unsigned nq = 0;
@@ -1883,19 +1890,29 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
 			}
 		}
 		if (!nq && left) {
-			/* The next 64 pages in need (a quarter MiB at most), then requests again.
-			 */
-			while (!need[cursor])
-				cursor = (cursor + 1) % words;
-			uint64_t bits = need[cursor];
-			need[cursor] = 0;
-			uint64_t unbacked = (cursor + 1) * 64 <= npages
-						    ? pagemap_unbacked(pm, vm, cursor * 64)
-						    : 0;
+			/* Up to 64 pages in need (a quarter MiB), then requests again: first
+			 * those the vCPUs used last (hot), then in address order from the last
+			 * page asked for. */
+			uint64_t bits = 0, w;
+			while (hot && hot_w < words && !(bits = hot[hot_w] & need[hot_w]))
+				hot_w++;
+			if (bits) {
+				w = hot_w;
+				hot[w] = 0;
+				need[w] &= ~bits;
+			} else {
+				while (!need[cursor])
+					cursor = (cursor + 1) % words;
+				w = cursor;
+				bits = need[w];
+				need[w] = 0;
+			}
+			uint64_t unbacked =
+				(w + 1) * 64 <= npages ? pagemap_unbacked(pm, vm, w * 64) : 0;
 			while (bits && !err) {
 				unsigned bit = (unsigned)__builtin_ctzll(bits);
 				bits &= bits - 1;
-				uint64_t idx = cursor * 64 + bit;
+				uint64_t idx = w * 64 + bit;
 				err = pages_add(ps, idx,
 						unbacked >> bit & 1
 							? zero_page
@@ -1936,7 +1953,8 @@ static int src_postcopy(struct migration *m, struct page_sender *ps, struct stre
  * happens to the link (it reconnects instead). *committed says which side of the line a
  * failure fell on. Fills *t_run with the instant the destination's vCPUs ran. */
 static int src_handover(struct migration *m, struct stream *s, struct page_sender *ps,
-			uint64_t *need, bool *committed, uint64_t *t_run, char *why, size_t n)
+			uint64_t *need, uint64_t *hot, bool *committed, uint64_t *t_run, char *why,
+			size_t n)
 {
 	const uint8_t *p;
 	uint32_t len;
@@ -1973,7 +1991,7 @@ static int src_handover(struct migration *m, struct stream *s, struct page_sende
 			return err;
 	}
 	if (m->params.postcopy)
-		return src_postcopy(m, ps, s, id, need);
+		return src_postcopy(m, ps, s, id, need, hot);
 	/* Nothing more: the destination may let go of its listening socket. */
 	(void)send_record(s, REC_PC_DONE, NULL, 0);
 	return 0;
@@ -2146,6 +2164,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	uint64_t npages = vm->ram.size >> PAGE_SHIFT;
 	size_t words = (size_t)((npages + 63) / 64);
 	uint64_t *bitmap = calloc(words, sizeof(uint64_t));
+	uint64_t *hot = NULL; /* post-copy: the pages the guest used just before the pause */
 	struct stream s;
 	struct sbuf b;
 	bool paused = false, quiesced = false, committed = false;
@@ -2184,6 +2203,16 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		err = stream_write_record(&s, REC_CONFIG, CONFIG_VERSION, b.data, (uint32_t)b.len);
 	if (!err)
 		err = vm_dirty_log_start(vm);
+	bool logging_access = false;
+	if (!err && m->params.postcopy) {
+		/* Post-copy from the start: watch for a moment which pages the guest uses,
+		 * to send those first after the hand-over (fewer faults as it starts there). */
+		vm_pause(vm);
+		logging_access = vm_access_log_start(vm) == 0;
+		vm_resume(vm);
+		for (int i = 0; i < POSTCOPY_WATCH_MS / 10 && !m->cancel; i++)
+			sleep_ns(10000000);
+	}
 
 	uint64_t target_ns =
 		(uint64_t)(m->params.downtime_ms ? m->params.downtime_ms : DEFAULT_DOWNTIME_MS) *
@@ -2261,6 +2290,14 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	}
 	throttle_end(m);
 	uint64_t t_pause = host_now_ns();
+	if (logging_access) {
+		/* The harts must be held while the log goes (they write to it). */
+		if (!paused)
+			vm_pause(vm);
+		hot = vm_access_log_stop(vm);
+		if (!paused)
+			vm_resume(vm);
+	}
 	if (!err) {
 		/* Switch-over: paused here. Devices quiet and durable, the last pages, the
 		 * state, then the destination's word. */
@@ -2297,7 +2334,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			  (host_now_ns() - t_p) / 1000);
 		uint64_t t_run = 0;
 		if (!err)
-			err = src_handover(m, &s, &ps, bitmap, &committed, &t_run, why, n);
+			err = src_handover(m, &s, &ps, bitmap, hot, &committed, &t_run, why, n);
 		if (committed) {
 			/* Both stamps are CLOCK_MONOTONIC: one machine shares it. */
 			uint64_t down = t_run > t_pause ? t_run - t_pause : host_now_ns() - t_pause;
@@ -2344,6 +2381,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	sbuf_free(&b);
 	sbuf_free(&ps.rec);
 	ZSTD_freeCCtx(ps.zctx);
+	free(hot);
 	free(bitmap);
 	return err;
 }

@@ -34,6 +34,10 @@ void hart_kick(struct hart *h);
  * through the slow path (which logs the page dirty). Only while the hart is paused. */
 void hart_flush_write_tlb(struct hart *h);
 
+/* Drops every translation the hart has cached, of every privilege, so that its next access
+ * to any page goes through the slow path. Only while the hart is paused. */
+void hart_flush_tlb_all(struct hart *h);
+
 /* Runs the hart on the calling thread until the VM exits. */
 void hart_run(struct hart *h);
 

@@ -24,6 +24,12 @@ void tlb_flush(struct hart *h)
 	memset(h->tlb_super, 0, sizeof(h->tlb_super));
 }
 
+void hart_flush_tlb_all(struct hart *h)
+{
+	memset(h->tlbs, 0xff, sizeof(h->tlbs));
+	memset(h->tlb_super, 0, sizeof(h->tlb_super));
+}
+
 void hart_flush_write_tlb(struct hart *h)
 {
 	for (int p = 0; p < 4; p++)

@@ -118,6 +118,7 @@ static inline void tlb_fill(struct hart *h, int acc, uint64_t va, uint64_t pa)
 		super[idx / 64] &= ~(1ULL << (idx % 64));
 	e->tag = va & ~(PAGE_SIZE - 1);
 	e->addend = (uintptr_t)host - (uintptr_t)e->tag;
+	vm_access_mark(h->vm, (uint64_t)((uintptr_t)host - (uintptr_t)h->vm->ram.host));
 }
 
 static inline bool fault(struct hart *h, uint64_t cause, uint64_t va)
