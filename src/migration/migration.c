@@ -887,7 +887,7 @@ struct dest {
 	struct stream w;      /* writes on fd */
 	int uffd;
 	uint64_t *have;	     /* atomic bit operations */
-	uint64_t *requested; /* asked for on the current connection */
+	uint64_t *requested; /* faulted on (asked for, again after a reconnection) */
 	uint64_t npages, words;
 	_Atomic uint64_t missing;
 	_Atomic bool link_up;
@@ -963,6 +963,22 @@ static int dest_place(struct dest *d, uint64_t idx, const uint8_t *src)
 	return 0;
 }
 
+/* A zero page that nobody waits for is only marked current: its first touch maps zeros
+ * (the fault thread; plain anonymous memory once unregistered), which spares an ioctl per
+ * page. True if so; false if someone waits (it must be placed and they woken). Paired with
+ * the fault thread's check under d->lock: a fault either sees the page current or is seen
+ * waiting here. */
+static bool dest_zero_later(struct dest *d, uint64_t idx)
+{
+	uint64_t bit = 1ULL << (idx % 64);
+	pthread_mutex_lock(&d->lock);
+	bool waited = d->requested[idx / 64] & bit;
+	if (!waited && !(__atomic_fetch_or(&d->have[idx / 64], bit, __ATOMIC_ACQ_REL) & bit))
+		atomic_fetch_sub(&d->missing, 1);
+	pthread_mutex_unlock(&d->lock);
+	return !waited;
+}
+
 /* Asks the source for every page still lacking that someone waits for. */
 static void dest_rerequest(struct dest *d)
 {
@@ -993,7 +1009,8 @@ static void *dest_fault_thread(void *arg)
 	uint64_t req[REQ_BATCH];
 	uint64_t base = (uintptr_t)d->vm->ram.host;
 
-	while (!atomic_load(&d->finished)) {
+	/* Until stopped (dest_free): after the end no fault comes once unregistered. */
+	for (;;) {
 		struct pollfd p[2] = { { .fd = d->uffd, .events = POLLIN },
 				       { .fd = d->stop_efd, .events = POLLIN } };
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
@@ -1015,7 +1032,14 @@ static void *dest_fault_thread(void *arg)
 			uint64_t idx = (addr - base) / PAGE_SIZE;
 			if (addr < base || idx >= d->npages)
 				continue;
-			if (have_page(d, idx)) {
+			uint64_t bit = 1ULL << (idx % 64);
+			pthread_mutex_lock(&d->lock);
+			bool have = have_page(d, idx);
+			bool ask = !have && !(d->requested[idx / 64] & bit);
+			if (!have)
+				d->requested[idx / 64] |= bit;
+			pthread_mutex_unlock(&d->lock);
+			if (have) {
 				/* Current and never written here: zeros (EEXIST: it is mapped by
 				 * now; wake whoever waits all the same). */
 				struct uffdio_zeropage z = { .range = { .start = addr,
@@ -1025,11 +1049,6 @@ static void *dest_fault_thread(void *arg)
 				wake_page(d, addr);
 				continue;
 			}
-			uint64_t bit = 1ULL << (idx % 64);
-			pthread_mutex_lock(&d->lock);
-			bool ask = !(d->requested[idx / 64] & bit);
-			d->requested[idx / 64] |= bit;
-			pthread_mutex_unlock(&d->lock);
 			if (ask && nreq < REQ_BATCH)
 				req[nreq++] = idx;
 		}
@@ -1118,7 +1137,6 @@ static int dest_accept_resume(struct dest *d, int timeout_ms)
 static int dest_reconnected(struct dest *d, int fd)
 {
 	pthread_mutex_lock(&d->lock);
-	memset(d->requested, 0, d->words * 8);
 	int err = dest_resume_ack(d, fd);
 	if (!err)
 		d->fd = fd;
@@ -1174,6 +1192,8 @@ static int dest_pages(struct dest *d, uint8_t *buf, const uint8_t *p, uint32_t l
 			src = buf;
 		} else if (kind != PAGE_ZERO) {
 			return -EPROTO;
+		} else if (dest_zero_later(d, idx)) {
+			continue;
 		}
 		int err = dest_place(d, idx, src);
 		if (err) {
@@ -1239,6 +1259,13 @@ static void *dest_conn_thread(void *arg)
 			err = dest_pages(d, buf, p, len);
 		else if (!err && type == REC_PC_DONE) {
 			if (atomic_load(&d->missing) == 0) {
+				/* Every page is current: those never mapped are zeros, which
+				 * plain anonymous memory gives on its own. */
+				struct uffdio_range r = { .start = (uintptr_t)d->vm->ram.host,
+							  .len = d->vm->ram.size };
+				if (ioctl(d->uffd, UFFDIO_UNREGISTER, &r) < 0)
+					log_warn("migration: userfaultfd: unregister: %s",
+						 strerror(errno));
 				(void)dest_send(d, REC_PC_COMPLETE, NULL, 0);
 				atomic_store(&d->finished, true);
 				break;
