@@ -877,6 +877,7 @@ fail_errno:
 struct dest {
 	struct vm *vm;
 	uint64_t id;
+	uint64_t token; /* the source's (REC_SOURCE; 0 before version 3): proves an ABANDON */
 	uint64_t t_run;
 	bool postcopy;
 	int lfd; /* listening, for the source to reconnect */
@@ -1082,8 +1083,9 @@ static int dest_resume_ack(struct dest *d, int fd)
 
 /* Waits up to timeout_ms on the listening socket for the source to come back; returns the
  * new connection once it has said RESUME with our id (the caller answers), -ETIMEDOUT,
- * -ECANCELED when stopped, or another -errno. */
-static int dest_accept_resume(struct dest *d, int timeout_ms)
+ * -ECANCELED when stopped, -ECONNABORTED when before_go and the source says with its token
+ * that it kept the VM (ABANDON), or another -errno. */
+static int dest_accept_resume(struct dest *d, int timeout_ms, bool before_go)
 {
 	struct pollfd p[2] = { { .fd = d->lfd, .events = POLLIN },
 			       { .fd = d->stop_efd, .events = POLLIN } };
@@ -1110,12 +1112,15 @@ static int dest_accept_resume(struct dest *d, int timeout_ms)
 	int err = stream_read_header(&s, STREAM_MIGRATION, NULL);
 	if (!err)
 		err = stream_read_record(&s, &type, &ver, &p0, &len);
-	if (!err && (type != REC_RESUME || len != 8))
+	if (!err && ((type != REC_RESUME && type != REC_ABANDON) || len != 8))
 		err = -EPROTO;
-	uint64_t id = 0;
-	for (unsigned i = 0; !err && i < 8; i++)
-		id |= (uint64_t)p0[i] << (8 * i);
-	if (!err && id != d->id) {
+	uint64_t id = err ? 0 : get_u64(p0);
+	if (!err && type == REC_ABANDON && before_go && d->token && id == d->token) {
+		stream_free(&s);
+		close(fd);
+		return -ECONNABORTED;
+	}
+	if (!err && (type == REC_ABANDON || id != d->id)) {
 		static const char msg[] = "no such migration here";
 		struct stream w;
 		if (stream_init(&w, fd) == 0) {
@@ -1230,7 +1235,7 @@ static void *dest_conn_thread(void *arg)
 			}
 			if (!d->postcopy && host_now_ns() - down_since > RECONNECT_WINDOW_NS)
 				break;
-			int nfd = dest_accept_resume(d, 1000);
+			int nfd = dest_accept_resume(d, 1000, false);
 			if (nfd == -ECANCELED)
 				break;
 			if (nfd >= 0 && dest_reconnected(d, nfd) == 0) {
@@ -1487,10 +1492,14 @@ static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, siz
 		 "it to come back (the guest does not run meanwhile)",
 		 s->err);
 	for (;;) {
-		int nfd = dest_accept_resume(d, 1000);
+		int nfd = dest_accept_resume(d, 1000, true);
 		if (nfd == -ECANCELED) {
 			snprintf(why, n, "stopped");
 			return nfd;
+		}
+		if (nfd == -ECONNABORTED) {
+			snprintf(why, n, "the source kept the VM (it came back to say so)");
+			return -ECANCELED;
 		}
 		if (nfd < 0)
 			continue;
@@ -1498,6 +1507,33 @@ static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, siz
 		if (dest_reconnected(d, nfd) == 0)
 			return 0;
 	}
+}
+
+/* Reads a migration stream's header and, from version 3 on, its first record: the source's
+ * token (SOURCE). -ECONNABORTED for a connection that carries an ABANDON instead (a source
+ * whose destination is gone); else 0 or an error, with s->err saying why. */
+static int incoming_first(struct stream *s, uint32_t *version, uint64_t *token)
+{
+	uint8_t type;
+	uint16_t ver;
+	const uint8_t *p;
+	uint32_t len;
+	int err = stream_read_header(s, STREAM_MIGRATION, version);
+
+	if (err || *version < 3)
+		return err;
+	err = stream_read_record(s, &type, &ver, &p, &len);
+	if (err)
+		return err;
+	if (type == REC_ABANDON)
+		return -ECONNABORTED;
+	if (type != REC_SOURCE || len != 8) {
+		snprintf(s->err, sizeof(s->err),
+			 "the stream does not start with the source's token");
+		return -EPROTO;
+	}
+	*token = get_u64(p);
+	return 0;
 }
 
 int migration_incoming(struct vm *vm, const char *uri)
@@ -1510,42 +1546,55 @@ int migration_incoming(struct vm *vm, const char *uri)
 		return lfd;
 	}
 	log_info("waiting for a migration on %s", uri);
-	int fd;
-	do
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	while (fd < 0 && errno == EINTR);
-	if (fd < 0) {
-		int err = -errno;
-		log_error("--incoming %s: accept: %s", uri, strerror(-err));
-		close(lfd);
-		if (strncmp(uri, "unix:", 5) == 0)
-			unlink(uri + 5);
-		return err;
+	int fd, first;
+	struct stream s;
+	uint32_t version = 0;
+	uint64_t token = 0;
+	for (;;) {
+		do
+			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		while (fd < 0 && errno == EINTR);
+		if (fd < 0) {
+			int err = -errno;
+			log_error("--incoming %s: accept: %s", uri, strerror(-err));
+			close(lfd);
+			if (strncmp(uri, "unix:", 5) == 0)
+				unlink(uri + 5);
+			return err;
+		}
+		/* From the first byte on, a stalled source is a failed migration, not a hang. */
+		set_timeouts(fd, IO_TIMEOUT_S);
+		if (stream_init(&s, fd)) {
+			close(fd);
+			close(lfd);
+			log_error("--incoming %s: out of memory", uri);
+			return -ENOMEM;
+		}
+		first = incoming_first(&s, &version, &token);
+		if (first != -ECONNABORTED)
+			break;
+		/* The source of an earlier migration telling its destination it kept the VM. */
+		log_info("migration: a source's word for an earlier destination: ignored");
+		stream_free(&s);
+		close(fd);
 	}
-	/* From the first byte on, a stalled source is a failed migration, not a hang. */
-	set_timeouts(fd, IO_TIMEOUT_S);
 
 	struct loader l = { .vm = vm };
-	struct stream s;
 	struct dest *d = dest_create(vm, lfd, uri);
-	int err = d ? stream_init(&s, fd) : -ENOMEM;
-	if (err) {
+	if (!d) {
+		stream_free(&s);
 		close(fd);
-		if (d)
-			dest_free(d);
-		else
-			close(lfd);
+		close(lfd);
 		log_error("--incoming %s: out of memory", uri);
-		return err;
+		return -ENOMEM;
 	}
+	d->token = token;
 	struct stream ackw;
 	bool ack_ok = stream_init(&ackw, fd) == 0;
-	uint32_t version = 0;
 	l.ack = ack_ok ? &ackw : NULL;
 	l.written = calloc((vm->ram.size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 	l.dctx = ZSTD_createDCtx();
-	err = l.dctx && ack_ok && l.written ? stream_read_header(&s, STREAM_MIGRATION, &version)
-					    : -ENOMEM;
+	int err = l.dctx && ack_ok && l.written ? first : -ENOMEM;
 	if (err)
 		snprintf(l.why, sizeof(l.why), "%s", s.err[0] ? s.err : "out of memory");
 	if (!err)
@@ -2185,6 +2234,71 @@ static int wait_pass_ack(struct stream *s, char *why, size_t n)
 }
 
 /* The migration proper; on failure before the acknowledgement the guest runs on here. */
+/* After a failed hand-over: tells the destination, on new connections, that this side kept
+ * the VM (ABANDON with the stream's token), so that it ends instead of waiting for the source
+ * forever; tried for the reconnect window, until one is delivered. */
+struct abandon {
+	char uri[sizeof(((struct migrate_params *)0)->uri)];
+	uint64_t token;
+};
+
+static void *abandon_thread(void *arg)
+{
+	struct abandon *a = arg;
+	uint64_t end = host_now_ns() + RECONNECT_WINDOW_NS;
+	char why[200];
+	uint8_t tb[8];
+
+	put_u64(tb, a->token);
+	while (host_now_ns() < end) {
+		int fd = open_uri(a->uri, false, why, sizeof(why));
+		struct stream w;
+		if (fd >= 0 && stream_init(&w, fd) == 0) {
+			set_timeouts(fd, 2);
+			int err = stream_write_header(&w, STREAM_MIGRATION);
+			if (!err)
+				err = stream_write_record(&w, REC_ABANDON, 1, tb, sizeof(tb));
+			if (!err)
+				err = stream_flush(&w);
+			/* Delivered once the other side has read it and closed. */
+			char c;
+			if (!err) {
+				shutdown(fd, SHUT_WR);
+				while (read(fd, &c, 1) > 0)
+					;
+			}
+			stream_free(&w);
+			close(fd);
+			if (!err) {
+				log_info("migration: told %s that this side kept the VM", a->uri);
+				break;
+			}
+		} else if (fd >= 0) {
+			close(fd);
+		}
+		sleep_ns(500000000);
+	}
+	free(a);
+	return NULL;
+}
+
+static void abandon_start(const char *uri, uint64_t token)
+{
+	struct abandon *a = calloc(1, sizeof(*a));
+	pthread_t t;
+	pthread_attr_t attr;
+
+	if (!a)
+		return;
+	snprintf(a->uri, sizeof(a->uri), "%s", uri);
+	a->token = token;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, abandon_thread, a))
+		free(a);
+	pthread_attr_destroy(&attr);
+}
+
 static int do_migrate(struct migration *m, char *why, size_t n)
 {
 	struct vm *vm = m->vm;
@@ -2194,7 +2308,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	uint64_t *hot = NULL; /* post-copy: the pages the guest used just before the pause */
 	struct stream s;
 	struct sbuf b;
-	bool paused = false, quiesced = false, committed = false;
+	bool paused = false, quiesced = false, committed = false, state_sent = false;
 	int err;
 
 	if (!bitmap) {
@@ -2224,8 +2338,18 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 	if (m->params.compress)
 		ps.zctx = ZSTD_createCCtx();
 
+	/* The token proves an ABANDON to be ours, should we keep the VM after the
+	 * destination has loaded it without hearing so. */
+	uint64_t token = 0;
+	uint8_t tb[8];
+	if (getrandom(&token, sizeof(token), 0) != sizeof(token))
+		token = host_now_ns() ^ (uint64_t)getpid() << 32;
+	token |= 1; /* never 0, which means none */
+	put_u64(tb, token);
 	config_save(vm, &b);
 	err = stream_write_header(&s, STREAM_MIGRATION);
+	if (!err)
+		err = stream_write_record(&s, REC_SOURCE, 1, tb, sizeof(tb));
 	if (!err)
 		err = stream_write_record(&s, REC_CONFIG, CONFIG_VERSION, b.data, (uint32_t)b.len);
 	if (!err)
@@ -2353,8 +2477,10 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			err = pages_send_bitmap(m, &ps, bitmap);
 		}
 		uint64_t t_p = host_now_ns();
-		if (!err)
+		if (!err) {
 			err = write_final_state(vm, &s, t_pause);
+			state_sent = !err;
+		}
 		log_debug("migration: switch-over: quiesce %" PRIu64 " us, sync %" PRIu64
 			  " us, %" PRIu64 " pages in %" PRIu64 " us, state %" PRIu64 " us",
 			  (t_q - t_pause) / 1000, (t_s - t_q) / 1000, last, (t_p - t_s) / 1000,
@@ -2397,6 +2523,9 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			unquiesce_devices(vm);
 		if (paused)
 			vm_resume(vm);
+		/* The destination may have it all and wait for a word it will not get. */
+		if (state_sent)
+			abandon_start(m->params.uri, token);
 	}
 	/* On success the vCPUs stay paused: the VM now lives on the destination. The
 	 * connection may be another than the first (src_resume). */

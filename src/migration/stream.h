@@ -19,7 +19,7 @@
 #define STREAM_MAGIC "MABOSTRM"
 /* 2: the destination waits for GO after ACK (no two copies), post-copy, reconnection.
  * 1: the destination ran at ACK. Both are read. */
-#define STREAM_VERSION 2
+#define STREAM_VERSION 3
 #define STREAM_VERSION_MIN 1
 #define STREAM_MAX_PAYLOAD (8U << 20)
 
@@ -47,6 +47,8 @@ enum stream_record {
 	REC_PC_COMPLETE = 16, /* destination to source: every page is in, or the VM ended */
 	REC_RESUME = 17,      /* source to destination, on a new connection: carry on (u64 id) */
 	REC_RESUME_ACK = 18,  /* destination to source: u64 running since, bitmap of lacking */
+	REC_SOURCE = 19,      /* v3, first record of a migration: the source's u64 token */
+	REC_ABANDON = 20,     /* source, on a new connection: it kept the VM (u64 token) */
 };
 
 /* A buffered stream over a file descriptor (a file or a connected socket). */

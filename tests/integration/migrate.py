@@ -25,6 +25,7 @@ import random
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -198,15 +199,23 @@ def test_snapshot(tmp, disk):
     finally:
         vm.close()
 
+# How long a destination that lost its source may take to end: its read of the source's
+# word times out (10 s, src/migration/migration.c), then it hears the source again.
+IO_WAIT_S = 30
+
 
 class Proxy:
     """A unix-socket proxy from listen to target that cuts the stream after cut bytes or
     flips one byte at flip. With relink (seconds), it lets the source connect again that
-    long after a cut and then passes everything."""
+    long after a cut and then passes everything. With lose_ack, the destination's ACK
+    never reaches the source: the source's side is closed instead, the destination's is
+    held open (silent) until close()."""
 
-    def __init__(self, listen, target, cut=None, flip=None, relink=None):
+    def __init__(self, listen, target, cut=None, flip=None, relink=None, lose_ack=False):
         self.listen, self.target, self.cut, self.flip = listen, target, cut, flip
         self.relink = relink
+        self.lose_ack = lose_ack
+        self.held = []
         self.connections = 0
         self.was_cut = False
         self.srv = socket.socket(socket.AF_UNIX)
@@ -237,14 +246,31 @@ class Proxy:
             a.close()
             return True
         n = 0
+        lose_ack = self.lose_ack
 
         def back():
+            buf = b""
             try:
                 while True:
                     d = b.recv(65536)
                     if not d:
                         break
-                    a.sendall(d)
+                    if not lose_ack:
+                        a.sendall(d)
+                        continue
+                    # Records: type, 0, version (2), length (4), payload, CRC (4).
+                    buf += d
+                    while len(buf) >= 8:
+                        end = 8 + struct.unpack("<I", buf[4:8])[0] + 4
+                        if len(buf) < end:
+                            break
+                        if buf[0] == 8:  # ACK
+                            self.was_cut = True
+                            self.held.append(b)
+                            a.shutdown(socket.SHUT_RDWR)
+                            return
+                        a.sendall(buf[:end])
+                        buf = buf[end:]
             except OSError:
                 pass
 
@@ -268,6 +294,8 @@ class Proxy:
         except OSError:
             pass
         for s in (a, b):
+            if s in self.held:
+                continue
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -277,6 +305,8 @@ class Proxy:
 
     def close(self):
         self.srv.close()
+        for s in self.held:
+            s.close()
 
 
 def still_running(vm, what):
@@ -409,6 +439,31 @@ def test_pingpong(tmp, disk, rounds):
                                                                          dst_rc))
             dst.close()
             still_running(cur, "stream %s" % kind)
+
+        # The destination's ACK lost, its connection silent: the source cannot know it
+        # loaded the VM, keeps the VM and comes back to say so (ABANDON, with its token);
+        # the destination, which never heard GO, ends instead of waiting forever.
+        dst = cl.destination()
+        sessions.append(dst)
+        psock = dst.mig + ".proxy"
+        proxy = Proxy(psock, dst.mig, relink=0.2, lose_ack=True)
+        rc, out, err = mabo(cur.sock, "migrate", "unix:" + psock)
+        res = last_json(out)
+        try:
+            dst_rc = dst.wait_exit(IO_WAIT_S)
+        except console.ConsoleError:
+            dst_rc = None  # still waiting: killed
+        proxy.close()
+        said = "came back to say so" in dst.output
+        if (rc != 0 and res.get("status") == "failed" and proxy.was_cut and
+                dst_rc not in (0, None) and said and not uptimes(dst.output)):
+            ok("ACK lost: failed (%s); the source kept the VM and told the destination, "
+               "which ended (exit %d) without running it" % (res.get("error"), dst_rc))
+        else:
+            bad("ACK lost: rc %d %s, ACK seen %s, destination exit %s, told %s\n%s" %
+                (rc, res, proxy.was_cut, dst_rc, said, dst.tail(600)))
+        dst.close()
+        still_running(cur, "ACK lost")
 
         # Post-copy to a destination without userfaultfd: in a user namespace, whose root
         # lacks the capability in the host's, with /dev/userfaultfd hidden. Refused in one
