@@ -1292,6 +1292,19 @@ static void *dest_conn_thread(void *arg)
 	return NULL;
 }
 
+/* Frees what dest_create made (not lfd, which the caller still owns if it fails). */
+static void dest_release(struct dest *d)
+{
+	if (d->stop_efd >= 0)
+		close(d->stop_efd);
+	pthread_mutex_destroy(&d->lock);
+	ZSTD_freeDCtx(d->dctx);
+	stream_free(&d->w);
+	free(d->have);
+	free(d->requested);
+	free(d);
+}
+
 /* Ends the destination's side: the threads stop, and a post-copy guest's memory becomes
  * ordinary memory (pages still lacking read as zeros: only when the VM ends before the
  * migration does). */
@@ -1328,13 +1341,7 @@ static void dest_free(struct dest *d)
 		close(d->lfd);
 	if (d->unix_path[0])
 		unlink(d->unix_path);
-	close(d->stop_efd);
-	pthread_mutex_destroy(&d->lock);
-	ZSTD_freeDCtx(d->dctx);
-	stream_free(&d->w);
-	free(d->have);
-	free(d->requested);
-	free(d);
+	dest_release(d);
 }
 
 static int uffd_open(char *why, size_t n)
@@ -1428,15 +1435,7 @@ static struct dest *dest_create(struct vm *vm, int lfd, const char *uri)
 	if (getrandom(&d->id, sizeof(d->id), 0) != sizeof(d->id))
 		d->id = host_now_ns() ^ (uint64_t)getpid() << 32;
 	if (d->stop_efd < 0 || !d->have || !d->requested || !d->dctx || stream_init(&d->w, -1)) {
-		/* The caller still owns lfd. */
-		if (d->stop_efd >= 0)
-			close(d->stop_efd);
-		pthread_mutex_destroy(&d->lock);
-		ZSTD_freeDCtx(d->dctx);
-		stream_free(&d->w);
-		free(d->have);
-		free(d->requested);
-		free(d);
+		dest_release(d);
 		return NULL;
 	}
 	return d;
