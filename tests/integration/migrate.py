@@ -527,8 +527,8 @@ def test_pingpong(tmp, disk, rounds):
         probe = subprocess.run(no_uffd + ["true"], capture_output=True, text=True) \
             if shutil.which("unshare") else None
         if probe is None or probe.returncode != 0:
-            print("skipped (not counted): post-copy without userfaultfd: cannot make a user "
-                  "namespace here (%s)" % (probe.stderr.strip() if probe else "no unshare"))
+            print("SKIP: post-copy without userfaultfd: cannot make a user namespace here "
+                  "(%s)" % (probe.stderr.strip() if probe else "no unshare"), flush=True)
         else:
             dst = cl.destination(prefix=no_uffd)
             sessions.append(dst)
