@@ -20,7 +20,8 @@ suite() {
 	shift
 	echo "=== $name"
 	local t0=$SECONDS
-	"$@" 2>&1 | tee "$out"
+	# Unbuffered: through the pipe, Python's output keeps the order it has on a terminal.
+	PYTHONUNBUFFERED=1 "$@" 2>&1 | tee "$out"
 	local status=${PIPESTATUS[0]}
 	times="$times $name:$((SECONDS - t0))s"
 	if [ "$status" -eq 0 ]; then
