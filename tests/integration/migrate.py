@@ -173,8 +173,8 @@ def test_snapshot(tmp, disk):
     vm = cl.start()
     try:
         vm.expect(console.PROMPT, 120)
-        # The guest's clock well past where a fresh VM's starts (one that restarted from zero
-        # shows however slow the restore is).
+        # The guest's clock well past where a fresh VM's starts, so that a clock restarted
+        # from zero on restore cannot pass for the saved one, however long the restore takes.
         up0 = guest_uptime(vm.run(UPTIME))
         if up0 < SNAPSHOT_AT_S:
             time.sleep(SNAPSHOT_AT_S - up0)
@@ -190,11 +190,11 @@ def test_snapshot(tmp, disk):
             return
         # The VM runs on after a snapshot.
         out = vm.run("echo alive-$((1+1)); " + UPTIME)
-        up1 = guest_uptime(out)
         if "alive-2" in out:
             ok("snapshot written (%d bytes), the VM runs on" % os.path.getsize(snap))
         else:
             bad("after the snapshot the guest says %r" % out)
+        up1 = guest_uptime(out)
         vm.run("echo changed-after > /tmp/marker")
         vm.close()
         # Restored some time later: the guest's clock goes on from the snapshot's, by no
