@@ -113,7 +113,7 @@ wait "$holder" 2>/dev/null
 if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
 	check "net tap on a non-TAP interface" 1 "net tap 'lo': the interface is not a TAP device" -- --kernel "$image" --firmware "$fw" --net tap=lo
 else
-	echo "skipped: net tap on a non-TAP interface (needs root and /dev/net/tun)"
+	echo "SKIP: net tap on a non-TAP interface: needs root and /dev/net/tun"
 fi
 
 # File permissions do not stop root: as root, run these cases as user nobody.
@@ -155,6 +155,10 @@ if [ -z "$as_user" ] || { command -v runuser >/dev/null && id nobody >/dev/null 
 	if [ -n "$as_user" ] && [ -c /dev/net/tun ]; then
 		# Unprivileged: no TAP device to attach to, and no right to make one.
 		check "net tap without permission" 1 "net tap 'mabo-none0': .*\(no permission\|Permission denied\)" -- --kernel "$tmp/Image" --firmware "$tmp/fw.bin" --net tap=mabo-none0
+	elif [ -n "$as_user" ]; then
+		echo "SKIP: net tap without permission: no /dev/net/tun"
+	else
+		echo "SKIP: net tap without permission: runs only as root (as user nobody)"
 	fi
 	vmm=$saved_vmm
 else

@@ -4,6 +4,7 @@
  * many places, each of which must be refused with an error, never loaded. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -269,11 +270,21 @@ static void test_snapshot_roundtrip(void **state)
 	mmio_write32(&a.vm, "clint", 0x4000 + 8, 0x12345678);
 	mmio_write32(&a.vm, "virtio_mmio", 0x070, 1); /* status: ACKNOWLEDGE */
 	mmio_write32(&a.vm, "uart0", 7, 0x5a);	      /* scratch register */
+	/* a's guest clock 100 s ahead of b's: a b that kept its own clock shows it at once. */
+	const uint64_t ahead_ns = 100ULL * 1000000000ULL;
+	assert_true(host_now_ns() > ahead_ns);
+	a.vm.clock_base_ns -= ahead_ns;
 	uint64_t before_save = vm_mtime(&a.vm);
 	write_snapshot(&a);
+	uint64_t after_save = vm_mtime(&a.vm);
 
 	machine_make(&b, disk_path);
+	/* Restored a while after the snapshot: the clock must not jump by that while. */
+	usleep(300000);
+	uint64_t t_restore = host_now_ns();
 	assert_int_equal(migration_restore(&b.vm, snap_path), 0);
+	uint64_t restored = vm_mtime(&b.vm);
+	uint64_t restore_ticks = (host_now_ns() - t_restore) / (1000000000ULL / VM_TIMEBASE_HZ);
 	for (int h = 0; h < 2; h++) {
 		struct hart *x = a.vm.harts[h], *y = b.vm.harts[h];
 		assert_memory_equal(x->x, y->x, 32 * sizeof(uint64_t));
@@ -290,9 +301,14 @@ static void test_snapshot_roundtrip(void **state)
 	assert_int_equal(mmio_read32(&b.vm, "clint", 0x4000 + 8), 0x12345678);
 	assert_int_equal(mmio_read32(&b.vm, "virtio_mmio", 0x070), 1);
 	assert_int_equal(mmio_read32(&b.vm, "uart0", 7), 0x5a);
-	/* The guest clock continues, never behind where it was saved (the saved value is at
-	 * least before_save; a's clock runs on meanwhile, so it is no yardstick). */
-	assert_true(vm_mtime(&b.vm) >= before_save);
+	/* The guest clock continues from the snapshot's: the saved value lies between
+	 * before_save and after_save, and since the restore it ran restore_ticks at most. Not
+	 * restarted (b's own clock is 100 s behind), nor moved on by the 300 ms before the
+	 * restore (10 ms of slack). */
+	if (restored < before_save || restored > after_save + restore_ticks + VM_TIMEBASE_HZ / 100)
+		fail_msg("restored mtime %" PRIu64 ", saved between %" PRIu64 " and %" PRIu64
+			 " (+%" PRIu64 " since the restore)",
+			 restored, before_save, after_save, restore_ticks);
 	machine_free(&b);
 	machine_free(&a);
 }
