@@ -79,6 +79,9 @@ struct vm {
 	struct api *api;
 	bool user_paused;      /* paused from the control socket (on the loop thread) */
 	_Atomic bool arriving; /* --incoming or --restore: the state is not loaded yet */
+	/* What the VMM is busy with before the guest runs ("loading the initramfs"): a
+	 * static string, read by main's watchdog for --timeout's message; NULL at first. */
+	_Atomic(const char *) phase;
 
 	/* Pausing (vm_pause): a request every hart honours at its next block boundary by
 	 * parking in vm_hart_park until vm_resume. */
@@ -105,6 +108,12 @@ struct vm {
 
 /* Host monotonic clock in ns. */
 uint64_t host_now_ns(void);
+
+/* Names what the VMM does now (a static string), for a timeout's message. */
+static inline void vm_set_phase(struct vm *vm, const char *what)
+{
+	atomic_store(&vm->phase, what);
+}
 
 /* The guest's mtime now. */
 static inline uint64_t vm_mtime(const struct vm *vm)
