@@ -68,6 +68,8 @@
 #define PAGE_ZSTD 2
 
 #define PAGES_RECORD_BYTES (1U << 20)
+/* The longest guest uptime a state may carry: 100 years of mtime ticks. */
+#define CLOCK_MAX_TICKS (100ULL * 36525 * 864 * VM_TIMEBASE_HZ)
 #define DEFAULT_DOWNTIME_MS 300
 #define MAX_PASSES 60
 #define IO_TIMEOUT_S 10
@@ -631,6 +633,16 @@ static int loader_read(struct loader *l, struct stream *s)
 			l->clock_pause_ns = sreader_u64(&r);
 			if (ver != CLOCK_VERSION || !sreader_ok(&r) || r.left) {
 				snprintf(l->why, n, "malformed clock record");
+				return -EPROTO;
+			}
+			/* A guest up for centuries is no guest: its clock origin would fall
+			 * beyond what the host's clock arithmetic holds. */
+			if (l->clock_mtime > CLOCK_MAX_TICKS) {
+				snprintf(l->why, n,
+					 "the guest clock reads %" PRIu64
+					 " days of uptime (at most %" PRIu64 ")",
+					 (uint64_t)(l->clock_mtime / VM_TIMEBASE_HZ / 86400),
+					 (uint64_t)(CLOCK_MAX_TICKS / VM_TIMEBASE_HZ / 86400));
 				return -EPROTO;
 			}
 			l->have_clock = true;
