@@ -261,6 +261,32 @@ mkfifo "$tmp/kernel.fifo"
 check_timeout "kernel pipe without a writer" \
 	"mabo-vmm: error: timeout: still loading the kernel after 1\.[0-9] s" 1 \
 	1 "kernel '$tmp/kernel.fifo'" -- --kernel "$tmp/kernel.fifo" --firmware "$fw"
+# A regular kernel file whose open() blocks, as on a hung network file system: a fanotify
+# permission event (root only) that its listener never answers.
+cp "$image" "$tmp/held-Image"
+python3 - "$tmp/held-Image" "$tmp/held.ready" <<'PY' &
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                               ctypes.c_char_p]
+fd = libc.fanotify_init(0x4, os.O_RDONLY)  # FAN_CLASS_CONTENT
+if fd < 0 or libc.fanotify_mark(fd, 1, 0x10000, -100, sys.argv[1].encode()) < 0:
+    open(sys.argv[2], "w").write("unsupported: " + os.strerror(ctypes.get_errno()))
+    sys.exit(0)
+open(sys.argv[2], "w").write("ok")  # FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD
+time.sleep(20)
+PY
+held_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/held.ready" ] && break; sleep 0.05; done
+if [ "$(cat "$tmp/held.ready" 2>/dev/null)" = ok ]; then
+	check_timeout "kernel whose open blocks" \
+		"mabo-vmm: error: timeout: still loading the kernel after 1\.[0-9] s" 1 \
+		-- --kernel "$tmp/held-Image" --firmware "$fw"
+else
+	echo "skipped: kernel whose open blocks (fanotify: $(cat "$tmp/held.ready" 2>/dev/null))"
+fi
+kill "$held_pid" 2>/dev/null
+wait "$held_pid" 2>/dev/null
 # 3 GiB of initramfs (sparse) take longer than half a second to read into guest memory.
 truncate -s 3G "$tmp/big.cpio"
 check_timeout "timeout loading a large initramfs" \
