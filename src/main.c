@@ -240,7 +240,7 @@ static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, uint64_
 	atomic_store(&vm.arriving, false);
 	/* The run's own deadline (below) stops the guest; the watchdog bounds what follows. */
 	vm_set_phase(&vm, NULL);
-	watchdog_set(wd, "stopping the VM after the timeout", NULL, WATCHDOG_STOP_GRACE_NS);
+	watchdog_set(wd, "stopping the VM", NULL, WATCHDOG_STOP_GRACE_NS);
 	vm.running_harts = vm.nharts;
 	for (int i = 0; i < vm.nharts; i++) {
 		int e = pthread_create(&threads[i], NULL, hart_thread, vm.harts[i]);
