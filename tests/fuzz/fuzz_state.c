@@ -88,7 +88,7 @@ static void run_unquiesce(void *opaque)
 static void quiesce(void)
 {
 	struct quiesce_ctx c;
-	for (int k = 0; k < 2000; k++) {
+	for (int k = 0; k < 10000; k++) { /* 5 s: a disk request takes far less */
 		if (event_loop_run(vm.loop, run_quiesce, &c))
 			abort();
 		if (!c.busy)
