@@ -4,9 +4,9 @@
  * hart's registers and CSRs, the clock, the devices' state), recomputing each record's
  * CRC, so that every input reaches the checks on what the values mean. A state that loads
  * must be one this VMM can run: the harts then run a few thousand instructions (a small
- * loop of loads, stores, CSR reads and ecall in the seed), and what they leave must still
- * be a state the reader accepts (a privilege mode, paging scheme or mstatus the hart cannot
- * have would show up there, or as a crash under the sanitizers).
+ * loop of loads, stores, CSR reads and ecall in the seed), and what they and the devices
+ * leave must still be a state the reader accepts (a privilege mode, paging scheme or mstatus the
+ * hart cannot have would show up there, or as a crash under the sanitizers).
  *
  *   make fuzz && build/fuzz/fuzz_state -max_total_time=60 build/fuzz/corpus-state
  *
@@ -359,6 +359,24 @@ static void check_hart(struct hart *h, const char *when)
 	sbuf_free(&b);
 }
 
+/* What the devices hold after the guest ran (and they went quiet, as for a migration) must
+ * load again: else the next migration of such a guest would fail. */
+static void check_devices(void)
+{
+	struct sbuf b;
+	struct sreader r;
+
+	sbuf_init(&b);
+	virt_save_state(&vm, &b);
+	sreader_init(&r, b.data, b.len);
+	if (b.oom || virt_load_state(&vm, &r)) {
+		fprintf(stderr, "fuzz_state: the devices' own state is refused: %s\n",
+			r.err ? r.err : "out of memory");
+		abort();
+	}
+	sbuf_free(&b);
+}
+
 static void run_briefly(void)
 {
 	pthread_t threads[VM_MAX_CPUS];
@@ -415,5 +433,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	run_briefly();
 	for (int i = 0; i < vm.nharts; i++)
 		check_hart(vm.harts[i], "after running");
+	check_devices();
 	return 0;
 }
