@@ -5,8 +5,8 @@
  * CRC, so that every input reaches the checks on what the values mean. A state that loads
  * must be one this VMM can run: the harts then run a few thousand instructions (a small
  * loop of loads, stores, CSR reads and ecall in the seed), and what they and the devices
- * leave must still be a state the reader accepts (a privilege mode, paging scheme or mstatus the
- * hart cannot have would show up there, or as a crash under the sanitizers).
+ * leave must still be a state the reader accepts (a privilege mode, paging scheme or
+ * mstatus the hart cannot have would show up there, or as a crash under the sanitizers).
  *
  *   make fuzz && build/fuzz/fuzz_state -max_total_time=60 build/fuzz/corpus-state
  *
