@@ -80,9 +80,12 @@ FUZZ_blk_SRCS := $(filter-out src/virtio/blk.c src/core/log.c,$(LIB_SRCS))
 FUZZ_jit_SRCS := $(LIB_SRCS)
 # The saved-state reader, loading into a whole machine; the target has its own log.
 FUZZ_stream_SRCS := $(filter-out src/core/log.c,$(LIB_SRCS))
+# The saved state's meaning: records kept well-formed (CRCs recomputed), values changed,
+# what loads is run.
+FUZZ_state_SRCS := $(LIB_SRCS)
 # The JSON parser and writer: the control socket's requests come from any local client.
 FUZZ_json_SRCS := src/core/json.c
-FUZZ_NAMES := virtqueue blk jit stream json
+FUZZ_NAMES := virtqueue blk jit stream state json
 FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
 fuzz: $(FUZZ_BINS)

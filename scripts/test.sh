@@ -53,8 +53,9 @@ suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
 # The libFuzzer targets (clang): the virtqueue, virtio-blk requests, the code generator
-# against the interpreter, the saved-state reader and the control socket's JSON parser; 30 s
-# each, the corpus stays in build/fuzz.
+# against the interpreter, the saved-state reader (its bytes, and the meaning of well-formed
+# records: fuzz_state) and the control socket's JSON parser; 30 s each, the corpus stays in
+# build/fuzz.
 suite fuzz make -s fuzz-run FUZZ_TIME=30
 # build/mabo against a fake control socket (no guest needed).
 suite mabo-client python3 tests/integration/mabo_client.py --mabo build/mabo

@@ -4,7 +4,9 @@
 # connect fails and leaves the VM running, errors are one line with a non-zero exit, bad
 # requests do not hurt
 # the VMM, a second VMM cannot take a live socket but replaces a stale one, and quit ends
-# the VMM with status 0 and removes its socket. Boots the default guest (build/guest).
+# the VMM with status 0 and removes its socket; snapshots back to back both succeed; while
+# a VM is incoming, pause, resume, snapshot and migrate are refused. Boots the default guest
+# (build/guest).
 #   usage: tests/integration/api.sh [VMM] [GUEST_DIR] [MABO]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -153,6 +155,17 @@ if "$mabo" --api-socket "$sock" snapshot "$tmp/vm.snap" && [ -s "$tmp/vm.snap" ]
 else
 	bad "snapshot: $(tail -3 "$tmp/vmm.log")"
 fi
+# Snapshots back to back: each answer comes once the job is over, so the next is taken.
+b2b=0
+for i in 1 2 3 4 5; do
+	"$mabo" --api-socket "$sock" snapshot "$tmp/b2b.snap" 2>>"$tmp/b2b.err" && b2b=$((b2b + 1))
+done
+if [ "$b2b" -eq 5 ] && [ ! -s "$tmp/b2b.err" ]; then
+	ok "five snapshots back to back"
+else
+	bad "snapshots back to back: $b2b of 5: $(cat "$tmp/b2b.err")"
+fi
+rm -f "$tmp/b2b.snap"
 mabo_fails "snapshot to a missing directory" "No such file or directory" -- snapshot "$tmp/no/such/dir/x"
 mabo_fails "cancel with nothing to cancel" "^mabo: cancel: no migration in progress$" -- cancel
 # A migration to a port where nothing listens fails; the VM keeps running here.
@@ -254,6 +267,39 @@ err=$("$vmm" "${boot_args[@]}" --api-socket "" </dev/null 2>&1 >/dev/null)
 status=$?
 [ "$status" -eq 2 ] && printf '%s' "$err" | grep -q -- "--api-socket: needs a socket path" &&
 	ok "empty path" || bad "empty path: status $status: $err"
+
+# While the VM is incoming (its state not arrived), pause, resume, snapshot and migrate are
+# refused; --timeout ends the wait with status 3 and removes both sockets.
+isock=$tmp/incoming-api.sock
+"$vmm" --memory 256M --cpus 2 --incoming "unix:$tmp/incoming.sock" --api-socket "$isock" \
+	--timeout 4 </dev/null >"$tmp/incoming.log" 2>&1 &
+ipid=$!
+pids+=("$ipid")
+if wait_socket "$isock"; then
+	saved_sock=$sock
+	sock=$isock
+	if state_is incoming; then
+		ok "incoming: info says incoming"
+	else
+		bad "incoming: info: $("$mabo" --api-socket "$sock" info 2>&1)"
+	fi
+	mabo_fails "incoming: snapshot refused" "^mabo: snapshot: the VM is incoming" -- snapshot "$tmp/inc.snap"
+	[ ! -e "$tmp/inc.snap" ] && ok "incoming: no snapshot file" || bad "incoming: a snapshot file was written"
+	mabo_fails "incoming: pause refused" "^mabo: pause: the VM is incoming" -- pause
+	mabo_fails "incoming: resume refused" "^mabo: resume: the VM is incoming" -- resume
+	mabo_fails "incoming: migrate refused" "the VM is incoming" -- migrate "unix:$tmp/nowhere.sock"
+	sock=$saved_sock
+else
+	bad "incoming: the socket did not appear: $(cat "$tmp/incoming.log")"
+fi
+wait "$ipid"
+istatus=$?
+if [ "$istatus" -eq 3 ] && grep -q "timeout: still waiting for an incoming migration" "$tmp/incoming.log" &&
+	[ ! -e "$isock" ] && [ ! -e "$tmp/incoming.sock" ]; then
+	ok "incoming: --timeout ends the wait (status 3, sockets removed)"
+else
+	bad "incoming: status $istatus, sockets: $(ls "$tmp"/*incoming* 2>&1): $(cat "$tmp/incoming.log")"
+fi
 
 echo "api: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

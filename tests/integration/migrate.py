@@ -629,6 +629,14 @@ def test_pingpong(tmp, disk, rounds):
             cur.expect(r"W \d+ ", 30)
         else:
             ok("%d migrations back and forth (outage ms: %s)" % (rounds, outages))
+        # A pre-copy arrival has no userfaultfd to unregister: no warning about it.
+        warned = [s.name for s in sessions
+                  if os.path.exists(s.log_path) and
+                  b"userfaultfd: unregister" in open(s.log_path, "rb").read()]
+        if warned:
+            bad("userfaultfd warnings after arrivals: %s" % warned)
+        else:
+            ok("no userfaultfd warning in %d VMMs' logs" % len(sessions))
 
         last = finish_workload(cur, sessions)
         return last, outages
