@@ -78,11 +78,11 @@ FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c src/migration/sb
 FUZZ_blk_SRCS := $(filter-out src/virtio/blk.c src/core/log.c,$(LIB_SRCS))
 # The code generator against the interpreter: the input is a guest program.
 FUZZ_jit_SRCS := $(LIB_SRCS)
-# The saved-state reader, loading into a whole machine; the target has its own log.
-FUZZ_stream_SRCS := $(filter-out src/core/log.c,$(LIB_SRCS))
+# The saved-state reader, loading into a whole machine, with a quiet log.
+FUZZ_stream_SRCS := $(filter-out src/core/log.c,$(LIB_SRCS)) tests/fuzz/quiet_log.c
 # The saved state's meaning: records kept well-formed (CRCs recomputed), values changed,
 # what loads is run.
-FUZZ_state_SRCS := $(LIB_SRCS)
+FUZZ_state_SRCS := $(filter-out src/core/log.c,$(LIB_SRCS)) tests/fuzz/quiet_log.c
 # The JSON parser and writer: the control socket's requests come from any local client.
 FUZZ_json_SRCS := src/core/json.c
 FUZZ_NAMES := virtqueue blk jit stream state json

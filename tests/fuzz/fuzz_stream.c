@@ -34,31 +34,6 @@ static struct vm vm;
 static int data_fd = -1;
 static char data_path[64];
 
-/* The log (core/log.c is not linked): the reader logs one line per refused input, so the
- * lines are formatted (format bugs still show) and dropped. Standard error itself stays
- * open: a crash's report (sanitizers, libFuzzer) must reach the fuzzer's log. */
-static void fuzz_log(const char *fmt, va_list ap)
-{
-	char buf[1024];
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-}
-#define FUZZ_LOG_FN(name)                                                                          \
-	void name(const char *fmt, ...)                                                            \
-	{                                                                                          \
-		va_list ap;                                                                        \
-		va_start(ap, fmt);                                                                 \
-		fuzz_log(fmt, ap);                                                                 \
-		va_end(ap);                                                                        \
-	}
-FUZZ_LOG_FN(log_error)
-FUZZ_LOG_FN(log_warn)
-FUZZ_LOG_FN(log_info)
-FUZZ_LOG_FN(log_debug)
-void log_set_verbose(int level)
-{
-	(void)level;
-}
-
 static void setup(void)
 {
 	char disk[] = "/tmp/mabo-fuzz-disk-XXXXXX";
