@@ -548,7 +548,8 @@ static int wait_state(const char *sock, const char *name, const char *const *goo
 		struct json_value *v = call(sock, "GET", path, NULL);
 		if (!v)
 			return EXIT_FAILED;
-		const char *st = str(v, "state");
+		char st[32];
+		snprintf(st, sizeof(st), "%s", str(v, "state"));
 		bool transient = strcmp(st, "starting") == 0 || strcmp(st, "stopping") == 0;
 		if (!transient) {
 			for (const char *const *g = good; *g; g++) {
