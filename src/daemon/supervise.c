@@ -549,9 +549,11 @@ static void last_error(struct mabod *d, struct vmrec *vm, char *buf, size_t len)
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\r\n")] = 0;
-		if (strstr(line, "error"))
-			snprintf(buf, len, "%s", line);
+		/* mabo-vmm starts its lines with \r (its terminal may be in raw mode). */
+		char *p = line + strspn(line, "\r");
+		p[strcspn(p, "\r\n")] = 0;
+		if (strstr(p, "error"))
+			snprintf(buf, len, "%s", p);
 	}
 	fclose(f);
 }

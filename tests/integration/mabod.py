@@ -15,6 +15,7 @@ import gzip
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -200,6 +201,7 @@ class Env:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def pids_naming(text):
@@ -470,6 +472,39 @@ def check_sigterm(e):
     expect(rc == 0 and not alive(pid), "kill vm3: %s" % err)
 
 
+def check_start_failure(e):
+    kernel = os.path.join(e.tmp, "Image-gone")
+    with open(e.guest + "/Image", "rb") as f, open(kernel, "wb") as g:
+        g.write(f.read())
+    status, r = e.api("POST", "/v1/vms", {"name": "gone", "spec": e.spec(kernel=kernel)})
+    expect(status == 201, "define gone: %s %r" % (status, r))
+    os.unlink(kernel)
+    rc, out, err = e.mabo("vm", "start", "gone")
+    v = e.vm("gone")
+    expect(rc == 1 and err.count("\n") == 1 and "Image-gone" in err,
+           "start with the kernel gone: %d %r" % (rc, err))
+    expect(v["state"] == "crashed" and "Image-gone" in v.get("reason", ""), "gone: %s" % v)
+    rc, out, err = e.mabo("vm", "delete", "gone")
+    expect(rc == 0, "delete gone: %s" % err)
+
+
+def check_autostart(e):
+    rc, out, err = e.mabo(*e.create_args("vm4", "--autostart", tick=True))
+    expect(rc == 0 and e.vm("vm4")["state"] == "stopped", "vm create vm4: %s" % err)
+    # A daemon restarted within the same boot does not autostart (RUN_DIR/booted says so)...
+    e.kill9_daemon()
+    e.start_daemon()
+    time.sleep(0.5)
+    expect(e.vm("vm4")["state"] == "stopped", "vm4 autostarted by a restarted daemon")
+    # ... the first one after a boot (a fresh RUN_DIR) does.
+    e.kill9_daemon()
+    os.unlink(os.path.join(e.run, "booted"))
+    e.start_daemon()
+    v = e.wait_vm("vm4", lambda v: v["state"] == "running", "running", 30)
+    rc, out, err = e.mabo("vm", "kill", "vm4")
+    expect(rc == 0 and not alive(v["pid"]), "kill vm4: %s" % err)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -495,6 +530,9 @@ def main():
         ("pause, resume, stop", lambda: check_stop_pause(e)),
         ("definitions survive kill -9 in a burst of defines", lambda: check_burst(e)),
         ("SIGTERM: mabod exits, the VM runs on", lambda: check_sigterm(e)),
+        ("a start that fails: one line, crashed, with the VMM's reason",
+         lambda: check_start_failure(e)),
+        ("autostart once per boot", lambda: check_autostart(e)),
     ]
     failed = 0
     try:
