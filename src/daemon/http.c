@@ -280,7 +280,7 @@ static enum MHD_Result vm_action(struct mabod *d, struct MHD_Connection *c, stru
 		r = sup_start(d, vm, err, sizeof(err));
 		if (r < 0) {
 			snprintf(vm->reason, sizeof(vm->reason), "%s", err);
-			return send_error(c, 500, "%s", err);
+			return send_error(c, r == -EBUSY ? 409 : 500, "%s", err);
 		}
 		return send_json(c, 202, vm_json(d, vm, false));
 	}

@@ -418,7 +418,7 @@ int main(int argc, char **argv)
 	store_close(d);
 	snprintf(path, sizeof(path), "%s/mabod.sock", d->run_dir);
 	unlink(path);
-	close(d->listen_fd);
+	/* The HTTP server closed the listening socket. */
 	close(d->signal_fd);
 	close(d->lock_fd);
 	return 0;

@@ -40,8 +40,9 @@ static int pidfd_kill(int fd, int sig)
 	return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
 }
 
-/* The process's start time (/proc/PID/stat field 22, clock ticks since boot), 0 if gone. */
-static uint64_t proc_start(pid_t pid)
+/* A numeric field of /proc/PID/stat (4: the parent, 22: the start time in clock ticks since
+ * boot); 0 if the process is gone. */
+static uint64_t proc_stat(pid_t pid, int want)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -58,12 +59,37 @@ static uint64_t proc_start(pid_t pid)
 	if (!p)
 		return 0;
 	p++;
-	for (int field = 3; field < 22; field++) {
+	for (int field = 3; field < want; field++) {
 		p = strchr(p + 1, ' ');
 		if (!p)
 			return 0;
 	}
 	return strtoull(p + 1, NULL, 10);
+}
+
+static uint64_t proc_start(pid_t pid)
+{
+	return proc_stat(pid, 22);
+}
+
+/* Whether pid is a monitor (mabod --monitor DIR ...) of the VM directory dir. */
+static bool proc_is_monitor(pid_t pid, const char *dir)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	size_t a = strlen(buf) + 1;
+	if ((size_t)n <= a || strcmp(buf + a, "--monitor") != 0)
+		return false;
+	a += strlen("--monitor") + 1;
+	return (size_t)n > a && strcmp(buf + a, dir) == 0;
 }
 
 /* A pidfd for pid if it is still the process that started at `start`. Checked after the
@@ -310,6 +336,17 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	if (ret < 0) {
 		seterr(err, len, "vm '%s': cannot create '%s': %s", vm->name, dir, strerror(-ret));
 		return ret;
+	}
+	/* A VMM that answers on the VM's control socket though the daemon knows of none (one
+	 * started by hand, or left by a daemon killed before it recorded it) would be a second
+	 * copy of the VM: refuse. */
+	json_t *info;
+	char e2[256];
+	if (sup_vmm_request(d, vm, "info", &info, e2, sizeof(e2)) == 0) {
+		seterr(err, len, "vm '%s': a VMM (pid %lld) already answers on '%s'", vm->name,
+		       (long long)json_integer_value(json_object_get(info, "pid")), sock);
+		json_decref(info);
+		return -EBUSY;
 	}
 	/* What a previous run left: its status and its control socket (no VMM answers it). */
 	sup_path(d, vm, "exit", path, sizeof(path));
@@ -627,8 +664,36 @@ void sup_on_exit(struct mabod *d, struct vmrec *vm)
 	ended(d, vm, failed, how);
 }
 
+/* A VMM no record names but that answers on the VM's control socket: a daemon killed
+ * between starting it and recording it leaves one. It is taken with its monitor. */
+static void find_unrecorded(struct mabod *d, struct vmrec *vm)
+{
+	char err[256], dir[PATH_MAX];
+	json_t *info;
+	if (sup_vmm_request(d, vm, "info", &info, err, sizeof(err)) < 0)
+		return;
+	pid_t pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
+	json_decref(info);
+	if (pid <= 0 || sup_path(d, vm, NULL, dir, sizeof(dir)) < 0)
+		return;
+	vm->pid = pid;
+	vm->pid_start = proc_start(pid);
+	pid_t parent = (pid_t)proc_stat(pid, 4);
+	if (parent > 1 && proc_is_monitor(parent, dir)) {
+		vm->shim_pid = parent;
+		vm->shim_start = proc_start(parent);
+	}
+	vm->state = VM_STARTING;
+	vm->want_running = true;
+	vm->started_at = wall_ms();
+	mabod_event(d, vm, "adopt", "vm '%s': found pid %d answering on its control socket",
+		    vm->name, (int)pid);
+}
+
 void sup_adopt(struct mabod *d, struct vmrec *vm)
 {
+	if (!vm->shim_pid && !vm->pid)
+		find_unrecorded(d, vm);
 	if (!vm->shim_pid && !vm->pid)
 		return;
 	vm->shim_fd = proc_claim(vm->shim_pid, vm->shim_start);

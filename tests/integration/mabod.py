@@ -71,8 +71,9 @@ def ticking_initramfs(guest, path):
 
 
 class Env:
-    def __init__(self, build, guest, log_dir):
+    def __init__(self, build, guest, log_dir, vmm=None):
         self.build = os.path.abspath(build)
+        self.vmm = os.path.abspath(vmm) if vmm else os.path.join(self.build, "mabo-vmm")
         self.guest = os.path.abspath(guest)
         self.tmp = tempfile.mkdtemp(prefix="mabod-")
         self.state = os.path.join(self.tmp, "state")
@@ -91,7 +92,7 @@ class Env:
         expect(self.daemon is None or self.daemon.poll() is not None, "a daemon runs already")
         self.daemon = subprocess.Popen(
             [os.path.join(self.build, "mabod"), "--state-dir", self.state, "--run-dir",
-             self.run], stdin=subprocess.DEVNULL, stdout=self.daemon_log,
+             self.run, "--vmm", self.vmm], stdin=subprocess.DEVNULL, stdout=self.daemon_log,
             stderr=self.daemon_log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -505,17 +506,53 @@ def check_autostart(e):
     expect(rc == 0 and not alive(v["pid"]), "kill vm4: %s" % err)
 
 
+def check_unrecorded_vmm(e):
+    status, r = e.api("POST", "/v1/vms", {"name": "vm5", "spec": e.spec()})
+    expect(status == 201, "define vm5: %s %r" % (status, r))
+    d = os.path.join(e.run, "vms", "vm5")
+    os.makedirs(d, exist_ok=True)
+    sock = os.path.join(d, "api.sock")
+    g = e.guest
+    p = subprocess.Popen(
+        [e.vmm, "--kernel", g + "/Image", "--initramfs",
+         g + "/initramfs.cpio.gz", "--firmware", g + "/fw_dynamic.bin", "--memory", "256M",
+         "--api-socket", sock], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    e.pids.add(p.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            expect(time.monotonic() < deadline and p.poll() is None, "the VMM made no socket")
+            time.sleep(0.05)
+        rc, out, err = e.mabo("vm", "start", "vm5")
+        expect(rc == 1 and "already answers" in err and str(p.pid) in err,
+               "start beside an unrecorded VMM: %d %r" % (rc, err))
+        # A new daemon finds it on the socket and watches it.
+        e.kill9_daemon()
+        e.start_daemon()
+        v = e.wait_vm("vm5", lambda v: v["state"] == "running", "running", 10)
+        expect(v["pid"] == p.pid, "vm5: %s, the VMM is pid %d" % (v, p.pid))
+        rc, out, err = e.mabo("vm", "kill", "vm5")
+        expect(rc == 0 and p.wait(10) == -signal.SIGKILL, "kill vm5: %d %s" % (rc, err))
+        expect(e.vm("vm5")["state"] == "stopped", "vm5 after kill: %s" % e.vm("vm5"))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--guest", default="build/guest")
     ap.add_argument("--log-dir", default="build/mabod-logs")
+    ap.add_argument("--vmm", help="mabo-vmm for mabod (default: beside it)")
     args = ap.parse_args()
     for f in ("Image", "initramfs.cpio.gz", "fw_dynamic.bin"):
         if not os.path.exists(os.path.join(args.guest, f)):
             print("SKIP: %s/%s missing (run tools/mabo-image)" % (args.guest, f))
             return 77
-    e = Env(args.build, args.guest, args.log_dir)
+    e = Env(args.build, args.guest, args.log_dir, args.vmm)
     checks = [
         ("daemon starts", lambda: e.start_daemon()),
         ("define and start a VM", lambda: check_start_and_prompt(e)),
@@ -533,6 +570,8 @@ def main():
         ("a start that fails: one line, crashed, with the VMM's reason",
          lambda: check_start_failure(e)),
         ("autostart once per boot", lambda: check_autostart(e)),
+        ("a VMM on a VM's socket the daemon did not record: no second copy, adopted",
+         lambda: check_unrecorded_vmm(e)),
     ]
     failed = 0
     try:
