@@ -194,12 +194,38 @@ static bool get_int(const struct json_value *o, const char *key, long long *out)
 
 /* ---- vm create: mabo-vmm's options into a spec ---- */
 
+/* in as an absolute path (the daemon runs elsewhere), with "." and ".." folded lexically:
+ * symbolic links are kept as given (a /dev/disk/by-id/ name should stay that name). */
 static int absolute(const char *in, char *out, size_t len)
 {
-	char cwd[PATH_MAX];
-	if (in[0] == '/' || !getcwd(cwd, sizeof(cwd)))
-		return snprintf(out, len, "%s", in) >= (int)len ? -1 : 0;
-	return snprintf(out, len, "%s/%s", cwd, in) >= (int)len ? -1 : 0;
+	char buf[2 * PATH_MAX], cwd[PATH_MAX];
+	if (in[0] == '/')
+		snprintf(buf, sizeof(buf), "%s", in);
+	else if (getcwd(cwd, sizeof(cwd)))
+		snprintf(buf, sizeof(buf), "%s/%s", cwd, in);
+	else
+		return -1;
+	size_t o = 0;
+	char *save = NULL;
+	for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (strcmp(c, ".") == 0)
+			continue;
+		if (strcmp(c, "..") == 0) {
+			while (o > 0 && out[--o] != '/')
+				;
+			continue;
+		}
+		size_t n = strlen(c);
+		if (o + 1 + n + 1 > len)
+			return -1;
+		out[o++] = '/';
+		memcpy(out + o, c, n);
+		o += n;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = 0;
+	return 0;
 }
 
 static int kv_path(struct json_writer *w, const char *key, const char *opt, const char *v)
