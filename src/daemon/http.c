@@ -231,25 +231,48 @@ static void remove_run_dir(struct mabod *d, struct vmrec *vm)
 		rmdir(path);
 }
 
-/* The console output so far (console.log.1 then console.log). */
+/* The console output so far (console.log.1 then console.log), its last CONSOLE_SEND_MAX
+ * bytes at most. */
+#define CONSOLE_SEND_MAX (64u << 20)
 static enum MHD_Result send_console(struct mabod *d, struct MHD_Connection *c, struct vmrec *vm)
 {
 	char path[PATH_MAX];
-	size_t cap = (size_t)d->console_cap * 2 + 65536, len = 0;
-	char *buf = malloc(cap);
-	if (!buf)
-		return send_error(c, 500, "out of memory");
+	int fds[2];
+	off_t sizes[2] = { 0, 0 };
 	for (int i = 0; i < 2; i++) {
+		struct stat st;
+		fds[i] = -1;
 		if (sup_path(d, vm, i ? "console.log" : "console.log.1", path, sizeof(path)) < 0)
 			continue;
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] >= 0 && fstat(fds[i], &st) == 0)
+			sizes[i] = st.st_size;
+	}
+	/* What goes beyond the limit is the oldest part. */
+	off_t skip = sizes[0] + sizes[1] > (off_t)CONSOLE_SEND_MAX
+			     ? sizes[0] + sizes[1] - (off_t)CONSOLE_SEND_MAX
+			     : 0;
+	size_t cap = (size_t)(sizes[0] + sizes[1] - skip), len = 0;
+	char *buf = malloc(cap + 1);
+	for (int i = 0; i < 2; i++) {
+		off_t from = skip > sizes[i] ? sizes[i] : skip;
+		skip -= from;
+		if (fds[i] < 0)
 			continue;
 		ssize_t n;
-		while (len < cap && (n = read(fd, buf + len, cap - len)) > 0)
+		/* The file may grow meanwhile: up to the size seen. */
+		while (buf && from < sizes[i] && len < cap &&
+		       (n = pread(fds[i], buf + len,
+				  (size_t)(sizes[i] - from) < cap - len ? (size_t)(sizes[i] - from)
+									: cap - len,
+				  from)) > 0) {
 			len += (size_t)n;
-		close(fd);
+			from += n;
+		}
+		close(fds[i]);
 	}
+	if (!buf)
+		return send_error(c, 500, "out of memory");
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(buf);

@@ -3,7 +3,7 @@
  * path, so VMs run on while it is stopped, killed or upgraded, and the next one re-adopts
  * them.
  *
- *   mabod [--state-dir DIR] [--run-dir DIR] [--vmm PATH] [-v]
+ *   mabod [--state-dir DIR] [--run-dir DIR] [--vmm PATH] [--console-log-max SIZE] [-v]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -316,6 +316,7 @@ int main(int argc, char **argv)
 		{ "state-dir", required_argument, NULL, 's' },
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ "vmm", required_argument, NULL, 'm' },
+		{ "console-log-max", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -323,6 +324,7 @@ int main(int argc, char **argv)
 		return sup_monitor_main(argc, argv);
 	static struct mabod daemon;
 	struct mabod *d = &daemon;
+	d->console_cap = CONSOLE_CAP;
 	const char *state = DEFAULT_STATE_DIR, *rundir = DEFAULT_RUN_DIR, *vmm = NULL;
 	int verbose = 0, c;
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
@@ -330,6 +332,15 @@ int main(int argc, char **argv)
 		case 's': state = optarg; break;
 		case 'r': rundir = optarg; break;
 		case 'm': vmm = optarg; break;
+		case 'c': {
+			uint64_t v;
+			if (spec_parse_size(optarg, &v) < 0 || v < 4096 || v > (1ULL << 30)) {
+				log_error("--console-log-max '%s': a size from 4K to 1G", optarg);
+				return 2;
+			}
+			d->console_cap = (int64_t)v;
+			break;
+		}
 		case 'v': verbose++; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -341,7 +352,6 @@ int main(int argc, char **argv)
 	}
 	log_set_verbose(verbose);
 	d->listen_fd = d->lock_fd = d->signal_fd = -1;
-	d->console_cap = CONSOLE_CAP;
 	d->started_at = wall_ms();
 	if (absolute("--state-dir", state, d->state_dir, sizeof(d->state_dir)) < 0 ||
 	    absolute("--run-dir", rundir, d->run_dir, sizeof(d->run_dir)) < 0)

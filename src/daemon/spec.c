@@ -124,8 +124,7 @@ static int check_file(const char *field, const char *path, char *err, size_t len
 	return 0;
 }
 
-/* The size syntax of mabo-vmm's --memory: N[K|M|G|T]. */
-static int parse_size(const char *s, uint64_t *out)
+int spec_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	if (!*s || *s < '0' || *s > '9')
@@ -167,7 +166,7 @@ static int check_memory(json_t *out, const json_t *v, char *err, size_t len)
 			}
 			bytes = (uint64_t)i;
 		} else if (json_is_string(v)) {
-			if (parse_size(json_string_value(v), &bytes) < 0) {
+			if (spec_parse_size(json_string_value(v), &bytes) < 0) {
 				seterr(err, len, "memory '%s': not a size (examples: 512M, 2G)",
 				       json_string_value(v));
 				return -EINVAL;

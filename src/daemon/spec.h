@@ -6,11 +6,15 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* A VM name: 1 to 63 of [A-Za-z0-9_-] (it names files and sockets under the run dir). */
 #define SPEC_NAME_MAX 63
 /* Longest error message spec functions write. */
 #define SPEC_ERR_MAX 512
+
+/* The size syntax of mabo-vmm's --memory: N[K|M|G|T]. Returns 0 or -EINVAL / -ERANGE. */
+int spec_parse_size(const char *s, uint64_t *out);
 
 /* Whether name is a valid VM name. */
 bool spec_name_valid(const char *name);

@@ -82,6 +82,7 @@ class Env:
         self.log_dir = log_dir
         os.makedirs(log_dir, exist_ok=True)
         self.daemon = None
+        self.daemon_args = []
         self.daemon_log = open(os.path.join(log_dir, "mabod.log"), "ab")
         self.pids = set()  # every VMM and monitor seen, to end them at the end
         self.tick_initramfs = os.path.join(self.tmp, "tick.cpio.gz")
@@ -92,7 +93,7 @@ class Env:
         expect(self.daemon is None or self.daemon.poll() is not None, "a daemon runs already")
         self.daemon = subprocess.Popen(
             [os.path.join(self.build, "mabod"), "--state-dir", self.state, "--run-dir",
-             self.run, "--vmm", self.vmm], stdin=subprocess.DEVNULL, stdout=self.daemon_log,
+             self.run, "--vmm", self.vmm] + self.daemon_args, stdin=subprocess.DEVNULL, stdout=self.daemon_log,
             stderr=self.daemon_log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -590,6 +591,52 @@ def check_devices(e):
     return "pid %d" % pid
 
 
+def check_stop_unanswered(e):
+    rc, out, err = e.mabo("vm", "start", "vm1")
+    expect(rc == 0, "vm start vm1: %s" % err)
+    pid = e.vm("vm1")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    rc, out, err = e.mabo("vm", "stop", "vm1", "--timeout", "2")
+    took = time.monotonic() - t0
+    v = e.vm("vm1")
+    expect(rc == 0 and v["state"] == "stopped" and not alive(pid),
+           "stop of a VMM that does not answer: %d %r %s" % (rc, err, v))
+    expect(took < 10, "stop took %.1f s" % took)
+    return "%.1f s" % took
+
+
+def check_console_cap(e):
+    cap = 4096
+    e.daemon.send_signal(signal.SIGTERM)
+    e.daemon.wait(10)
+    e.daemon_args = ["--console-log-max", str(cap)]
+    e.start_daemon()
+    rc, out, err = e.mabo(*e.create_args("vm7", tick=True))
+    rc, out, err = e.mabo("vm", "start", "vm7")
+    expect(rc == 0, "vm start vm7: %s" % err)
+    e.wait_console("vm7", "tick 5", 120)
+    d = os.path.join(e.run, "vms", "vm7")
+    # Read the files and the API answer until they agree (the guest keeps printing).
+    for _ in range(20):
+        with open(d + "/console.log.1", "rb") as f:
+            old = f.read()
+        with open(d + "/console.log", "rb") as f:
+            cur = f.read()
+        env = dict(os.environ, MABO_CONNECT="unix:" + e.sock)
+        log = subprocess.run([os.path.join(e.build, "mabo"), "vm", "log", "vm7"], env=env,
+                             capture_output=True, timeout=30, check=True).stdout
+        if log == old + cur:
+            break
+    expect(log == old + cur, "vm log is not console.log.1 then console.log")
+    # A file is cut at the cap, unless one read from the VMM was bigger (at most 16 KiB).
+    expect(0 < len(old) <= 16384 and len(cur) <= 16384, "sizes %d, %d" % (len(old), len(cur)))
+    expect(b"OpenSBI" not in log, "the boot banner is still there: nothing was dropped")
+    rc, out, err = e.mabo("vm", "kill", "vm7")
+    expect(rc == 0, "kill vm7: %s" % err)
+    return "console.log.1 %d bytes, console.log %d" % (len(old), len(cur))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -615,6 +662,8 @@ def main():
         ("VMM killed, restart on-failure: restarted", lambda: check_crash_on_failure(e)),
         ("vm kill and delete", lambda: check_kill_and_delete(e)),
         ("pause, resume, stop", lambda: check_stop_pause(e)),
+        ("stop of a VMM that does not answer: killed at the timeout",
+         lambda: check_stop_unanswered(e)),
         ("definitions survive kill -9 in a burst of defines", lambda: check_burst(e)),
         ("SIGTERM: mabod exits, the VM runs on", lambda: check_sigterm(e)),
         ("a start that fails: one line, crashed, with the VMM's reason",
@@ -622,6 +671,7 @@ def main():
         ("autostart once per boot", lambda: check_autostart(e)),
         ("a VMM on a VM's socket the daemon did not record: no second copy, adopted",
          lambda: check_unrecorded_vmm(e)),
+        ("console log capped (--console-log-max)", lambda: check_console_cap(e)),
     ]
     failed = 0
     try:
