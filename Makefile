@@ -65,6 +65,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmabo.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libmabo.a -lcmocka $(LDLIBS)
 
+# mabod's parts that need no daemon around them: the spec, the store, their names and log.
+DAEMON_UNIT_OBJS := $(addprefix $(BUILD)/obj/src/daemon/,spec.o store.o state.o dlog.o)
+$(BUILD)/tests/test_daemon: tests/unit/test_daemon.c $(DAEMON_UNIT_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DAEMON_CFLAGS) -o $@ $< $(DAEMON_UNIT_OBJS) -lcmocka $(DAEMON_LIBS)
+
 # Helpers shared by unit tests (tests/unit/*.c but test_*.c), each linked into those using it.
 UNIT_HELPERS := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
 UNIT_HELPER_OBJS := $(UNIT_HELPERS:%.c=$(BUILD)/obj/%.o)

@@ -209,8 +209,12 @@ static enum MHD_Result create_vm(struct mabod *d, struct MHD_Connection *c, stru
 				   : send_error(c, 500, "vm '%s': cannot be stored", n);
 		goto out;
 	}
-	vm->next = d->vms;
-	d->vms = vm;
+	/* The list stays sorted by name, as it is loaded. */
+	struct vmrec **pp = &d->vms;
+	while (*pp && strcmp((*pp)->name, vm->name) < 0)
+		pp = &(*pp)->next;
+	vm->next = *pp;
+	*pp = vm;
 	mabod_event(d, vm, "define", "vm '%s': defined (uuid %s)", vm->name, vm->uuid);
 	ret = send_json(c, 201, vm_json(d, vm, true));
 out:

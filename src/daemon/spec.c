@@ -215,9 +215,10 @@ static int check_disks(const json_t *v, int *ndev, char *err, size_t len)
 			seterr(err, len, "%s: must be an object", what);
 			return -EINVAL;
 		}
+		if (check_members(d, what, known, err, len) < 0)
+			return -EINVAL;
 		strcat(what, ".");
-		if (check_members(d, what, known, err, len) < 0 ||
-		    get_string(d, what, "path", SPEC_PATH_MAX, &path, err, len) < 0 ||
+		if (get_string(d, what, "path", SPEC_PATH_MAX, &path, err, len) < 0 ||
 		    get_string(d, what, "id", SPEC_DISK_ID_MAX, &id, err, len) < 0 ||
 		    get_bool(d, what, "readonly", err, len) < 0)
 			return -EINVAL;
@@ -261,7 +262,9 @@ static int check_nets(const json_t *v, int *ndev, char *err, size_t len)
 			seterr(err, len, "nets[%zu]: must be an object", i);
 			return -EINVAL;
 		}
-		if (check_members(n, what, known, err, len) < 0 ||
+		char obj[32];
+		snprintf(obj, sizeof(obj), "nets[%zu]", i);
+		if (check_members(n, obj, known, err, len) < 0 ||
 		    get_string(n, what, "type", 8, &type, err, len) < 0 ||
 		    get_string(n, what, "ifname", SPEC_IFNAME_MAX, &ifname, err, len) < 0 ||
 		    get_string(n, what, "mac", 17, &mac, err, len) < 0)

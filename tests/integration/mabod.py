@@ -637,6 +637,29 @@ def check_console_cap(e):
     return "console.log.1 %d bytes, console.log %d" % (len(old), len(cur))
 
 
+def check_poweroff_policies(e):
+    # mabo.bench: the guest's /init powers off as soon as it is up (exit status 0).
+    for name, policy in (("off-always", "always"), ("off-onfail", "on-failure")):
+        rc, out, err = e.mabo("vm", "create", name, "--kernel", e.guest + "/Image",
+                              "--initramfs", e.guest + "/initramfs.cpio.gz", "--firmware",
+                              e.guest + "/fw_dynamic.bin", "--memory", "256M", "--cmdline",
+                              "console=ttyS0 mabo.bench", "--restart", policy)
+        expect(rc == 0, "create %s: %s" % (name, err))
+        status, r = e.api("POST", "/v1/vms/%s/start" % name)
+        expect(status == 202, "start %s: %s %r" % (name, status, r))
+    v = e.wait_vm("off-onfail", lambda v: v["state"] == "stopped", "stopped", 120)
+    expect("powered off" in v.get("reason", "") and v["restarts"] == 0 and
+           v["desired"] == "stopped", "off-onfail: %s" % v)
+    v = e.wait_vm("off-always", lambda v: v["restarts"] >= 1, "restarted", 120)
+    rc, out, err = e.mabo("vm", "stop", "off-always")
+    expect(rc == 0, "stop off-always: %d %s" % (rc, err))
+    restarts = e.vm("off-always")["restarts"]
+    time.sleep(2)
+    v = e.vm("off-always")
+    expect(v["state"] == "stopped" and v["restarts"] == restarts, "after stop: %s" % v)
+    return "always: %d restarts" % restarts
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -664,6 +687,8 @@ def main():
         ("pause, resume, stop", lambda: check_stop_pause(e)),
         ("stop of a VMM that does not answer: killed at the timeout",
          lambda: check_stop_unanswered(e)),
+        ("power-off: restarted under always, not under on-failure",
+         lambda: check_poweroff_policies(e)),
         ("definitions survive kill -9 in a burst of defines", lambda: check_burst(e)),
         ("SIGTERM: mabod exits, the VM runs on", lambda: check_sigterm(e)),
         ("a start that fails: one line, crashed, with the VMM's reason",
