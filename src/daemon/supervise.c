@@ -215,8 +215,11 @@ static __attribute__((noreturn)) void shim_exec(const char *dir, char **argv, in
 	dup2(null, 0);
 	dup2(null, 1);
 	dup2(null, 2);
+	/* The report pipe becomes descriptor 3, kept across exec. */
 	if (report != 3)
 		dup2(report, 3);
+	else
+		fcntl(3, F_SETFD, 0);
 	close_range(4, ~0U, 0);
 	size_t n = 0;
 	while (argv[n])
@@ -292,9 +295,12 @@ int sup_monitor_main(int argc, char **argv)
 			else if (n == 0 || errno != EINTR)
 				open_out = false;
 		}
-		/* The VMM ended: what it wrote last is in the pipe still. */
-		if (p[1].revents || (vfd < 0 && !open_out) ||
-		    (vfd < 0 && waitpid(vmm, NULL, WNOHANG | WNOWAIT) == vmm))
+		/* The VMM ended: what it wrote last is in the pipe still. Without a pidfd, the
+		 * VMM is looked at every 200 ms (and not reaped yet). */
+		siginfo_t si = { .si_pid = 0 };
+		if (p[1].revents ||
+		    (vfd < 0 && waitid(P_PID, (id_t)vmm, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		     si.si_pid == vmm))
 			break;
 	}
 	fcntl(out[0], F_SETFL, O_NONBLOCK);
@@ -324,6 +330,23 @@ static int mkdirs(const char *path, mode_t mode)
 	return mkdir(buf, mode) < 0 && errno != EEXIST ? -errno : 0;
 }
 
+/* Whether a server accepts connections on the Unix socket at path (even one too busy or
+ * stopped to answer). */
+static bool listening(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return false;
+	/* A full backlog (EAGAIN) is a listener too. */
+	bool yes = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
+	close(fd);
+	return yes;
+}
+
 int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 {
 	char dir[PATH_MAX], sock[PATH_MAX], path[PATH_MAX];
@@ -340,12 +363,20 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	/* A VMM that answers on the VM's control socket though the daemon knows of none (one
 	 * started by hand, or left by a daemon killed before it recorded it) would be a second
 	 * copy of the VM: refuse. */
-	json_t *info;
-	char e2[256];
-	if (sup_vmm_request(d, vm, "info", &info, e2, sizeof(e2)) == 0) {
-		seterr(err, len, "vm '%s': a VMM (pid %lld) already answers on '%s'", vm->name,
-		       (long long)json_integer_value(json_object_get(info, "pid")), sock);
-		json_decref(info);
+	if (listening(sock)) {
+		json_t *info;
+		char e2[256];
+		long long pid = 0;
+		if (sup_vmm_request(d, vm, "info", &info, e2, sizeof(e2)) == 0) {
+			pid = json_integer_value(json_object_get(info, "pid"));
+			json_decref(info);
+		}
+		if (pid > 0)
+			seterr(err, len, "vm '%s': a VMM (pid %lld) already answers on '%s'",
+			       vm->name, pid, sock);
+		else
+			seterr(err, len, "vm '%s': a process already listens on '%s'", vm->name,
+			       sock);
 		return -EBUSY;
 	}
 	/* What a previous run left: its status and its control socket (no VMM answers it). */
