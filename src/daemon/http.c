@@ -463,7 +463,7 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 				break;
 			}
 		}
-		mabod_event(d, NULL, "delete", "vm '%s': deleted", name);
+		mabod_event(d, vm, "delete", "vm '%s': deleted", name);
 		remove_run_dir(d, vm);
 		json_decref(vm->spec);
 		free(vm);

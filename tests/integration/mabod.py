@@ -660,6 +660,48 @@ def check_poweroff_policies(e):
     return "always: %d restarts" % restarts
 
 
+def check_garbage(e):
+    import random
+    rnd = random.Random(1234)
+    base = json.dumps({"name": "fz", "spec": e.spec(disks=[{"path": e.guest + "/Image"}],
+                                                    nets=[{"type": "user"}])}).encode()
+    statuses = {}
+    for i in range(300):
+        b = bytearray(base)
+        for _ in range(rnd.randint(1, 6)):
+            if not b:
+                break
+            op = rnd.randint(0, 3)
+            pos = rnd.randrange(len(b))
+            if op == 0:
+                b[pos] = rnd.randrange(256)
+            elif op == 1:
+                del b[pos:pos + rnd.randint(1, 20)]
+            elif op == 2:
+                b[pos:pos] = rnd.choice([b"[", b"{", b"\"", b"1e999", b"-", b"\\u0000",
+                                         b"99999999999999999999", b"null", b","])
+            else:
+                b = b[:pos]
+        status, r = e.api("POST", "/v1/vms", raw=bytes(b))
+        statuses[status] = statuses.get(status, 0) + 1
+        expect(status in (201, 400, 409), "body %r: %s %r" % (bytes(b)[:200], status, r))
+        if status == 201:
+            e.api("DELETE", "/v1/vms/" + r["name"])
+    deep = '{"name":"deep","spec":' + "[" * 100000 + "]" * 100000 + "}"
+    status, r = e.api("POST", "/v1/vms", raw=deep)
+    expect(status in (400, 413), "deep nesting: %s" % status)
+    # Bytes that are not HTTP, and a connection closed mid-request.
+    for junk in (b"\x00\xff" * 1000 + b"\r\n\r\n", b"GET /v1/vms HTTP/1.1\r\nHost: x\r\n",
+                 b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(e.sock)
+        c.sendall(junk)
+        c.close()
+    status, _ = e.api("GET", "/v1/host")
+    expect(status == 200 and e.daemon.poll() is None, "the daemon did not survive")
+    return "statuses %s" % sorted(statuses.items())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -676,6 +718,7 @@ def main():
         ("daemon starts", lambda: e.start_daemon()),
         ("define and start a VM", lambda: check_start_and_prompt(e)),
         ("bad requests: 4xx naming the field, nothing stored", lambda: check_bad_requests(e)),
+        ("malformed bodies and bytes: 4xx, the daemon lives", lambda: check_garbage(e)),
         ("the shell prompt in vm log", lambda: check_prompt_in_log(e)),
         ("start of a running VM: 409", lambda: check_start_running_conflict(e)),
         ("vm list, list --json, info", lambda: check_list(e)),
