@@ -636,11 +636,6 @@ static int cmd_log(const char *sock, const char *name)
 	return fflush(stdout) == 0 ? 0 : EXIT_FAILED;
 }
 
-static void usage(void)
-{
-	fprintf(stderr, "see mabo --help\n");
-}
-
 bool mabo_daemon_command(int argc, char **argv)
 {
 	int i = 1;
@@ -681,7 +676,12 @@ int mabo_daemon_main(int argc, char **argv)
 		if (group[0] == 'e') {
 			long limit = 100;
 			if (i + 1 < argc && strcmp(argv[i], "--limit") == 0) {
-				limit = strtol(argv[i + 1], NULL, 10);
+				char *end;
+				limit = strtol(argv[i + 1], &end, 10);
+				if (!argv[i + 1][0] || *end) {
+					fail("events: --limit '%s': not a number", argv[i + 1]);
+					return EXIT_USAGE;
+				}
 				i += 2;
 			}
 			snprintf(path, sizeof(path), "/v1/events?limit=%ld", limit);
@@ -699,8 +699,7 @@ int mabo_daemon_main(int argc, char **argv)
 	}
 	if (i >= argc) {
 		fail("vm: expected a command: create, list, info, start, stop, kill, pause, "
-		     "resume, delete, log");
-		usage();
+		     "resume, delete, log (see mabo --help)");
 		return EXIT_USAGE;
 	}
 	const char *cmd = argv[i++];
