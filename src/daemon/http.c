@@ -1,5 +1,5 @@
-/* REST API handlers. Every answer is JSON; errors are {"error":{"code","message"}} with a
- * message naming the field or object at fault. */
+/* REST API handlers. Answers are JSON (but the console log); errors are {"error":{"code",
+ * "message"}} with a message naming the field or object at fault. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -109,11 +109,6 @@ static json_t *vm_json(struct mabod *d, const struct vmrec *vm, bool full)
 	return o;
 }
 
-static bool valid_utf8_name(const char *s)
-{
-	return spec_name_valid(s);
-}
-
 static void make_uuid(char out[37])
 {
 	uint8_t b[16];
@@ -160,7 +155,7 @@ static enum MHD_Result create_vm(struct mabod *d, struct MHD_Connection *c, stru
 		goto out;
 	}
 	const char *n = json_string_value(name);
-	if (strlen(n) != json_string_length(name) || !valid_utf8_name(n)) {
+	if (strlen(n) != json_string_length(name) || !spec_name_valid(n)) {
 		ret = send_error(c, 400, "name '%.80s': must be 1 to 63 of A-Z a-z 0-9 _ -", n);
 		goto out;
 	}
