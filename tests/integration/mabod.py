@@ -728,7 +728,7 @@ def main():
         ("VMM killed, restart on-failure: restarted", lambda: check_crash_on_failure(e)),
         ("vm kill and delete", lambda: check_kill_and_delete(e)),
         ("pause, resume, stop", lambda: check_stop_pause(e)),
-        ("stop of a VMM that does not answer: killed at the timeout",
+        ("stop of a VMM that does not answer quit: killed",
          lambda: check_stop_unanswered(e)),
         ("power-off: restarted under always, not under on-failure",
          lambda: check_poweroff_policies(e)),
