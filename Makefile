@@ -13,19 +13,27 @@ LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-# src/cli is the command-line client build/mabo, a program of its own.
-SRCS := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+# src/cli is the command-line client build/mabo, src/daemon the host daemon build/mabod:
+# programs of their own, outside the VMM (which never depends on them).
+SRCS := $(shell find src -name '*.c' -not -path 'src/cli/*' -not -path 'src/daemon/*' | sort)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
 OBJS := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 # The client links only what it uses.
-CLI_SRCS := src/cli/mabo.c src/core/json.c
+CLI_SRCS := src/cli/mabo.c src/cli/vm.c src/core/json.c
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
+# mabod: SQLite (the state), jansson (JSON), libmicrohttpd (the REST API's HTTP server). It
+# has its own log.c (core/log.h's interface, with the daemon's line format).
+DAEMON_SRCS := $(sort $(wildcard src/daemon/*.c))
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(BUILD)/obj/%.o)
+DAEMON_CFLAGS := $(shell pkg-config --cflags sqlite3 jansson libmicrohttpd 2>/dev/null)
+DAEMON_LIBS := $(shell pkg-config --libs sqlite3 jansson libmicrohttpd 2>/dev/null || \
+	echo -lsqlite3 -ljansson -lmicrohttpd)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/mabo-vmm $(BUILD)/mabo $(UNIT_BINS)
+all: $(BUILD)/mabo-vmm $(BUILD)/mabo $(BUILD)/mabod $(UNIT_BINS)
 
 $(BUILD)/mabo-vmm: $(OBJS)
 	@mkdir -p $(@D)
@@ -34,6 +42,13 @@ $(BUILD)/mabo-vmm: $(OBJS)
 $(BUILD)/mabo: $(CLI_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $^ -lm $(SAN)
+
+$(BUILD)/mabod: $(DAEMON_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ $(DAEMON_LIBS) $(SAN)
+
+# Messages cut to their buffers are meant; paths are bounded by --run-dir's length check.
+$(DAEMON_OBJS): CFLAGS += $(DAEMON_CFLAGS) -Wno-format-truncation
 
 $(BUILD)/libmabo.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -49,6 +64,12 @@ $(BUILD)/obj/src/cpu/riscv/fpu.o: CFLAGS += -frounding-math -fno-fast-math
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmabo.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libmabo.a -lcmocka $(LDLIBS)
+
+# mabod's parts that need no daemon around them: the spec, the store, their names and log.
+DAEMON_UNIT_OBJS := $(addprefix $(BUILD)/obj/src/daemon/,spec.o store.o state.o dlog.o)
+$(BUILD)/tests/test_daemon: tests/unit/test_daemon.c $(DAEMON_UNIT_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DAEMON_CFLAGS) -o $@ $< $(DAEMON_UNIT_OBJS) -lcmocka $(DAEMON_LIBS)
 
 # Helpers shared by unit tests (tests/unit/*.c but test_*.c), each linked into those using it.
 UNIT_HELPERS := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
@@ -110,4 +131,4 @@ fuzz-run: fuzz
 	done
 
 .PHONY: all unit sanitize fuzz fuzz-run clean
--include $(OBJS:.o=.d) $(BUILD)/obj/src/cli/mabo.d $(UNIT_BINS:=.d) $(UNIT_HELPER_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(UNIT_BINS:=.d) $(UNIT_HELPER_OBJS:.o=.d)

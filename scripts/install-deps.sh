@@ -13,6 +13,9 @@ PACKAGES=(
 	libslirp-dev      # user-mode networking (--net user): a TCP/IP stack in user space
 	libzstd-dev       # compressed pages in live migration and snapshots (--compress)
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
+	libsqlite3-dev    # mabod: VM definitions and state (SQLite, WAL)
+	libjansson-dev    # mabod: JSON for the REST API and stored VM specs
+	libmicrohttpd-dev # mabod: the REST API's HTTP/1.1 server on a Unix socket
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
 	e2fsprogs qemu-user  # the root disk: mke2fs -d; busybox --list-full run under qemu-riscv64

@@ -65,6 +65,10 @@ suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
 	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
 	suite api tests/integration/api.sh build/mabo-vmm build/guest build/mabo
+	# mabod: definitions, bad requests, VMs started, crashed and restarted, the daemon
+	# killed with SIGKILL and its VMs re-adopted, definitions kept through a SIGKILL.
+	suite mabod python3 tests/integration/mabod.py --build build --guest build/guest \
+		--log-dir build/mabod-logs
 	suite boot-1cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 1 \
 		--guest build/guest --log build/boot-1cpu.log
 	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \

@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli/vm.h"
 #include "core/json.h"
 
 #define EXIT_FAILED 1
@@ -80,7 +81,18 @@ static void usage(FILE *f)
 		"one JSON line (status, total_ms, downtime_ms, bytes, rounds, ...) on stdout, and\n"
 		"cancels the migration on Ctrl-C.\n"
 		"Exit status: 0 done (migrate: the VM runs on the destination); 1 failed or\n"
-		"refused; 2 bad usage.\n");
+		"refused; 2 bad usage.\n\n"
+		"Through the host daemon mabod (docs/mabod.md):\n"
+		"  mabo [--connect unix:PATH] vm create NAME [--autostart] [--restart "
+		"never|on-failure|always]\n"
+		"       --kernel FILE [--initramfs FILE] [--firmware FILE|none] [--cmdline STR]\n"
+		"       [--memory SIZE] [--cpus N] [--disk path=FILE[,readonly=on][,id=ID]]...\n"
+		"       [--net user[,hostfwd=RULE]...[,mac=MAC] | --net tap=IFNAME[,mac=MAC]]...\n"
+		"       [--rng] [--console serial|virtio] [--no-reboot]\n"
+		"  mabo vm list [--json] | info NAME [--json] | log NAME\n"
+		"  mabo vm start|kill|pause|resume|delete NAME | stop NAME [--timeout SECONDS]\n"
+		"  mabo host | events [--limit N]\n"
+		"--connect defaults to $MABO_CONNECT, else unix:/run/maboroshi/mabod.sock.\n");
 }
 
 /* The connection: a socket and what has been read of the current line. */
@@ -495,6 +507,9 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	/* mabo vm ..., host, events: mabod's REST API (src/cli/vm.c). */
+	if (mabo_daemon_command(argc, argv))
+		return mabo_daemon_main(argc, argv);
 	struct migrate_opts mo = { .downtime_ms = -1, .bandwidth = -1 };
 	const char *socket_path = getenv("MABO_API_SOCKET");
 	bool migrate_opt = false;

@@ -1,0 +1,570 @@
+/* REST API handlers. Answers are JSON (but the console log); errors are {"error":{"code",
+ * "message"}} with a message naming the field or object at fault. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "daemon/http.h"
+#include "daemon/store.h"
+#include "daemon/supervise.h"
+
+/* A request's body, gathered across the handler's calls. */
+struct body {
+	char *buf;
+	size_t len;
+	bool too_big;
+};
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *v)
+{
+	char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+	json_decref(v);
+	if (!text)
+		return MHD_NO;
+	size_t n = strlen(text);
+	text[n] = 0;
+	/* One line, like the VMM's control socket. */
+	char *line = realloc(text, n + 2);
+	if (!line) {
+		free(text);
+		return MHD_NO;
+	}
+	line[n] = '\n';
+	line[n + 1] = 0;
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(n + 1, line, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(line);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
+{
+	char msg[1024];
+	const char *code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	switch (status) {
+	case 400: code = "bad_request"; break;
+	case 404: code = "not_found"; break;
+	case 405: code = "method_not_allowed"; break;
+	case 409: code = "conflict"; break;
+	case 413: code = "too_large"; break;
+	default: code = "internal"; break;
+	}
+	return send_json(c, status,
+			 json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+}
+
+static json_t *vm_json(struct mabod *d, const struct vmrec *vm, bool full)
+{
+	bool live = sup_watch_fd(vm) >= 0;
+	json_t *spec = vm->spec;
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:b, s:s, s:i}", "name", vm->name,
+			      "uuid", vm->uuid, "state", vm_state_name(vm->state), "desired",
+			      vm->want_running ? "running" : "stopped", "cpus",
+			      json_object_get(spec, "cpus"), "memory",
+			      json_object_get(spec, "memory"), "autostart", vm->autostart,
+			      "restart", vm_restart_name(vm->restart), "restarts", vm->restarts);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "pid", live && vm->pid ? json_integer(vm->pid) : json_null());
+	if (live) {
+		json_object_set_new(o, "started_at_ms", json_integer(vm->started_at));
+		json_object_set_new(o, "uptime_s",
+				    json_integer((wall_ms() - vm->started_at) / 1000));
+	}
+	if (vm->reason[0])
+		json_object_set_new(o, "reason", json_string(vm->reason));
+	if (vm->restart_at)
+		json_object_set_new(
+			o, "restart_in_ms",
+			json_integer(vm->restart_at > now_ms() ? vm->restart_at - now_ms() : 0));
+	if (full) {
+		char path[PATH_MAX];
+		json_object_set(o, "spec", spec);
+		if (sup_path(d, vm, NULL, path, sizeof(path)) == 0)
+			json_object_set_new(o, "run_dir", json_string(path));
+	}
+	return o;
+}
+
+static void make_uuid(char out[37])
+{
+	uint8_t b[16];
+	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+		/* getrandom does not fail for 16 bytes once the pool is up; be safe anyway. */
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (uint8_t)(now_ms() >> (i % 8));
+	}
+	b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
+	b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+		 b[13], b[14], b[15]);
+}
+
+static enum MHD_Result create_vm(struct mabod *d, struct MHD_Connection *c, struct body *b)
+{
+	json_error_t jerr;
+	char err[SPEC_ERR_MAX] = "";
+	if (!b->len)
+		return send_error(c, 400, "body: missing (a JSON object with name and spec)");
+	json_t *req = json_loadb(b->buf, b->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!req)
+		return send_error(c, 400, "body: not JSON: %s (line %d, column %d)", jerr.text,
+				  jerr.line, jerr.column);
+	enum MHD_Result ret;
+	const char *key;
+	json_t *v, *spec = NULL;
+	if (!json_is_object(req)) {
+		ret = send_error(c, 400, "body: must be a JSON object");
+		goto out;
+	}
+	json_object_foreach(req, key, v)
+	{
+		if (strcmp(key, "name") && strcmp(key, "spec") && strcmp(key, "autostart") &&
+		    strcmp(key, "restart")) {
+			ret = send_error(c, 400, "unknown field '%s'", key);
+			goto out;
+		}
+	}
+	json_t *name = json_object_get(req, "name");
+	if (!name || !json_is_string(name)) {
+		ret = send_error(c, 400, "name: %s", name ? "must be a string" : "missing");
+		goto out;
+	}
+	const char *n = json_string_value(name);
+	if (strlen(n) != json_string_length(name) || !spec_name_valid(n)) {
+		ret = send_error(c, 400, "name '%.80s': must be 1 to 63 of A-Z a-z 0-9 _ -", n);
+		goto out;
+	}
+	json_t *autostart = json_object_get(req, "autostart");
+	if (autostart && !json_is_boolean(autostart)) {
+		ret = send_error(c, 400, "autostart: must be true or false");
+		goto out;
+	}
+	enum vm_restart restart = RESTART_NEVER;
+	json_t *rs = json_object_get(req, "restart");
+	if (rs && (!json_is_string(rs) || vm_restart_parse(json_string_value(rs), &restart) < 0)) {
+		ret = send_error(c, 400,
+				 "restart: must be \"never\", \"on-failure\" or \"always\"");
+		goto out;
+	}
+	if (!json_object_get(req, "spec")) {
+		ret = send_error(c, 400, "spec: missing");
+		goto out;
+	}
+	spec = spec_check(json_object_get(req, "spec"), err, sizeof(err));
+	if (!spec) {
+		ret = send_error(c, 400, "%s", err);
+		goto out;
+	}
+	if (mabod_find(d, n)) {
+		ret = send_error(c, 409, "vm '%s': already exists", n);
+		goto out;
+	}
+	struct vmrec *vm = calloc(1, sizeof(*vm));
+	if (!vm) {
+		ret = send_error(c, 500, "out of memory");
+		goto out;
+	}
+	snprintf(vm->name, sizeof(vm->name), "%s", n);
+	make_uuid(vm->uuid);
+	vm->spec = spec;
+	spec = NULL;
+	vm->autostart = json_is_true(autostart);
+	vm->restart = restart;
+	vm->shim_fd = vm->vmm_fd = -1;
+	int r = store_insert(d, vm);
+	if (r < 0) {
+		json_decref(vm->spec);
+		free(vm);
+		ret = r == -EEXIST ? send_error(c, 409, "vm '%s': already exists", n)
+				   : send_error(c, 500, "vm '%s': cannot be stored", n);
+		goto out;
+	}
+	/* The list stays sorted by name, as it is loaded. */
+	struct vmrec **pp = &d->vms;
+	while (*pp && strcmp((*pp)->name, vm->name) < 0)
+		pp = &(*pp)->next;
+	vm->next = *pp;
+	*pp = vm;
+	mabod_event(d, vm, "define", "vm '%s': defined (uuid %s)", vm->name, vm->uuid);
+	ret = send_json(c, 201, vm_json(d, vm, true));
+out:
+	json_decref(spec);
+	json_decref(req);
+	return ret;
+}
+
+static void remove_run_dir(struct mabod *d, struct vmrec *vm)
+{
+	static const char *const files[] = { "console.log", "console.log.1", "vmm.log", "exit",
+					     "exit.tmp",    "api.sock",	     NULL };
+	char path[PATH_MAX];
+	for (const char *const *f = files; *f; f++)
+		if (sup_path(d, vm, *f, path, sizeof(path)) == 0)
+			unlink(path);
+	if (sup_path(d, vm, NULL, path, sizeof(path)) == 0)
+		rmdir(path);
+}
+
+/* The console output so far (console.log.1 then console.log), its last CONSOLE_SEND_MAX
+ * bytes at most. */
+#define CONSOLE_SEND_MAX (64u << 20)
+static enum MHD_Result send_console(struct mabod *d, struct MHD_Connection *c, struct vmrec *vm)
+{
+	char path[PATH_MAX];
+	int fds[2];
+	off_t sizes[2] = { 0, 0 };
+	for (int i = 0; i < 2; i++) {
+		struct stat st;
+		fds[i] = -1;
+		if (sup_path(d, vm, i ? "console.log" : "console.log.1", path, sizeof(path)) < 0)
+			continue;
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] >= 0 && fstat(fds[i], &st) == 0)
+			sizes[i] = st.st_size;
+	}
+	/* What goes beyond the limit is the oldest part. */
+	off_t skip = sizes[0] + sizes[1] > (off_t)CONSOLE_SEND_MAX
+			     ? sizes[0] + sizes[1] - (off_t)CONSOLE_SEND_MAX
+			     : 0;
+	size_t cap = (size_t)(sizes[0] + sizes[1] - skip), len = 0;
+	char *buf = malloc(cap + 1);
+	for (int i = 0; i < 2; i++) {
+		off_t from = skip > sizes[i] ? sizes[i] : skip;
+		skip -= from;
+		if (fds[i] < 0)
+			continue;
+		ssize_t n;
+		/* The file may grow meanwhile: up to the size seen. */
+		while (buf && from < sizes[i] && len < cap &&
+		       (n = pread(fds[i], buf + len,
+				  (size_t)(sizes[i] - from) < cap - len ? (size_t)(sizes[i] - from)
+									: cap - len,
+				  from)) > 0) {
+			len += (size_t)n;
+			from += n;
+		}
+		close(fds[i]);
+	}
+	if (!buf)
+		return send_error(c, 500, "out of memory");
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(buf);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+	enum MHD_Result ret = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static bool is_live(const struct vmrec *vm)
+{
+	return sup_watch_fd(vm) >= 0;
+}
+
+static enum MHD_Result vm_action(struct mabod *d, struct MHD_Connection *c, struct vmrec *vm,
+				 const char *action)
+{
+	char err[512] = "";
+	int r;
+	if (strcmp(action, "start") == 0) {
+		if (is_live(vm))
+			return send_error(c, 409, "vm '%s': already %s", vm->name,
+					  vm_state_name(vm->state));
+		vm->restarts = 0;
+		vm->backoff_ms = 0;
+		r = sup_start(d, vm, err, sizeof(err));
+		if (r < 0) {
+			snprintf(vm->reason, sizeof(vm->reason), "%s", err);
+			return send_error(c, r == -EBUSY ? 409 : 500, "%s", err);
+		}
+		return send_json(c, 202, vm_json(d, vm, false));
+	}
+	if (strcmp(action, "stop") == 0 || strcmp(action, "kill") == 0) {
+		if (!is_live(vm)) {
+			if (vm->restart_at) {
+				/* A restart was pending: stopping cancels it. */
+				vm->restart_at = 0;
+				vm->want_running = false;
+				store_update(d, vm);
+				return send_json(c, 200, vm_json(d, vm, false));
+			}
+			return send_error(c, 409, "vm '%s': not running (%s)", vm->name,
+					  vm_state_name(vm->state));
+		}
+		if (action[1] == 't') {
+			int64_t timeout = SUP_STOP_TIMEOUT_MS;
+			const char *t =
+				MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "timeout");
+			if (t) {
+				char *end;
+				long v = strtol(t, &end, 10);
+				if (!*t || *end || v < 0 || v > 3600)
+					return send_error(c, 400,
+							  "timeout '%s': must be 0 to 3600 seconds",
+							  t);
+				timeout = v * 1000;
+			}
+			r = sup_stop(d, vm, timeout, err, sizeof(err));
+		} else {
+			r = sup_kill(d, vm, err, sizeof(err));
+		}
+		if (r < 0)
+			return send_error(c, 500, "%s", err);
+		return send_json(c, 202, vm_json(d, vm, false));
+	}
+	if (strcmp(action, "pause") == 0 || strcmp(action, "resume") == 0) {
+		bool pause = action[0] == 'p';
+		if (!is_live(vm) || (vm->state != VM_RUNNING && vm->state != VM_PAUSED))
+			return send_error(c, 409, "vm '%s': cannot %s: it is %s", vm->name, action,
+					  vm_state_name(vm->state));
+		r = sup_vmm_request(d, vm, action, NULL, err, sizeof(err));
+		if (r < 0)
+			return send_error(c, r == -EINVAL ? 409 : 500, "%s", err);
+		vm->state = pause ? VM_PAUSED : VM_RUNNING;
+		store_update(d, vm);
+		mabod_event(d, vm, action, "vm '%s': %s", vm->name, pause ? "paused" : "resumed");
+		return send_json(c, 200, vm_json(d, vm, false));
+	}
+	return send_error(c, 404, "no action '%s' (start, stop, kill, pause, resume)", action);
+}
+
+static enum MHD_Result host_info(struct mabod *d, struct MHD_Connection *c)
+{
+	struct utsname u;
+	int n = 0, running = 0;
+	uname(&u);
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next) {
+		n++;
+		running += is_live(vm);
+	}
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	return send_json(c, 200,
+			 json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:i, s:I, s:s, s:s}", "hostname",
+				   u.nodename, "kernel", u.release, "arch", u.machine, "cpus",
+				   (int)sysconf(_SC_NPROCESSORS_ONLN), "memory",
+				   (json_int_t)pages * (json_int_t)psize, "vms", n, "vms_running",
+				   running, "uptime_s",
+				   (json_int_t)((wall_ms() - d->started_at) / 1000), "state_dir",
+				   d->state_dir, "run_dir", d->run_dir));
+}
+
+static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const char *url,
+			     const char *method, struct body *b)
+{
+	bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0,
+	     del = strcmp(method, "DELETE") == 0;
+	if (b->too_big)
+		return send_error(c, 413, "body: larger than %u bytes", HTTP_BODY_MAX);
+	if (strcmp(url, "/v1/host") == 0)
+		return get ? host_info(d, c) : send_error(c, 405, "%s %s: use GET", method, url);
+	if (strcmp(url, "/v1/events") == 0) {
+		if (!get)
+			return send_error(c, 405, "%s %s: use GET", method, url);
+		int limit = 100;
+		const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+		if (l) {
+			char *end;
+			long v = strtol(l, &end, 10);
+			if (!*l || *end || v < 1 || v > STORE_EVENTS_MAX)
+				return send_error(c, 400, "limit '%s': must be 1 to %d", l,
+						  STORE_EVENTS_MAX);
+			limit = (int)v;
+		}
+		json_t *ev = store_events(d, limit);
+		return ev ? send_json(c, 200, ev) : send_error(c, 500, "events: database error");
+	}
+	if (strcmp(url, "/v1/vms") == 0) {
+		if (post)
+			return create_vm(d, c, b);
+		if (!get)
+			return send_error(c, 405, "%s %s: use GET or POST", method, url);
+		json_t *arr = json_array();
+		for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+			json_array_append_new(arr, vm_json(d, vm, false));
+		return send_json(c, 200, arr);
+	}
+	if (strncmp(url, "/v1/vms/", 8) != 0)
+		return send_error(c, 404, "no such resource: %s", url);
+	char name[128];
+	const char *p = url + 8, *slash = strchr(p, '/');
+	size_t len = slash ? (size_t)(slash - p) : strlen(p);
+	if (len >= sizeof(name))
+		return send_error(c, 400, "vm name: longer than %d characters", SPEC_NAME_MAX);
+	memcpy(name, p, len);
+	name[len] = 0;
+	if (!spec_name_valid(name))
+		return send_error(c, 400, "vm name '%s': must be 1 to 63 of A-Z a-z 0-9 _ -", name);
+	struct vmrec *vm = mabod_find(d, name);
+	if (!vm)
+		return send_error(c, 404, "vm '%s': no such vm", name);
+	if (!slash) {
+		if (get) {
+			/* The VMM is asked, so a pause made on its own socket shows. */
+			if (vm->state == VM_RUNNING || vm->state == VM_PAUSED) {
+				json_t *info;
+				char err[256];
+				if (sup_vmm_request(d, vm, "info", &info, err, sizeof(err)) == 0) {
+					const char *s =
+						json_string_value(json_object_get(info, "state"));
+					if (s && strcmp(s, "paused") == 0)
+						vm->state = VM_PAUSED;
+					else if (s && strcmp(s, "running") == 0)
+						vm->state = VM_RUNNING;
+					else if (s && strcmp(s, "migrating") == 0)
+						vm->state = VM_MIGRATING;
+					json_decref(info);
+				}
+			}
+			return send_json(c, 200, vm_json(d, vm, true));
+		}
+		if (!del)
+			return send_error(c, 405, "%s %s: use GET or DELETE", method, url);
+		if (is_live(vm))
+			return send_error(c, 409, "vm '%s': is %s: stop it first", name,
+					  vm_state_name(vm->state));
+		if (store_delete(d, vm) < 0)
+			return send_error(c, 500, "vm '%s': cannot be deleted from the database",
+					  name);
+		for (struct vmrec **pp = &d->vms; *pp; pp = &(*pp)->next) {
+			if (*pp == vm) {
+				*pp = vm->next;
+				break;
+			}
+		}
+		mabod_event(d, vm, "delete", "vm '%s': deleted", name);
+		remove_run_dir(d, vm);
+		json_decref(vm->spec);
+		free(vm);
+		return send_json(c, 200, json_pack("{s:s}", "deleted", name));
+	}
+	const char *action = slash + 1;
+	if (strcmp(action, "console") == 0)
+		return get ? send_console(d, c, vm)
+			   : send_error(c, 405, "%s %s: use GET", method, url);
+	if (!post)
+		return send_error(c, 405, "%s %s: use POST", method, url);
+	return vm_action(d, c, vm, action);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *data,
+				  size_t *size, void **con_cls)
+{
+	struct mabod *d = cls;
+	struct body *b = *con_cls;
+	(void)version;
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return MHD_NO;
+		*con_cls = b;
+		return MHD_YES;
+	}
+	if (*size) {
+		if (!b->too_big && b->len + *size <= HTTP_BODY_MAX) {
+			char *n = realloc(b->buf, b->len + *size);
+			if (!n)
+				return MHD_NO;
+			memcpy(n + b->len, data, *size);
+			b->buf = n;
+			b->len += *size;
+		} else {
+			b->too_big = true;
+			free(b->buf);
+			b->buf = NULL;
+			b->len = 0;
+		}
+		*size = 0;
+		return MHD_YES;
+	}
+	log_debug("%s %s", method, url);
+	return route(d, c, url, method, b);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct body *b = *con_cls;
+	(void)cls;
+	(void)c;
+	(void)toe;
+	if (b) {
+		free(b->buf);
+		free(b);
+	}
+	*con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[512];
+	(void)cls;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	buf[strcspn(buf, "\n")] = 0;
+	log_warn("http: %s", buf);
+}
+
+int http_start(struct mabod *d)
+{
+	d->http = MHD_start_daemon(
+		MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, d,
+		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_LISTEN_SOCKET, d->listen_fd,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+	if (!d->http) {
+		log_error("http server on '%s/mabod.sock': cannot start", d->run_dir);
+		return -EIO;
+	}
+	return 0;
+}
+
+int http_poll_fd(struct mabod *d)
+{
+	const union MHD_DaemonInfo *i = MHD_get_daemon_info(d->http, MHD_DAEMON_INFO_EPOLL_FD);
+	return i ? i->epoll_fd : -1;
+}
+
+int64_t http_timeout(struct mabod *d)
+{
+	MHD_UNSIGNED_LONG_LONG t;
+	return MHD_get_timeout(d->http, &t) == MHD_YES ? (int64_t)t : -1;
+}
+
+void http_run(struct mabod *d)
+{
+	MHD_run(d->http);
+}
+
+void http_stop(struct mabod *d)
+{
+	if (d->http)
+		MHD_stop_daemon(d->http);
+	d->http = NULL;
+}
