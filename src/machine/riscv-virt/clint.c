@@ -1,17 +1,22 @@
 /* SiFive CLINT as on QEMU's virt machine.
  *
- * Harts never poll the clock: one timer thread per VM sleeps until the earliest mtimecmp
- * deadline and raises MTIP on the harts whose compare has passed. MTIP is a level,
- * (mtime >= mtimecmp[h]), so a write to mtimecmp recomputes it at once and wakes the thread
- * to re-arm. One mutex covers all the state; hart_set_irq is called with it held so that
- * the order in which lines change always matches the order of the writes that caused it. */
+ * Harts never poll the clock: one timer thread per VM sleeps on a timerfd armed for the
+ * earliest mtimecmp deadline and raises MTIP on the harts whose compare has passed. MTIP is
+ * a level, (mtime >= mtimecmp[h]), so a write to mtimecmp recomputes it at once. The writer
+ * arms the timerfd itself when the new compare is earlier than the armed deadline, so the
+ * guest programming its next tick (every tick, on an idle guest) wakes no thread; a compare
+ * moved later leaves the earlier deadline armed, and the thread re-arms when it fires. One
+ * mutex covers all the state; hart_set_irq is called with it held so that the order in which
+ * lines change always matches the order of the writes that caused it. */
 #include "machine/riscv-virt/clint.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/vm.h"
@@ -28,7 +33,8 @@ struct clint {
 	int nharts;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* CLOCK_MONOTONIC: a compare changed, or stop */
+	int tfd;	/* timerfd, CLOCK_MONOTONIC, absolute: the thread's next wake-up */
+	uint64_t armed; /* the deadline (host ns) tfd is armed for; UINT64_MAX: disarmed */
 	pthread_t thread;
 	bool stop;
 
@@ -68,24 +74,45 @@ static uint64_t clint_update_timers_locked(struct clint *c, uint64_t now)
 	return next;
 }
 
+/* Arms the timerfd for host time ns (UINT64_MAX disarms; a time already past fires at
+ * once). Caller holds the lock. */
+static void clint_arm_locked(struct clint *c, uint64_t ns)
+{
+	struct itimerspec its = { 0 };
+
+	if (ns != UINT64_MAX) {
+		if (ns == 0)
+			ns = 1; /* an all-zero it_value would disarm */
+		its.it_value.tv_sec = (time_t)(ns / 1000000000ULL);
+		its.it_value.tv_nsec = (long)(ns % 1000000000ULL);
+	}
+	if (timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+		c->armed = ns;
+}
+
 static void *clint_timer_thread(void *arg)
 {
 	struct clint *c = arg;
+	uint64_t expirations;
 
 	pthread_mutex_lock(&c->lock);
 	while (!c->stop) {
 		uint64_t next = clint_update_timers_locked(c, vm_mtime(c->vm));
 		uint64_t ns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
-		if (ns == UINT64_MAX) {
-			pthread_cond_wait(&c->cond, &c->lock);
-			continue;
+		if (ns != c->armed)
+			clint_arm_locked(c, ns);
+		pthread_mutex_unlock(&c->lock);
+		/* Returns at the deadline, at once when re-armed for an earlier one that has
+		 * passed, or on a signal: every return just re-evaluates. */
+		if (read(c->tfd, &expirations, sizeof(expirations)) < 0 && errno != EINTR &&
+		    errno != EAGAIN) {
+			log_error("clint: the timer thread cannot wait: %s", strerror(errno));
+			pthread_mutex_lock(&c->lock);
+			break;
 		}
-		struct timespec ts = {
-			.tv_sec = (time_t)(ns / 1000000000ULL),
-			.tv_nsec = (long)(ns % 1000000000ULL),
-		};
-		/* An early return (signal, spurious wake-up) just re-evaluates. */
-		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+		pthread_mutex_lock(&c->lock);
+		/* The expiry was consumed: nothing is armed until the next round arms it. */
+		c->armed = UINT64_MAX;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
@@ -132,7 +159,11 @@ static void clint_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 			bool level = vm_mtime(c->vm) >= c->mtimecmp[h];
 			c->mtip[h] = level;
 			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
-			pthread_cond_signal(&c->cond);
+			if (!level) {
+				uint64_t ns = vm_mtime_to_ns(c->vm, c->mtimecmp[h]);
+				if (ns < c->armed)
+					clint_arm_locked(c, ns);
+			}
 		}
 	}
 	/* mtime is read-only here: every hart's time CSR shares vm->clock_base_ns, which
@@ -170,7 +201,6 @@ const struct mmio_ops clint_ops = {
 
 int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **out)
 {
-	pthread_condattr_t attr;
 	struct clint *c;
 	int err;
 
@@ -184,30 +214,28 @@ int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **
 	for (int h = 0; h < VM_MAX_CPUS; h++)
 		c->mtimecmp[h] = UINT64_MAX;
 
+	c->armed = UINT64_MAX;
 	err = -pthread_mutex_init(&c->lock, NULL);
 	if (err)
 		goto err_free;
-	err = -pthread_condattr_init(&attr);
-	if (err)
-		goto err_mutex;
-	/* Deadlines come from vm_mtime_to_ns, i.e. CLOCK_MONOTONIC: the wait must use it too
+	/* Deadlines come from vm_mtime_to_ns, i.e. CLOCK_MONOTONIC: the timer must use it too
 	 * or a wall-clock step would delay or hurry every timer interrupt. */
-	err = -pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	if (!err)
-		err = -pthread_cond_init(&c->cond, &attr);
-	pthread_condattr_destroy(&attr);
-	if (err)
+	c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (c->tfd < 0) {
+		err = -errno;
+		log_error("clint: cannot create the timer: %s", strerror(-err));
 		goto err_mutex;
+	}
 	err = -pthread_create(&c->thread, NULL, clint_timer_thread, c);
 	if (err) {
 		log_error("clint: cannot start the timer thread: %s", strerror(-err));
-		goto err_cond;
+		goto err_tfd;
 	}
 	*out = c;
 	return 0;
 
-err_cond:
-	pthread_cond_destroy(&c->cond);
+err_tfd:
+	close(c->tfd);
 err_mutex:
 	pthread_mutex_destroy(&c->lock);
 err_free:
@@ -221,10 +249,10 @@ void clint_destroy(struct clint *c)
 		return;
 	pthread_mutex_lock(&c->lock);
 	c->stop = true;
-	pthread_cond_signal(&c->cond);
+	clint_arm_locked(c, 1); /* fires at once: the thread sees stop */
 	pthread_mutex_unlock(&c->lock);
 	pthread_join(c->thread, NULL);
-	pthread_cond_destroy(&c->cond);
+	close(c->tfd);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -265,7 +293,7 @@ int clint_load(struct clint *c, struct sreader *r)
 	}
 	/* The timer thread recomputes every MTIP line against the restored clock. */
 	clint_update_timers_locked(c, vm_mtime(c->vm));
-	pthread_cond_signal(&c->cond);
+	clint_arm_locked(c, 1);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
