@@ -3,9 +3,11 @@
  * at control flow, CSR and system instructions and page ends; a block's exits to targets in
  * its own page are chained directly. Interrupts and VM requests are looked at between
  * blocks (h->kick), never per instruction. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -327,10 +329,25 @@ static void hart_wfi(struct hart *h)
 		h->idle_window_start = now;
 		h->idle_window_asleep = 0;
 	}
+	/* The hart waits for its own next timer interrupt (a timed wait), so that an idle
+	 * guest's tick wakes this thread alone. */
+	const struct vm_wfi_ops *ops = h->vm->wfi_ops;
+	void *opaque = h->vm->wfi_opaque;
+	uint64_t deadline = ops ? ops->sleep(opaque, h->id) : UINT64_MAX;
+	struct timespec ts = {
+		.tv_sec = (time_t)(deadline / 1000000000ULL),
+		.tv_nsec = (long)(deadline % 1000000000ULL),
+	};
 	pthread_mutex_lock(&h->lock);
-	while (!atomic_load(&h->kick) && !(hart_read_mip(h) & h->mie))
-		pthread_cond_wait(&h->cond, &h->lock);
+	while (!atomic_load(&h->kick) && !(hart_read_mip(h) & h->mie)) {
+		if (deadline == UINT64_MAX)
+			pthread_cond_wait(&h->cond, &h->lock);
+		else if (pthread_cond_timedwait(&h->cond, &h->lock, &ts) == ETIMEDOUT)
+			break;
+	}
 	pthread_mutex_unlock(&h->lock);
+	if (ops)
+		ops->wake(opaque, h->id);
 	h->idle_window_asleep += host_now_ns() - now;
 }
 
@@ -1158,7 +1175,12 @@ struct hart *hart_create(struct vm *vm, int id)
 	h->id = id;
 	h->mhartid = (uint64_t)id;
 	pthread_mutex_init(&h->lock, NULL);
-	pthread_cond_init(&h->cond, NULL);
+	/* WFI waits for timer deadlines on CLOCK_MONOTONIC (the guest's clock). */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	hart_reset(h, RAM_BASE, 0, 0, 0);
 	return h;
 }

@@ -40,6 +40,9 @@ struct clint {
 
 	uint64_t mtimecmp[VM_MAX_CPUS];
 	bool mtip[VM_MAX_CPUS]; /* level last driven on each hart */
+	/* The hart sleeps in WFI until its own compare (clint_wfi_sleep): the thread leaves
+	 * that deadline to it. */
+	bool wfi_owned[VM_MAX_CPUS];
 	uint32_t msip[VM_MAX_CPUS];
 };
 
@@ -68,7 +71,7 @@ static uint64_t clint_update_timers_locked(struct clint *c, uint64_t now)
 			c->mtip[h] = level;
 			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
 		}
-		if (!level && c->mtimecmp[h] < next)
+		if (!level && !c->wfi_owned[h] && c->mtimecmp[h] < next)
 			next = c->mtimecmp[h];
 	}
 	return next;
@@ -159,7 +162,10 @@ static void clint_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 			bool level = vm_mtime(c->vm) >= c->mtimecmp[h];
 			c->mtip[h] = level;
 			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
-			if (!level) {
+			if (c->wfi_owned[h]) {
+				/* It sleeps until its old compare: wake it to wait anew. */
+				hart_kick(c->vm->harts[h]);
+			} else if (!level) {
 				uint64_t ns = vm_mtime_to_ns(c->vm, c->mtimecmp[h]);
 				if (ns < c->armed)
 					clint_arm_locked(c, ns);
@@ -170,6 +176,50 @@ static void clint_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 	 * harts read without a lock; OpenSBI and Linux never write mtime on this machine. */
 	pthread_mutex_unlock(&c->lock);
 }
+
+static uint64_t clint_wfi_sleep(void *opaque, int h)
+{
+	struct clint *c = opaque;
+	uint64_t ns = UINT64_MAX;
+
+	if (h < 0 || h >= c->nharts)
+		return UINT64_MAX;
+	pthread_mutex_lock(&c->lock);
+	uint64_t now = vm_mtime(c->vm);
+	if (now < c->mtimecmp[h]) {
+		c->wfi_owned[h] = true;
+		ns = vm_mtime_to_ns(c->vm, c->mtimecmp[h]);
+		/* The thread's deadline without this hart's (usually none: disarmed). */
+		uint64_t next = clint_update_timers_locked(c, now);
+		uint64_t tns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
+		if (tns != c->armed)
+			clint_arm_locked(c, tns);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ns;
+}
+
+static void clint_wfi_wake(void *opaque, int h)
+{
+	struct clint *c = opaque;
+
+	if (h < 0 || h >= c->nharts)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (c->wfi_owned[h]) {
+		c->wfi_owned[h] = false;
+		uint64_t next = clint_update_timers_locked(c, vm_mtime(c->vm));
+		uint64_t ns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
+		if (ns < c->armed)
+			clint_arm_locked(c, ns);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static const struct vm_wfi_ops clint_wfi_ops = {
+	.sleep = clint_wfi_sleep,
+	.wake = clint_wfi_wake,
+};
 
 static int clint_fdt_node(void *opaque, void *fdt, const struct vm *vm)
 {
@@ -231,6 +281,8 @@ int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **
 		log_error("clint: cannot start the timer thread: %s", strerror(-err));
 		goto err_tfd;
 	}
+	vm->wfi_ops = &clint_wfi_ops;
+	vm->wfi_opaque = c;
 	*out = c;
 	return 0;
 
@@ -247,6 +299,10 @@ void clint_destroy(struct clint *c)
 {
 	if (!c)
 		return;
+	if (c->vm->wfi_opaque == c) {
+		c->vm->wfi_ops = NULL;
+		c->vm->wfi_opaque = NULL;
+	}
 	pthread_mutex_lock(&c->lock);
 	c->stop = true;
 	clint_arm_locked(c, 1); /* fires at once: the thread sees stop */
