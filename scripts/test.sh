@@ -73,6 +73,9 @@ if tools/mabo-image --out build/guest; then
 		--guest build/guest --log build/boot-1cpu.log
 	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \
 		--guest build/guest --log build/boot-2cpu.log
+	# An idle guest: the code caches released, a host core barely used.
+	suite idle python3 tests/integration/idle.py --vmm build/mabo-vmm --guest build/guest \
+		--log build/idle.log
 	suite virtio python3 tests/integration/virtio.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/virtio-logs
 	suite reboot python3 tests/integration/reboot.py --vmm build/mabo-vmm --guest build/guest \

@@ -73,6 +73,9 @@ static void usage(FILE *f)
 		"  --cmdline STR       kernel command line\n"
 		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default 512M)\n"
 		"  --cpus N            virtual CPUs, 1 to %d (default 1)\n"
+		"  --code-cache SIZE   each vCPU's translation cache: SIZE for decoded blocks and\n"
+		"                      SIZE for host code, 1M to 1G (default 64M); emptied when\n"
+		"                      full, and released to the host while the guest idles\n"
 		"  --no-reboot         exit (status 0) when the guest reboots instead of "
 		"restarting\n"
 		"  --timeout SECONDS   end with status 3 if not done this long after the start\n"
@@ -459,7 +462,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		O_INCOMING,
 		O_RESTORE,
 		O_API,
-		O_NET
+		O_NET,
+		O_CODE_CACHE
 	};
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -471,6 +475,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "append", required_argument, NULL, O_CMDLINE },
 		{ "memory", required_argument, NULL, O_MEM },
 		{ "cpus", required_argument, NULL, O_CPUS },
+		{ "code-cache", required_argument, NULL, O_CODE_CACHE },
 		{ "no-reboot", no_argument, NULL, O_NOREBOOT },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "dump-dtb", required_argument, NULL, O_DUMPDTB },
@@ -528,6 +533,15 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			cfg->cpus = (int)n;
 			break;
 		}
+		case O_CODE_CACHE:
+			if (config_parse_size(optarg, &cfg->code_cache) < 0 ||
+			    cfg->code_cache < VM_CODE_CACHE_MIN ||
+			    cfg->code_cache > VM_CODE_CACHE_MAX) {
+				log_error("--code-cache '%s': must be a size from 1M to 1G",
+					  optarg);
+				return -EINVAL;
+			}
+			break;
 		case O_NOREBOOT: cfg->no_reboot = true; break;
 		case O_TIMEOUT: {
 			char *end;

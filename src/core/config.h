@@ -68,6 +68,12 @@ struct vm_device_config {
 	struct vm_net_config net;   /* "virtio-net" */
 };
 
+/* Each vCPU's translation caches (--code-cache): this many bytes of address space for decoded
+ * blocks and as many for translated host code; a full cache is emptied and refilled. */
+#define VM_CODE_CACHE_DEFAULT (64ULL << 20)
+#define VM_CODE_CACHE_MIN (1ULL << 20)
+#define VM_CODE_CACHE_MAX (1ULL << 30)
+
 struct vm_config {
 	const char *kernel;    /* required */
 	const char *initramfs; /* may be NULL */
@@ -75,6 +81,7 @@ struct vm_config {
 	const char *cmdline;   /* may be NULL */
 	uint64_t memory;       /* bytes */
 	int cpus;
+	uint64_t code_cache; /* bytes per vCPU (VM_CODE_CACHE_*); 0: the default */
 	bool no_reboot;
 	double timeout; /* seconds, 0 = none */
 	int verbose;

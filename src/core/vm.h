@@ -46,6 +46,16 @@ struct guest_ram {
 	uint8_t *host;
 };
 
+/* The machine's timer as a hart in WFI sees it: so that a sleeping hart waits for its own
+ * next timer interrupt and no timer thread has to wake to deliver it. */
+struct vm_wfi_ops {
+	/* The hart is about to sleep: returns the CLOCK_MONOTONIC ns at which its timer
+	 * fires (UINT64_MAX: none pending), which the hart now waits for itself. */
+	uint64_t (*sleep)(void *opaque, int hart);
+	/* The hart woke (at that time or earlier): raises its timer line if due. */
+	void (*wake)(void *opaque, int hart);
+};
+
 struct vm {
 	const struct vm_config *cfg;
 	struct guest_ram ram;
@@ -55,6 +65,8 @@ struct vm {
 	struct hart *harts[VM_MAX_CPUS];
 
 	struct clint *clint;
+	const struct vm_wfi_ops *wfi_ops; /* set by the timer device; NULL: none */
+	void *wfi_opaque;
 	struct plic *plic;
 	struct uart *uart;
 	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/event.h"
 #include "core/log.h"
@@ -18,8 +19,10 @@ void vm_free(struct vm *vm)
 		hart_destroy(vm->harts[i]);
 	if (vm->htif)
 		htif_destroy(vm->htif);
-	if (vm->ram.host)
-		munmap(vm->ram.host, vm->ram.size);
+	if (vm->ram.host) {
+		size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+		munmap((uint8_t *)vm->ram.host - guard, vm->ram.size + 2 * guard);
+	}
 	event_loop_destroy(vm->loop);
 	vm_pause_uninit(vm);
 	pthread_mutex_destroy(&vm->exit_lock);
@@ -48,17 +51,22 @@ int vm_init(struct vm *vm, const struct vm_config *cfg)
 
 	vm->ram.base = RAM_BASE;
 	vm->ram.size = cfg->memory;
-	/* Reserve nothing up front: untouched guest pages cost no host memory. */
-	void *p = mmap(NULL, cfg->memory, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED) {
+	/* Reserve nothing up front: untouched guest pages cost no host memory. An inaccessible
+	 * page on either side keeps the kernel from merging guest RAM with a neighbouring
+	 * mapping, so /proc/PID/smaps accounts the guest's pages on a line of their own. */
+	size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+	uint8_t *p = mmap(NULL, cfg->memory + 2 * guard, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED || mprotect(p + guard, cfg->memory, PROT_READ | PROT_WRITE) < 0) {
 		int e = errno;
 		log_error("cannot map %" PRIu64 " MiB of guest memory: %s", cfg->memory >> 20,
 			  strerror(e));
+		if (p != MAP_FAILED)
+			munmap(p, cfg->memory + 2 * guard);
 		vm_free(vm);
 		return -e;
 	}
-	vm->ram.host = p;
+	vm->ram.host = p + guard;
 	for (int i = 0; i < cfg->cpus; i++) {
 		vm->harts[i] = hart_create(vm, i);
 		if (!vm->harts[i]) {

@@ -55,6 +55,9 @@ check "negative memory size" 2 "memory '-5M'" -- --kernel "$image" --memory -5M
 check "zero vCPUs" 2 "cpus '0'" -- --kernel "$image" --cpus 0
 check "absurd vCPUs" 2 "cpus '100000'" -- --kernel "$image" --cpus 100000
 check "vCPUs not a number" 2 "cpus 'two'" -- --kernel "$image" --cpus two
+check "code cache not a size" 2 "code-cache 'big'" -- --kernel "$image" --code-cache big
+check "code cache too small" 2 "code-cache '64K'.*1M to 1G" -- --kernel "$image" --code-cache 64K
+check "code cache too big" 2 "code-cache '2G'.*1M to 1G" -- --kernel "$image" --code-cache 2G
 check "bad timeout" 2 "timeout 'soon'" -- --kernel "$image" --timeout soon
 check "unknown option" 2 "unknown option '--bogus'" -- --bogus
 check "option without value" 2 "'--kernel' needs a value" -- --kernel

@@ -16,5 +16,7 @@ extern char fake_harts[VM_MAX_CPUS];
 extern _Atomic uint64_t mip[VM_MAX_CPUS];
 extern pthread_mutex_t mip_lock;
 extern pthread_cond_t mip_cond;
+/* hart_kick calls, per hart. */
+extern _Atomic int kicks[VM_MAX_CPUS];
 
 #endif

@@ -2029,7 +2029,7 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 static void require_jit(void)
 {
 #if defined(__x86_64__)
-	struct jit *j = jit_create();
+	struct jit *j = jit_create(1u << 20);
 	assert_non_null(j);
 	jit_destroy(j);
 #else

@@ -276,6 +276,53 @@ static void test_clint_timer(void **state)
 	clint_destroy(c);
 }
 
+/* A hart sleeping in WFI waits for its own compare: the timer thread leaves it alone, and
+ * the hart raises its line when it wakes. */
+static void test_clint_wfi(void **state)
+{
+	(void)state;
+	struct clint *c;
+	assert_int_equal(clint_create(&vm, &clint_where, &c), 0);
+	assert_ptr_equal(vm.wfi_opaque, c);
+	const struct vm_wfi_ops *ops = vm.wfi_ops;
+	assert_non_null(ops);
+
+	/* No compare pending: nothing to wait for. */
+	assert_int_equal(ops->sleep(c, 1), UINT64_MAX);
+	ops->wake(c, 1);
+
+	/* A compare 30 ms ahead: the hart is told when, and the thread does not fire it. */
+	uint64_t when = vm_mtime(&vm) + 300000;
+	clint_ops.write(c, CLINT_MTIMECMP + 8 * 1, when, 8);
+	assert_int_equal(ops->sleep(c, 1), vm_mtime_to_ns(&vm, when));
+	assert_false(wait_line(1, MIP_MTIP, true, 100));
+	/* Woken past it: the line rises at once. */
+	ops->wake(c, 1);
+	assert_true(line(1, MIP_MTIP));
+
+	/* Woken early (another interrupt): the thread takes the deadline back and fires it. */
+	clint_ops.write(c, CLINT_MTIMECMP + 8 * 2, vm_mtime(&vm) + 300000, 8);
+	assert_true(ops->sleep(c, 2) != UINT64_MAX);
+	ops->wake(c, 2);
+	assert_false(line(2, MIP_MTIP));
+	assert_true(wait_line(2, MIP_MTIP, true, 2000));
+
+	/* A new compare for a sleeping hart wakes it to wait anew. */
+	clint_ops.write(c, CLINT_MTIMECMP + 8 * 3, vm_mtime(&vm) + 100000000, 8);
+	assert_true(ops->sleep(c, 3) != UINT64_MAX);
+	int k = atomic_load(&kicks[3]);
+	clint_ops.write(c, CLINT_MTIMECMP + 8 * 3, vm_mtime(&vm) + 50000000, 8);
+	assert_int_equal(atomic_load(&kicks[3]), k + 1);
+	ops->wake(c, 3);
+	assert_false(line(3, MIP_MTIP));
+
+	/* Harts the machine does not have are ignored. */
+	assert_int_equal(ops->sleep(c, VM_MAX_CPUS), UINT64_MAX);
+	ops->wake(c, -1);
+	clint_destroy(c);
+	assert_null(vm.wfi_ops);
+}
+
 /* ---- UART ---- */
 
 static const struct mmio_region uart_where = { .base = 0x10000000, .size = 0x100, .irq = 10 };
@@ -559,6 +606,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_plic_claim_complete, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_clint_ipi, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_clint_timer, setup_vm, teardown_vm),
+		cmocka_unit_test_setup_teardown(test_clint_wfi, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_uart_registers, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_uart_input_flow, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_uart_no_input, setup_vm, teardown_vm),

@@ -27,6 +27,12 @@ void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t 
  * from any thread, and wakes the hart if it sleeps in WFI. */
 void hart_set_irq(struct hart *h, uint64_t mask, bool level);
 
+/* How often an idle hart has emptied its block and code caches and given their pages back
+ * to the host, and how many bytes the caches hold now (both from the hart's thread, or while
+ * it is paused or stopped). */
+uint64_t hart_cache_trims(const struct hart *h);
+size_t hart_cache_used(const struct hart *h);
+
 /* Makes the hart leave its run loop soon (to notice vm exit, pause, ...), from any thread. */
 void hart_kick(struct hart *h);
 

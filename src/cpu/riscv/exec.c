@@ -3,11 +3,14 @@
  * at control flow, CSR and system instructions and page ends; a block's exits to targets in
  * its own page are chained directly. Interrupts and VM requests are looked at between
  * blocks (h->kick), never per instruction. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/vm.h"
 #include "cpu/riscv/fpu.h"
@@ -18,8 +21,15 @@
 
 #define BLOCK_MAX 64
 #define BC_HASH_BITS 16
-#define BC_ARENA_SIZE (64u << 20) /* address space: pages are touched as blocks fill it */
-#define JIT_HOT 32		  /* runs of a block before it is translated to host code */
+#define JIT_HOT 32 /* runs of a block before it is translated to host code */
+/* A hart is idle when it slept in WFI for most of a window of host time. A hart that goes
+ * idle gives the pages its caches filled back to the host, once (the blocks an idle guest
+ * runs are soon decoded again, and are then kept); while it stays idle, again only when the
+ * caches grow past IDLE_TRIM_AGAIN. */
+#define IDLE_WINDOW_NS 2000000000ULL
+#define IDLE_ASLEEP_PERMILLE 980
+#define IDLE_TRIM_MIN (1u << 20)
+#define IDLE_TRIM_AGAIN (8u << 20)
 
 struct block {
 	uintptr_t key; /* host address of the first instruction */
@@ -36,8 +46,11 @@ struct block {
 
 struct block_cache {
 	struct block *hash[1u << BC_HASH_BITS];
-	uint8_t *arena;
+	uint8_t *arena; /* address space: pages cost memory once blocks are decoded in them */
+	size_t size;
 	size_t used;
+	size_t high;	/* the most of the arena used since its pages were last released */
+	uint64_t trims; /* times the caches were emptied and their pages released */
 	/* fence.i bumps the epoch: a block from an older epoch is used again only after its
 	 * code bytes are found unchanged, so fence.i costs no re-decoding of unchanged code. */
 	uint64_t epoch;
@@ -52,13 +65,17 @@ struct block_cache {
 	} scratch;
 };
 
-struct block_cache *block_cache_create(void)
+struct block_cache *block_cache_create(size_t size)
 {
+	if (size < VM_CODE_CACHE_MIN)
+		return NULL;
 	struct block_cache *bc = calloc(1, sizeof(*bc));
 	if (!bc)
 		return NULL;
-	bc->arena = malloc(BC_ARENA_SIZE);
-	if (!bc->arena) {
+	bc->size = size;
+	bc->arena = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (bc->arena == MAP_FAILED) {
 		free(bc);
 		return NULL;
 	}
@@ -66,7 +83,7 @@ struct block_cache *block_cache_create(void)
 	 * runs (tests use 1 so every block runs translated). */
 	const char *env = getenv("MABO_JIT");
 	if (!env || strcmp(env, "0") != 0)
-		bc->jit = jit_create();
+		bc->jit = jit_create(size);
 	env = getenv("MABO_JIT_HOT");
 	bc->jit_hot = env && atoi(env) > 0 ? (uint32_t)atoi(env) : JIT_HOT;
 	env = getenv("MABO_PERF_MAP");
@@ -85,7 +102,7 @@ void block_cache_destroy(struct block_cache *bc)
 	jit_destroy(bc->jit);
 	if (bc->perf_map)
 		fclose(bc->perf_map);
-	free(bc->arena);
+	munmap(bc->arena, bc->size);
 	free(bc);
 }
 
@@ -93,6 +110,8 @@ void block_cache_destroy(struct block_cache *bc)
 static void block_cache_reset(struct block_cache *bc)
 {
 	memset(bc->hash, 0, sizeof(bc->hash));
+	if (bc->used > bc->high)
+		bc->high = bc->used;
 	bc->used = 0;
 	bc->epoch++;
 	bc->resets++;
@@ -102,6 +121,28 @@ static void block_cache_reset(struct block_cache *bc)
 void block_cache_flush(struct hart *h)
 {
 	h->bc->epoch++;
+}
+
+/* Empties the caches and gives their pages back to the host. Only between blocks: no
+ * pointer into the arena or the code buffer may be used afterwards. */
+static void block_cache_release(struct block_cache *bc)
+{
+	block_cache_reset(bc);
+	jit_release(bc->jit);
+	size_t len = (bc->high + 4095) & ~(size_t)4095;
+	if (len && madvise(bc->arena, len, MADV_DONTNEED) == 0)
+		bc->high = 0;
+	bc->trims++;
+}
+
+uint64_t hart_cache_trims(const struct hart *h)
+{
+	return h->bc->trims;
+}
+
+size_t hart_cache_used(const struct hart *h)
+{
+	return h->bc->used + jit_used(h->bc->jit);
 }
 
 static inline unsigned bc_hash(uintptr_t key)
@@ -203,7 +244,7 @@ static struct block *block_translate(struct hart *h, uint64_t pc, uint8_t *page,
 	}
 
 	size_t need = sizeof(struct block) + (BLOCK_MAX + 1) * sizeof(struct insn);
-	if (bc->used + need > BC_ARENA_SIZE || (bc->jit && jit_full(bc->jit)))
+	if (bc->used + need > bc->size || (bc->jit && jit_full(bc->jit)))
 		block_cache_reset(bc);
 	struct block *b = (struct block *)(bc->arena + bc->used);
 	unsigned off = 0, n = 0;
@@ -269,12 +310,45 @@ static void block_compile(struct hart *h, struct block *b, uint64_t pc0)
 	b->jit = fn;
 }
 
+/* Sleeps until an interrupt is pending or the hart is kicked. Also where an idle hart's
+ * caches are released: the caller (L_WFI) leaves its block without looking at it again. */
 static void hart_wfi(struct hart *h)
 {
+	uint64_t now = host_now_ns();
+
+	if (now - h->idle_window_start >= IDLE_WINDOW_NS) {
+		uint64_t window = now - h->idle_window_start;
+		bool idle = h->idle_window_asleep >= window / 1000 * IDLE_ASLEEP_PERMILLE;
+		size_t used = hart_cache_used(h);
+		if (idle && used >= (h->idle_trimmed ? IDLE_TRIM_AGAIN : IDLE_TRIM_MIN)) {
+			block_cache_release(h->bc);
+			h->idle_trimmed = true;
+		} else if (!idle) {
+			h->idle_trimmed = false;
+		}
+		h->idle_window_start = now;
+		h->idle_window_asleep = 0;
+	}
+	/* The hart waits for its own next timer interrupt (a timed wait), so that an idle
+	 * guest's tick wakes this thread alone. */
+	const struct vm_wfi_ops *ops = h->vm->wfi_ops;
+	void *opaque = h->vm->wfi_opaque;
+	uint64_t deadline = ops ? ops->sleep(opaque, h->id) : UINT64_MAX;
+	struct timespec ts = {
+		.tv_sec = (time_t)(deadline / 1000000000ULL),
+		.tv_nsec = (long)(deadline % 1000000000ULL),
+	};
 	pthread_mutex_lock(&h->lock);
-	while (!atomic_load(&h->kick) && !(hart_read_mip(h) & h->mie))
-		pthread_cond_wait(&h->cond, &h->lock);
+	while (!atomic_load(&h->kick) && !(hart_read_mip(h) & h->mie)) {
+		if (deadline == UINT64_MAX)
+			pthread_cond_wait(&h->cond, &h->lock);
+		else if (pthread_cond_timedwait(&h->cond, &h->lock, &ts) == ETIMEDOUT)
+			break;
+	}
 	pthread_mutex_unlock(&h->lock);
+	if (ops)
+		ops->wake(opaque, h->id);
+	h->idle_window_asleep += host_now_ns() - now;
 }
 
 static inline int32_t sx32(uint64_t v)
@@ -1089,7 +1163,10 @@ struct hart *hart_create(struct vm *vm, int id)
 	struct hart *h = calloc(1, sizeof(*h));
 	if (!h)
 		return NULL;
-	h->bc = block_cache_create();
+	size_t size = VM_CODE_CACHE_DEFAULT;
+	if (vm->cfg && vm->cfg->code_cache)
+		size = (size_t)vm->cfg->code_cache;
+	h->bc = block_cache_create(size);
 	if (!h->bc) {
 		free(h);
 		return NULL;
@@ -1098,7 +1175,12 @@ struct hart *hart_create(struct vm *vm, int id)
 	h->id = id;
 	h->mhartid = (uint64_t)id;
 	pthread_mutex_init(&h->lock, NULL);
-	pthread_cond_init(&h->cond, NULL);
+	/* WFI waits for timer deadlines on CLOCK_MONOTONIC (the guest's clock). */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	hart_reset(h, RAM_BASE, 0, 0, 0);
 	return h;
 }
@@ -1148,10 +1230,12 @@ void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t 
 
 void hart_kick(struct hart *h)
 {
+	/* Set under the lock, so a hart about to sleep sees it; woken after the unlock, so the
+	 * hart does not wake only to wait for the lock the kicker still holds. */
 	pthread_mutex_lock(&h->lock);
 	atomic_store(&h->kick, 1);
-	pthread_cond_broadcast(&h->cond);
 	pthread_mutex_unlock(&h->lock);
+	pthread_cond_broadcast(&h->cond);
 }
 
 void hart_set_irq(struct hart *h, uint64_t mask, bool level)

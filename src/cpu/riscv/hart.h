@@ -145,6 +145,11 @@ struct hart {
 	/* WFI sleeping */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	/* Host time (CLOCK_MONOTONIC ns) the current idle window began, and how much of it the
+	 * hart slept in WFI: owned by the hart's thread. */
+	uint64_t idle_window_start;
+	uint64_t idle_window_asleep;
+	bool idle_trimmed; /* the caches were released since the hart was last busy */
 
 	struct block_cache *bc;
 	struct tlb tlbs[4]; /* indexed by privilege; [2] unused */
@@ -187,7 +192,7 @@ uint8_t *mem_fetch_page(struct hart *h, uint64_t pc, uint64_t *pa);
 
 /* exec.c */
 void block_cache_flush(struct hart *h);
-struct block_cache *block_cache_create(void);
+struct block_cache *block_cache_create(size_t size);
 void block_cache_destroy(struct block_cache *bc);
 void hart_execute(struct hart *h);
 

@@ -43,11 +43,14 @@ struct jit_link {
 				* patched direct jump from a linked predecessor enters */
 };
 
-/* A code buffer for one hart; NULL when the host has no code generator or no memory. */
-struct jit *jit_create(void);
+/* A code buffer of size bytes (address space: pages cost memory only once code is written
+ * in them) for one hart; NULL when the host has no code generator or no memory. */
+struct jit *jit_create(size_t size);
 void jit_destroy(struct jit *j);
 /* Forgets all code (the block cache was emptied). */
 void jit_reset(struct jit *j);
+/* Forgets all code and gives the pages it filled back to the host. */
+void jit_release(struct jit *j);
 /* Translates the block's n instructions (and its closing END); NULL when the first one
  * cannot be translated or the buffer is full (the caller then resets the cache).
  * *chain_entry receives the entry that chained blocks jump to once they have done the

@@ -18,20 +18,24 @@
 
 #include <sys/mman.h>
 
-#define JIT_CODE_SIZE (128u << 20)
 #define JIT_BLOCK_MAX 16384 /* bytes of host code one block may need at most */
 
 struct jit {
 	uint8_t *code;
+	size_t size;
 	size_t used;
+	size_t high; /* the most used since the pages were last released */
 };
 
-struct jit *jit_create(void)
+struct jit *jit_create(size_t size)
 {
+	if (size < 2 * JIT_BLOCK_MAX)
+		return NULL;
 	struct jit *j = calloc(1, sizeof(*j));
 	if (!j)
 		return NULL;
-	j->code = mmap(NULL, JIT_CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
+	j->size = size;
+	j->code = mmap(NULL, size, PROT_READ | PROT_WRITE | PROT_EXEC,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (j->code == MAP_FAILED) {
 		free(j);
@@ -44,19 +48,33 @@ void jit_destroy(struct jit *j)
 {
 	if (!j)
 		return;
-	munmap(j->code, JIT_CODE_SIZE);
+	munmap(j->code, j->size);
 	free(j);
 }
 
 void jit_reset(struct jit *j)
 {
-	if (j)
-		j->used = 0;
+	if (!j)
+		return;
+	if (j->used > j->high)
+		j->high = j->used;
+	j->used = 0;
+}
+
+void jit_release(struct jit *j)
+{
+	if (!j)
+		return;
+	jit_reset(j);
+	/* The pages read back as zeros when code is written there again. */
+	size_t len = (j->high + 4095) & ~(size_t)4095;
+	if (len && madvise(j->code, len, MADV_DONTNEED) == 0)
+		j->high = 0;
 }
 
 bool jit_full(const struct jit *j)
 {
-	return !j || j->used + JIT_BLOCK_MAX > JIT_CODE_SIZE;
+	return !j || j->used + JIT_BLOCK_MAX > j->size;
 }
 
 size_t jit_used(const struct jit *j)
@@ -1091,8 +1109,9 @@ jit_fn jit_compile(struct jit *j, const struct insn *insns, uint32_t n, const st
 
 #else /* no code generator for this host */
 
-struct jit *jit_create(void)
+struct jit *jit_create(size_t size)
 {
+	(void)size;
 	return NULL;
 }
 
@@ -1102,6 +1121,11 @@ void jit_destroy(struct jit *j)
 }
 
 void jit_reset(struct jit *j)
+{
+	(void)j;
+}
+
+void jit_release(struct jit *j)
 {
 	(void)j;
 }

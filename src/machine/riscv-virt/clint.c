@@ -1,17 +1,22 @@
 /* SiFive CLINT as on QEMU's virt machine.
  *
- * Harts never poll the clock: one timer thread per VM sleeps until the earliest mtimecmp
- * deadline and raises MTIP on the harts whose compare has passed. MTIP is a level,
- * (mtime >= mtimecmp[h]), so a write to mtimecmp recomputes it at once and wakes the thread
- * to re-arm. One mutex covers all the state; hart_set_irq is called with it held so that
- * the order in which lines change always matches the order of the writes that caused it. */
+ * Harts never poll the clock: one timer thread per VM sleeps on a timerfd armed for the
+ * earliest mtimecmp deadline and raises MTIP on the harts whose compare has passed. MTIP is
+ * a level, (mtime >= mtimecmp[h]), so a write to mtimecmp recomputes it at once. The writer
+ * arms the timerfd itself when the new compare is earlier than the armed deadline, so the
+ * guest programming its next tick (every tick, on an idle guest) wakes no thread; a compare
+ * moved later leaves the earlier deadline armed, and the thread re-arms when it fires. One
+ * mutex covers all the state; hart_set_irq is called with it held so that the order in which
+ * lines change always matches the order of the writes that caused it. */
 #include "machine/riscv-virt/clint.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/vm.h"
@@ -28,12 +33,16 @@ struct clint {
 	int nharts;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* CLOCK_MONOTONIC: a compare changed, or stop */
+	int tfd;	/* timerfd, CLOCK_MONOTONIC, absolute: the thread's next wake-up */
+	uint64_t armed; /* the deadline (host ns) tfd is armed for; UINT64_MAX: disarmed */
 	pthread_t thread;
 	bool stop;
 
 	uint64_t mtimecmp[VM_MAX_CPUS];
 	bool mtip[VM_MAX_CPUS]; /* level last driven on each hart */
+	/* The hart sleeps in WFI until its own compare (clint_wfi_sleep): the thread leaves
+	 * that deadline to it. */
+	bool wfi_owned[VM_MAX_CPUS];
 	uint32_t msip[VM_MAX_CPUS];
 };
 
@@ -62,30 +71,51 @@ static uint64_t clint_update_timers_locked(struct clint *c, uint64_t now)
 			c->mtip[h] = level;
 			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
 		}
-		if (!level && c->mtimecmp[h] < next)
+		if (!level && !c->wfi_owned[h] && c->mtimecmp[h] < next)
 			next = c->mtimecmp[h];
 	}
 	return next;
 }
 
+/* Arms the timerfd for host time ns (UINT64_MAX disarms; a time already past fires at
+ * once). Caller holds the lock. */
+static void clint_arm_locked(struct clint *c, uint64_t ns)
+{
+	struct itimerspec its = { 0 };
+
+	if (ns != UINT64_MAX) {
+		if (ns == 0)
+			ns = 1; /* an all-zero it_value would disarm */
+		its.it_value.tv_sec = (time_t)(ns / 1000000000ULL);
+		its.it_value.tv_nsec = (long)(ns % 1000000000ULL);
+	}
+	if (timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+		c->armed = ns;
+}
+
 static void *clint_timer_thread(void *arg)
 {
 	struct clint *c = arg;
+	uint64_t expirations;
 
 	pthread_mutex_lock(&c->lock);
 	while (!c->stop) {
 		uint64_t next = clint_update_timers_locked(c, vm_mtime(c->vm));
 		uint64_t ns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
-		if (ns == UINT64_MAX) {
-			pthread_cond_wait(&c->cond, &c->lock);
-			continue;
+		if (ns != c->armed)
+			clint_arm_locked(c, ns);
+		pthread_mutex_unlock(&c->lock);
+		/* Returns at the deadline, at once when re-armed for an earlier one that has
+		 * passed, or on a signal: every return just re-evaluates. */
+		if (read(c->tfd, &expirations, sizeof(expirations)) < 0 && errno != EINTR &&
+		    errno != EAGAIN) {
+			log_error("clint: the timer thread cannot wait: %s", strerror(errno));
+			pthread_mutex_lock(&c->lock);
+			break;
 		}
-		struct timespec ts = {
-			.tv_sec = (time_t)(ns / 1000000000ULL),
-			.tv_nsec = (long)(ns % 1000000000ULL),
-		};
-		/* An early return (signal, spurious wake-up) just re-evaluates. */
-		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+		pthread_mutex_lock(&c->lock);
+		/* The expiry was consumed: nothing is armed until the next round arms it. */
+		c->armed = UINT64_MAX;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
@@ -132,13 +162,64 @@ static void clint_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 			bool level = vm_mtime(c->vm) >= c->mtimecmp[h];
 			c->mtip[h] = level;
 			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
-			pthread_cond_signal(&c->cond);
+			if (c->wfi_owned[h]) {
+				/* It sleeps until its old compare: wake it to wait anew. */
+				hart_kick(c->vm->harts[h]);
+			} else if (!level) {
+				uint64_t ns = vm_mtime_to_ns(c->vm, c->mtimecmp[h]);
+				if (ns < c->armed)
+					clint_arm_locked(c, ns);
+			}
 		}
 	}
 	/* mtime is read-only here: every hart's time CSR shares vm->clock_base_ns, which
 	 * harts read without a lock; OpenSBI and Linux never write mtime on this machine. */
 	pthread_mutex_unlock(&c->lock);
 }
+
+static uint64_t clint_wfi_sleep(void *opaque, int h)
+{
+	struct clint *c = opaque;
+	uint64_t ns = UINT64_MAX;
+
+	if (h < 0 || h >= c->nharts)
+		return UINT64_MAX;
+	pthread_mutex_lock(&c->lock);
+	uint64_t now = vm_mtime(c->vm);
+	if (now < c->mtimecmp[h]) {
+		c->wfi_owned[h] = true;
+		ns = vm_mtime_to_ns(c->vm, c->mtimecmp[h]);
+		/* The thread's deadline without this hart's (usually none: disarmed). */
+		uint64_t next = clint_update_timers_locked(c, now);
+		uint64_t tns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
+		if (tns != c->armed)
+			clint_arm_locked(c, tns);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ns;
+}
+
+static void clint_wfi_wake(void *opaque, int h)
+{
+	struct clint *c = opaque;
+
+	if (h < 0 || h >= c->nharts)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (c->wfi_owned[h]) {
+		c->wfi_owned[h] = false;
+		uint64_t next = clint_update_timers_locked(c, vm_mtime(c->vm));
+		uint64_t ns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
+		if (ns < c->armed)
+			clint_arm_locked(c, ns);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static const struct vm_wfi_ops clint_wfi_ops = {
+	.sleep = clint_wfi_sleep,
+	.wake = clint_wfi_wake,
+};
 
 static int clint_fdt_node(void *opaque, void *fdt, const struct vm *vm)
 {
@@ -170,7 +251,6 @@ const struct mmio_ops clint_ops = {
 
 int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **out)
 {
-	pthread_condattr_t attr;
 	struct clint *c;
 	int err;
 
@@ -184,30 +264,30 @@ int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **
 	for (int h = 0; h < VM_MAX_CPUS; h++)
 		c->mtimecmp[h] = UINT64_MAX;
 
+	c->armed = UINT64_MAX;
 	err = -pthread_mutex_init(&c->lock, NULL);
 	if (err)
 		goto err_free;
-	err = -pthread_condattr_init(&attr);
-	if (err)
-		goto err_mutex;
-	/* Deadlines come from vm_mtime_to_ns, i.e. CLOCK_MONOTONIC: the wait must use it too
+	/* Deadlines come from vm_mtime_to_ns, i.e. CLOCK_MONOTONIC: the timer must use it too
 	 * or a wall-clock step would delay or hurry every timer interrupt. */
-	err = -pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	if (!err)
-		err = -pthread_cond_init(&c->cond, &attr);
-	pthread_condattr_destroy(&attr);
-	if (err)
+	c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (c->tfd < 0) {
+		err = -errno;
+		log_error("clint: cannot create the timer: %s", strerror(-err));
 		goto err_mutex;
+	}
 	err = -pthread_create(&c->thread, NULL, clint_timer_thread, c);
 	if (err) {
 		log_error("clint: cannot start the timer thread: %s", strerror(-err));
-		goto err_cond;
+		goto err_tfd;
 	}
+	vm->wfi_ops = &clint_wfi_ops;
+	vm->wfi_opaque = c;
 	*out = c;
 	return 0;
 
-err_cond:
-	pthread_cond_destroy(&c->cond);
+err_tfd:
+	close(c->tfd);
 err_mutex:
 	pthread_mutex_destroy(&c->lock);
 err_free:
@@ -219,12 +299,16 @@ void clint_destroy(struct clint *c)
 {
 	if (!c)
 		return;
+	if (c->vm->wfi_opaque == c) {
+		c->vm->wfi_ops = NULL;
+		c->vm->wfi_opaque = NULL;
+	}
 	pthread_mutex_lock(&c->lock);
 	c->stop = true;
-	pthread_cond_signal(&c->cond);
+	clint_arm_locked(c, 1); /* fires at once: the thread sees stop */
 	pthread_mutex_unlock(&c->lock);
 	pthread_join(c->thread, NULL);
-	pthread_cond_destroy(&c->cond);
+	close(c->tfd);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -265,7 +349,7 @@ int clint_load(struct clint *c, struct sreader *r)
 	}
 	/* The timer thread recomputes every MTIP line against the restored clock. */
 	clint_update_timers_locked(c, vm_mtime(c->vm));
-	pthread_cond_signal(&c->cond);
+	clint_arm_locked(c, 1);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
