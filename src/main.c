@@ -84,7 +84,8 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 	}
 	ret = migration_create(&vm, &mig);
 	if (ret < 0) {
-		log_error("out of memory");
+		if (ret == -ENOMEM) /* other failures (credentials) said why */
+			log_error("out of memory");
 		goto out_virt;
 	}
 	vm.migration = mig;

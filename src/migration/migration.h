@@ -57,7 +57,9 @@ struct migrate_status {
 
 const char *migrate_state_name(enum migrate_state s);
 
-/* The source side of vm (one per VM). 0 or -ENOMEM. */
+/* The source side of vm (one per VM), with the migration credentials of vm->cfg
+ * (--migration-key, --migration-tls: migration/link.h), which both sides use. 0, or -errno
+ * after logging one line (-ENOMEM without). */
 int migration_create(struct vm *vm, struct migration **out) __attribute__((warn_unused_result));
 /* Ends a job in progress (cancelled, or, past its hand-over, told to stop trying) and
  * waits for it; the status stays readable. NULL is fine. */
