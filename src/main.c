@@ -107,6 +107,9 @@ static int vm_run_once(const struct vm_config *cfg, uint64_t *code)
 				   : migration_incoming(&vm, cfg->incoming);
 		if (ret < 0) {
 			event_loop_stop(vm.loop);
+			/* --timeout ran out before a valid source came: a timeout (status 3). */
+			if (ret == -ETIME && cfg->incoming)
+				ret = VM_EXIT_TIMEOUT;
 			goto out_api;
 		}
 	}

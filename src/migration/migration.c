@@ -1602,7 +1602,26 @@ int migration_incoming(struct vm *vm, const char *uri)
 	struct stream s;
 	uint32_t version = 0;
 	uint64_t token = 0;
+	/* --timeout bounds the wait too: rejected peers must not keep it up forever. */
+	double limit = vm->cfg ? vm->cfg->timeout : 0;
+	uint64_t deadline = limit > 0 ? host_now_ns() + (uint64_t)(limit * 1e9) : 0;
 	for (;;) {
+		if (deadline) {
+			uint64_t now = host_now_ns();
+			struct pollfd p = { .fd = lfd, .events = POLLIN };
+			int r = now < deadline ? poll(&p, 1, (int)((deadline - now) / 1000000 + 1))
+					       : 0;
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r == 0) {
+				log_error("--incoming %s: no migration came within %g s", uri,
+					  limit);
+				close(lfd);
+				if (strncmp(uri, "unix:", 5) == 0)
+					unlink(uri + 5);
+				return -ETIME;
+			}
+		}
 		do
 			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		while (fd < 0 && errno == EINTR);

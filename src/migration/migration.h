@@ -85,8 +85,10 @@ void migration_get_status(struct migration *m, struct migrate_status *st);
 int migration_switch_postcopy(struct migration *m);
 
 /* Destination: waits on uri for a migration into vm (made, devices created, vCPUs not
- * started, event loop running) and loads it. 0 when the VM is complete and may run; -errno
- * after logging one line (the VM must not run). */
+ * started, event loop running) and loads it; peers that fail the TLS handshake or send no
+ * valid stream are turned away (one line each) and the wait goes on, for vm->cfg->timeout
+ * seconds at most (then -ETIME). 0 when the VM is complete and may run; -errno after
+ * logging one line (the VM must not run). */
 int migration_incoming(struct vm *vm, const char *uri) __attribute__((warn_unused_result));
 /* Destination, post-copy: true while pages are still to come, with how many and whether
  * the link to the source is up. */

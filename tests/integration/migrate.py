@@ -772,6 +772,31 @@ def test_security(tmp, disk):
         else:
             bad("--incoming with %s: exit %d, %r" % (name, p.returncode, p.stderr))
 
+    # --timeout bounds the wait: a destination visited only by garbage ends with status 3.
+    port = free_port()
+    p = subprocess.Popen(cl.base + ["--incoming", "tcp:127.0.0.1:%d" % port, "--timeout", "4"]
+                         + kopt, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not listening(port) and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as g:
+            g.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    except OSError:
+        pass
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    took = time.monotonic() - t0
+    if p.returncode == 3 and took >= 3.5 and len(re.findall("rejected", err)) == 1:
+        ok("a destination with --timeout 4 and only garbage: exit 3 after %.1f s" % took)
+    else:
+        bad("--timeout on a waiting destination: exit %s after %.1f s, %r" %
+            (p.returncode, took, err))
+
     # The source has the key; a migration over tcp: from a VMM without any is refused.
     vm = cl.start(kopt)
     sessions = [vm]
