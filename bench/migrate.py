@@ -250,6 +250,7 @@ def med(xs):
 
 
 def main():
+    global SHARED
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="?", type=int, default=3)
@@ -269,7 +270,10 @@ def main():
     ap.add_argument("--tls-cost", action="store_true",
                     help="mabo over TLS against mabo in clear (--migration-insecure), "
                     "without QEMU")
+    ap.add_argument("--shared", default=SHARED,
+                    help="the directory of the peer runner and payloads (default %(default)s)")
     o = ap.parse_args()
+    SHARED = o.shared
     if not os.path.exists(os.path.join(SHARED, "qemu-migrate.py")):
         print("skipped: %s is absent (the QEMU peer runner and payloads live there)" % SHARED)
         return 77

@@ -22,9 +22,12 @@
 #include "core/vm.h"
 
 /* TLS 1.3 only. With a key, ECDHE-PSK: the key proves who is at the other end and an
- * ephemeral exchange keys the session (a key taken later does not open old captures). */
-#define PRIO_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK"
-#define PRIO_CERT "NORMAL:-VERS-ALL:+VERS-TLS1.3"
+ * ephemeral exchange keys the session (a key taken later does not open old captures).
+ * AES-GCM first: with the CPU's AES instructions it runs at gigabytes per second, where
+ * GnuTLS's default pick, ChaCha20-Poly1305, made a migration several times slower. */
+#define PRIO_CIPHERS "-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
+#define PRIO_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:" PRIO_CIPHERS ":+ECDHE-PSK:+DHE-PSK"
+#define PRIO_CERT "NORMAL:-VERS-ALL:+VERS-TLS1.3:" PRIO_CIPHERS
 #define PSK_USER "mabo-migration"
 #define KEY_MAX 4096
 #define RELAY_BUF (256U << 10)
@@ -245,7 +248,10 @@ static void *relay_up(void *arg)
 			clean = got == 0;
 			break;
 		}
+		/* What the code wrote at once leaves in one system call (the records of a
+		 * chunk corked together), and at once (TCP_NODELAY). */
 		size_t off = 0;
+		gnutls_record_cork(r->s);
 		while (off < (size_t)got) {
 			ssize_t w = gnutls_record_send(r->s, buf + off, (size_t)got - off);
 			if (w == GNUTLS_E_INTERRUPTED)
@@ -254,6 +260,9 @@ static void *relay_up(void *arg)
 				goto out; /* includes a send timeout: the link is dead */
 			off += (size_t)w;
 		}
+		/* It retries on a send timeout; TCP_USER_TIMEOUT ends a dead link. */
+		if (gnutls_record_uncork(r->s, GNUTLS_RECORD_WAIT) < 0)
+			goto out;
 	}
 out:
 	if (clean) {
@@ -406,6 +415,15 @@ int mig_link_secure(struct mig_link *l, int fd, bool server, char *why, size_t n
 	set_io_timeouts(fd, MIG_LINK_HANDSHAKE_TIMEOUT_S);
 	unsigned lowat = RELAY_NOTSENT_LOWAT;
 	setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+	/* The relay turns one write of the code into several records, sent as they come:
+	 * Nagle would hold the last small one back for the peer's delayed acknowledgement
+	 * (40 ms at each ACK and GO of the switch-over). */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Data unacknowledged that long ends the connection (as set_timeouts does for the
+	 * migration code's own sockets): the relay never waits on a dead link forever. */
+	int ms = MIG_LINK_HANDSHAKE_TIMEOUT_S * 1000;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
 	r->local = sv[1];
 	r->link = mig_link_ref(l);
 	atomic_init(&r->refs, 2);
