@@ -1858,6 +1858,8 @@ static int src_resume(struct migration *m, uint64_t id, struct stream *s, uint64
 #define POSTCOPY_WATCH_MS 100
 #define PC_BACKLOG_MAX (256U << 10) /* bytes queued in the socket before pushing more */
 
+/* With TLS, fd is the socket pair to the relay: SIOCOUTQ counts what the relay has not
+ * taken yet, and the relay keeps little unsent in TCP (link.c: TCP_NOTSENT_LOWAT). */
 static unsigned socket_backlog(int fd)
 {
 	int n = 0;
