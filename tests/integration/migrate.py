@@ -797,6 +797,14 @@ def test_security(tmp, disk):
         bad("--timeout on a waiting destination: exit %s after %.1f s, %r" %
             (p.returncode, took, err))
 
+    # In clear (--migration-insecure) too, garbage and early closes do not end a destination.
+    d0 = tcp_destination(cl, ["--migration-insecure"])
+    try:
+        n = port_scan(d0, None)
+        waits_on(d0, "port scan in clear (%d peers)" % n, 0, n)
+    finally:
+        d0.close()
+
     # The source has the key; a migration over tcp: from a VMM without any is refused.
     vm = cl.start(kopt)
     sessions = [vm]
