@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -31,6 +32,7 @@
 #define PSK_USER "mabo-migration"
 #define KEY_MAX 4096
 #define RELAY_BUF (256U << 10)
+#define RELAY_RECORD (16U << 10) /* the most plaintext a TLS record holds */
 /* The relay keeps at most this much unsent in the TCP queue: the rest waits in the socket
  * pair, where the migration code's SIOCOUTQ sees it (post-copy bounds its backlog so that
  * a requested page does not queue behind megabytes). */
@@ -284,8 +286,9 @@ static void *relay_down(void *arg)
 {
 	struct relay *r = arg;
 	uint8_t *buf = malloc(RELAY_BUF);
+	bool end = false;
 
-	while (buf) {
+	while (buf && !end) {
 		if (!gnutls_record_check_pending(r->s)) {
 			/* The code's end closed (or shut both ways) ends the relay even when the
 			 * peer says nothing more. */
@@ -301,14 +304,29 @@ static void *relay_down(void *arg)
 			if (!p[0].revents)
 				continue;
 		}
-		ssize_t got = gnutls_record_recv(r->s, buf, RELAY_BUF);
-		if (got == GNUTLS_E_AGAIN || got == GNUTLS_E_INTERRUPTED)
-			continue; /* a receive timeout mid-record: look at the code's end again */
-		if (got <= 0)
-			break; /* the end (close_notify), or an error: the code reads the end */
+		/* The records already here go to the code in one write: a record is 16 KiB at
+		 * most, and a write each woke the code's reader that often. */
+		size_t have = 0;
+		for (;;) {
+			ssize_t got = gnutls_record_recv(r->s, buf + have, RELAY_BUF - have);
+			if (got == GNUTLS_E_AGAIN || got == GNUTLS_E_INTERRUPTED)
+				break; /* a receive timeout mid-record: look at the code's end again
+					*/
+			if (got <= 0) {
+				end = true; /* the end (close_notify), or an error: the code reads
+					       it */
+				break;
+			}
+			have += (size_t)got;
+			int avail = 0;
+			if (RELAY_BUF - have < RELAY_RECORD ||
+			    (!gnutls_record_check_pending(r->s) &&
+			     (ioctl(r->net, FIONREAD, &avail) < 0 || avail <= 0)))
+				break;
+		}
 		size_t off = 0;
-		while (off < (size_t)got) {
-			ssize_t w = write(r->local, buf + off, (size_t)got - off);
+		while (off < have) {
+			ssize_t w = write(r->local, buf + off, have - off);
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w <= 0)
