@@ -309,12 +309,12 @@ static void *relay_down(void *arg)
 		size_t have = 0;
 		for (;;) {
 			ssize_t got = gnutls_record_recv(r->s, buf + have, RELAY_BUF - have);
+			/* A receive timeout mid-record: look at the code's end again. */
 			if (got == GNUTLS_E_AGAIN || got == GNUTLS_E_INTERRUPTED)
-				break; /* a receive timeout mid-record: look at the code's end again
-					*/
+				break;
+			/* The end (close_notify), or an error: the code reads the end. */
 			if (got <= 0) {
-				end = true; /* the end (close_notify), or an error: the code reads
-					       it */
+				end = true;
 				break;
 			}
 			have += (size_t)got;
