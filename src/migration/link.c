@@ -177,6 +177,12 @@ static int load_certs(struct mig_link *l, const char *dir, char *why, size_t n)
 			return -errno;
 		}
 	}
+	struct stat st;
+	if (stat(key, &st) == 0 && (st.st_mode & 077)) {
+		snprintf(why, n, "--migration-tls '%.150s': readable by others (chmod 600 it)",
+			 key);
+		return -EPERM;
+	}
 	if (gnutls_certificate_allocate_credentials(&l->cert) < 0) {
 		snprintf(why, n, "out of memory");
 		return -ENOMEM;
@@ -326,7 +332,8 @@ static void *relay_down(void *arg)
 		}
 		size_t off = 0;
 		while (off < have) {
-			ssize_t w = write(r->local, buf + off, have - off);
+			/* The code's end may be gone: no SIGPIPE for that. */
+			ssize_t w = send(r->local, buf + off, have - off, MSG_NOSIGNAL);
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w <= 0)

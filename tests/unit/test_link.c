@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -82,6 +83,17 @@ static void test_key_refused(void **state)
 
 	snprintf(path, sizeof(path), "%s/missing", tmpdir);
 	assert_int_equal(mig_link_create(path, NULL, &l, why, sizeof(why)), -ENOENT);
+
+	/* A certificate directory whose private key others can read. */
+	static const char *const files[] = { "ca.crt", "cert.pem", "key.pem" };
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, files[i]);
+		write_key(path, "x", 1, 0644);
+	}
+	assert_int_equal(mig_link_create(NULL, tmpdir, &l, why, sizeof(why)), -EPERM);
+	assert_non_null(strstr(why, "key.pem"));
+	/* Both at once. */
+	assert_int_equal(mig_link_create(path, tmpdir, &l, why, sizeof(why)), -EINVAL);
 
 	/* Neither: no TLS, and mig_link_secure passes the descriptor through. */
 	assert_int_equal(mig_link_create(NULL, NULL, &l, why, sizeof(why)), 0);
@@ -230,6 +242,8 @@ static void test_garbage_refused(void **state)
 
 int main(void)
 {
+	/* As mabo-vmm does: a peer gone shows as EPIPE, not as a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_refused),
 		cmocka_unit_test(test_roundtrip),
