@@ -8,8 +8,12 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Isrc -MMD -MP -pthread $(SAN)
 NBD_CFLAGS := $(shell pkg-config --cflags libnbd 2>/dev/null)
 NBD_LIBS := $(shell pkg-config --libs libnbd 2>/dev/null || echo -lnbd)
 CFLAGS += $(NBD_CFLAGS)
+# GnuTLS: TLS 1.3 on migration connections (src/migration/link.c).
+TLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
+TLS_LIBS := $(shell pkg-config --libs gnutls 2>/dev/null || echo -lgnutls)
+CFLAGS += $(TLS_CFLAGS)
 # libslirp: user-mode networking (--net user); zstd: compressed migration.
-LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) -pthread $(SAN)
+LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) $(TLS_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 

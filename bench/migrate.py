@@ -24,7 +24,11 @@ and the ratios mabo / qemu (< 1: mabo-vmm is better), plus the loopback TCP band
 physical bound for bytes / total time).
 
     python3 bench/migrate.py [RUNS] [--mem 512M] [--downtime-ms 10] [--payloads idle,busy]
-                             [--postcopy] [--keep]
+                             [--postcopy] [--keep] [--tls-cost]
+
+mabo-vmm migrates over TLS 1.3 with a pre-shared key (--migration-key, as deployed).
+--tls-cost compares that against the same migration in clear (--migration-insecure)
+instead of against QEMU: ratio = TLS / clear.
 
 --postcopy migrates ours in post-copy (the guest runs on the destination at once, its pages
 follow); the peer runner drives only QEMU's pre-copy, so that comparison is post-copy
@@ -176,12 +180,22 @@ def wait_path(p, timeout=30):
     return False
 
 
-def run_mabo(peer, o, payload, initrd, work, n):
-    wd = os.path.join(work, "mabo-%s-%d" % (payload, n))
+def migration_key(work):
+    key = os.path.join(work, "migration.key")
+    if not os.path.exists(key):
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(key, 0o600)
+    return key
+
+
+def run_mabo(peer, o, payload, initrd, work, n, tls=True):
+    wd = os.path.join(work, "mabo-%s-%s-%d" % ("tls" if tls else "clear", payload, n))
     os.makedirs(wd)
+    sec = ["--migration-key", migration_key(work)] if tls else ["--migration-insecure"]
     base = [VMM, "--kernel", GUEST + "/Image", "--initramfs", initrd, "--firmware",
             GUEST + "/fw_dynamic.bin", "--memory", o.mem, "--cpus", "1", "--no-reboot",
-            "-v", "--cmdline", "console=ttyS0 mabo.run=/bench/%s.sh" % payload]
+            "-v", "--cmdline", "console=ttyS0 mabo.run=/bench/%s.sh" % payload] + sec
     port = free_port()
     dsock, ssock = os.path.join(wd, "dst.sock"), os.path.join(wd, "src.sock")
     dst = Guest("dst", base + ["--incoming", "tcp:127.0.0.1:%d" % port, "--api-socket", dsock],
@@ -236,6 +250,7 @@ def med(xs):
 
 
 def main():
+    global SHARED
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="?", type=int, default=3)
@@ -252,7 +267,13 @@ def main():
     ap.add_argument("--postcopy", action="store_true",
                     help="mabo migrates in post-copy (QEMU still in pre-copy: the peer "
                     "runner drives only that)")
+    ap.add_argument("--tls-cost", action="store_true",
+                    help="mabo over TLS against mabo in clear (--migration-insecure), "
+                    "without QEMU")
+    ap.add_argument("--shared", default=SHARED,
+                    help="the directory of the peer runner and payloads (default %(default)s)")
     o = ap.parse_args()
+    SHARED = o.shared
     if not os.path.exists(os.path.join(SHARED, "qemu-migrate.py")):
         print("skipped: %s is absent (the QEMU peer runner and payloads live there)" % SHARED)
         return 77
@@ -282,12 +303,14 @@ def bench(o, peer, work):
     print("loopback TCP bandwidth: %.0f MiB/s (one stream)" % loopback_mibps())
     keys = ("outage_ms", "guest_stall_ms", "total_ms", "bytes")
     summary = {}
+    # The first against the second: mabo (TLS) against QEMU, or TLS against clear.
+    whos = ("tls", "clear") if o.tls_cost else ("mabo", "qemu")
     for payload in o.payloads.split(","):
-        rows = {"mabo": [], "qemu": []}
+        rows = {w: [] for w in whos}
         for n in range(o.runs):
-            for who in ("mabo", "qemu"):
-                r = (run_mabo(peer, o, payload, initrd, work, n) if who == "mabo"
-                     else run_qemu(o, payload, initrd, work, n))
+            for who in whos:
+                r = (run_qemu(o, payload, initrd, work, n) if who == "qemu"
+                     else run_mabo(peer, o, payload, initrd, work, n, tls=who != "clear"))
                 rows[who].append(r)
                 print("%-5s %-4s run %d: status %s outage %s ms, stall %s ms, total %s ms, "
                       "%s bytes%s" % (payload, who, n + 1, r.get("status"), r.get("outage_ms"),
@@ -300,13 +323,15 @@ def bench(o, peer, work):
                                                if r.get("status") == "completed"])
                                        for k in keys}
     print()
-    print("medians (completed runs); ratio = mabo / qemu (< 1: mabo-vmm better)")
+    a, b = whos
+    print("medians (completed runs); ratio = %s / %s (< 1: %s better)" %
+          (a, b, "TLS" if o.tls_cost else "mabo-vmm"))
     for payload in o.payloads.split(","):
-        m, q = summary[(payload, "mabo")], summary[(payload, "qemu")]
+        m, q = summary[(payload, a)], summary[(payload, b)]
         for k in keys:
             ratio = (m[k] / q[k]) if m[k] is not None and q[k] else None
-            print("%-5s %-15s mabo %-10s qemu %-10s ratio %s" %
-                  (payload, k, m[k], q[k], "%.3f" % ratio if ratio is not None else "n/a"))
+            print("%-5s %-15s %s %-10s %s %-10s ratio %s" %
+                  (payload, k, a, m[k], b, q[k], "%.3f" % ratio if ratio is not None else "n/a"))
     return 0
 
 

@@ -12,6 +12,7 @@ PACKAGES=(
 	libcmocka-dev     # unit tests
 	libslirp-dev      # user-mode networking (--net user): a TCP/IP stack in user space
 	libzstd-dev       # compressed pages in live migration and snapshots (--compress)
+	libgnutls28-dev   # TLS 1.3 on migration connections (--migration-key, --migration-tls)
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	libsqlite3-dev    # mabod: VM definitions and state (SQLite, WAL)
 	libjansson-dev    # mabod: JSON for the REST API and stored VM specs
@@ -25,6 +26,7 @@ PACKAGES=(
 	python3 device-tree-compiler
 	iproute2          # the TAP test: network namespace, bridge, TAP devices
 	nbdkit qemu-utils # NBD servers the NBD disk tests run (qemu-nbd, qemu-img)
+	gnutls-bin        # certtool: the migration tests' certificate authority
 )
 PACKAGES+=("$@")
 

@@ -209,7 +209,8 @@ static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, uint64_
 	}
 	ret = migration_create(&vm, &mig);
 	if (ret < 0) {
-		log_error("out of memory");
+		if (ret == -ENOMEM) /* other failures (credentials) said why */
+			log_error("out of memory");
 		goto out_virt;
 	}
 	vm.migration = mig;
@@ -234,6 +235,9 @@ static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, uint64_
 				   : migration_incoming(&vm, cfg->incoming);
 		if (ret < 0) {
 			event_loop_stop(vm.loop);
+			/* --timeout ran out before a valid source came: a timeout (status 3). */
+			if (ret == -ETIME && cfg->incoming)
+				ret = VM_EXIT_TIMEOUT;
 			goto out_api;
 		}
 	}

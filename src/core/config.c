@@ -116,6 +116,12 @@ static void usage(FILE *f)
 		"  --restore FILE      resume the VM saved in the snapshot FILE instead of "
 		"booting\n"
 		"                      (give the same VM options as when it was saved)\n"
+		"  --migration-key FILE    authenticate and encrypt migrations (TLS 1.3) with a\n"
+		"                      pre-shared key: FILE holds at least 32 random bytes, mode\n"
+		"                      0600; give it to both VMMs\n"
+		"  --migration-tls DIR     the same with certificates: DIR holds ca.crt, cert.pem\n"
+		"                      and key.pem; each side verifies the other's against ca.crt\n"
+		"  --migration-insecure    allow migration over TCP in clear, unauthenticated\n"
 		"  --api-socket PATH   serve the control socket (JSON lines) at PATH, mode 0600;\n"
 		"                      build/mabo is its client (docs/api.md)\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
@@ -463,7 +469,10 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		O_RESTORE,
 		O_API,
 		O_NET,
-		O_CODE_CACHE
+		O_CODE_CACHE,
+		O_MIGKEY,
+		O_MIGTLS,
+		O_MIGINSECURE
 	};
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -486,6 +495,9 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "restore", required_argument, NULL, O_RESTORE },
 		{ "api-socket", required_argument, NULL, O_API },
 		{ "net", required_argument, NULL, O_NET },
+		{ "migration-key", required_argument, NULL, O_MIGKEY },
+		{ "migration-tls", required_argument, NULL, O_MIGTLS },
+		{ "migration-insecure", no_argument, NULL, O_MIGINSECURE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -606,6 +618,9 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			cfg->incoming = optarg;
 			break;
 		case O_RESTORE: cfg->restore = optarg; break;
+		case O_MIGKEY: cfg->migration_key = optarg; break;
+		case O_MIGTLS: cfg->migration_tls = optarg; break;
+		case O_MIGINSECURE: cfg->migration_insecure = true; break;
 		case O_NET: {
 			struct vm_net_config net;
 			if (config_parse_net(optarg, nnets, &net) < 0 ||
@@ -629,6 +644,24 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	}
 	if (cfg->incoming && cfg->restore) {
 		log_error("--incoming and --restore: choose one");
+		return -EINVAL;
+	}
+	if (cfg->migration_key && cfg->migration_tls) {
+		log_error("--migration-key and --migration-tls: choose one");
+		return -EINVAL;
+	}
+	if ((cfg->migration_key || cfg->migration_tls) && cfg->migration_insecure) {
+		log_error(
+			"--migration-insecure with --migration-key or --migration-tls: choose one");
+		return -EINVAL;
+	}
+	/* Guest memory must not cross a network in clear, nor a stranger's stream become
+	 * the VM: TCP needs credentials unless plaintext is asked for by name. */
+	if (cfg->incoming && strncmp(cfg->incoming, "tcp:", 4) == 0 && !cfg->migration_key &&
+	    !cfg->migration_tls && !cfg->migration_insecure) {
+		log_error("--incoming '%s': TCP migration needs --migration-key FILE or "
+			  "--migration-tls DIR (or --migration-insecure)",
+			  cfg->incoming);
 		return -EINVAL;
 	}
 	/* A VM that arrives by migration or from a snapshot boots nothing. */

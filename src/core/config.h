@@ -91,6 +91,11 @@ struct vm_config {
 	enum vm_console console;
 	const char *incoming; /* tcp:ADDR:PORT or unix:PATH: wait for a migration */
 	const char *restore;  /* a snapshot file to resume from */
+	/* Migration over TCP: TLS 1.3 with a pre-shared key or certificates (see
+	 * migration/link.h), or plaintext when insecure is said. */
+	const char *migration_key; /* a file of at least 32 random bytes */
+	const char *migration_tls; /* a directory: ca.crt, cert.pem, key.pem */
+	bool migration_insecure;
 	int ndevices;
 	struct vm_device_config devices[VM_MAX_DEVICES];
 };

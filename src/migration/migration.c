@@ -26,6 +26,7 @@
 #include <inttypes.h>
 #include <linux/sockios.h>
 #include <linux/userfaultfd.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -54,6 +55,7 @@
 #include "core/vm.h"
 #include "cpu/riscv/state.h"
 #include "machine/riscv-virt/virt.h"
+#include "migration/link.h"
 #include "migration/sbuf.h"
 #include "migration/stream.h"
 
@@ -80,6 +82,8 @@
 
 struct migration {
 	struct vm *vm;
+	struct mig_link *link; /* TLS on migration connections; NULL: none */
+	bool insecure;	       /* --migration-insecure: TCP in clear is allowed */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_t thread;
@@ -870,6 +874,47 @@ fail_errno:
 	return err;
 }
 
+/* Connects to uri and, with credentials, secures the connection (TLS). -errno with why. */
+static int connect_uri(struct mig_link *link, const char *uri, char *why, size_t n)
+{
+	int fd = open_uri(uri, false, why, n);
+	if (fd < 0 || !link)
+		return fd;
+	char tw[160] = "";
+	fd = mig_link_secure(link, fd, false, tw, sizeof(tw));
+	if (fd < 0)
+		snprintf(why, n, "'%s': %s", uri, tw);
+	else
+		set_timeouts(fd, IO_TIMEOUT_S);
+	return fd;
+}
+
+/* "ADDR:PORT" of a connection's peer, for messages. */
+static void peer_name(int fd, char *buf, size_t n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN], port[8];
+
+	snprintf(buf, n, "a peer");
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family != AF_UNIX &&
+	    getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(buf, n, "%s%.46s%s:%.7s", ss.ss_family == AF_INET6 ? "[" : "", host,
+			 ss.ss_family == AF_INET6 ? "]" : "", port);
+}
+
+/* Accepted fd: the TLS handshake (with credentials) within its timeout. The secured
+ * descriptor, or -errno after one line naming the rejected peer (fd closed). */
+static int accept_secure(struct mig_link *link, int fd, const char *who)
+{
+	char why[160] = "";
+	fd = mig_link_secure(link, fd, true, why, sizeof(why));
+	if (fd < 0)
+		log_warn("migration: rejected %s: %s", who, why);
+	return fd;
+}
+
 /* ---- The destination once its vCPUs run ----
  *
  * The connection stays up until the source has nothing more to say: at once after a
@@ -889,6 +934,7 @@ fail_errno:
 
 struct dest {
 	struct vm *vm;
+	struct mig_link *link; /* the VMM's (struct migration owns it) */
 	uint64_t id;
 	uint64_t token; /* the source's (REC_SOURCE; 0 before version 3): proves an ABANDON */
 	uint64_t t_run;
@@ -1110,6 +1156,11 @@ static int dest_accept_resume(struct dest *d, int timeout_ms, bool before_go)
 	if (!r)
 		return -ETIMEDOUT;
 	int fd = accept4(d->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return -ETIMEDOUT;
+	char who[80];
+	peer_name(fd, who, sizeof(who));
+	fd = accept_secure(d->link, fd, who);
 	if (fd < 0)
 		return -ETIMEDOUT;
 	set_timeouts(fd, IO_TIMEOUT_S);
@@ -1435,6 +1486,7 @@ static struct dest *dest_create(struct vm *vm, int lfd, const char *uri)
 	if (!d)
 		return NULL;
 	d->vm = vm;
+	d->link = vm->migration ? vm->migration->link : NULL;
 	d->lfd = lfd;
 	d->fd = -1;
 	d->uffd = -1;
@@ -1552,6 +1604,7 @@ static int incoming_first(struct stream *s, uint32_t *version, uint64_t *token)
 
 int migration_incoming(struct vm *vm, const char *uri)
 {
+	struct mig_link *link = vm->migration ? vm->migration->link : NULL;
 	char why[200] = "";
 	int lfd = open_uri(uri, true, why, sizeof(why));
 
@@ -1565,7 +1618,26 @@ int migration_incoming(struct vm *vm, const char *uri)
 	struct stream s;
 	uint32_t version = 0;
 	uint64_t token = 0;
+	/* --timeout bounds the wait too: rejected peers must not keep it up forever. */
+	double limit = vm->cfg ? vm->cfg->timeout : 0;
+	uint64_t deadline = limit > 0 ? host_now_ns() + (uint64_t)(limit * 1e9) : 0;
 	for (;;) {
+		if (deadline) {
+			uint64_t now = host_now_ns();
+			struct pollfd p = { .fd = lfd, .events = POLLIN };
+			int r = now < deadline ? poll(&p, 1, (int)((deadline - now) / 1000000 + 1))
+					       : 0;
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r == 0) {
+				log_error("--incoming %s: no migration came within %g s", uri,
+					  limit);
+				close(lfd);
+				if (strncmp(uri, "unix:", 5) == 0)
+					unlink(uri + 5);
+				return -ETIME;
+			}
+		}
 		do
 			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		while (fd < 0 && errno == EINTR);
@@ -1577,6 +1649,13 @@ int migration_incoming(struct vm *vm, const char *uri)
 				unlink(uri + 5);
 			return err;
 		}
+		/* Anyone may connect: a peer that fails the handshake, says nothing valid or
+		 * goes away is dropped, and the VM waits on for its source. */
+		char who[80];
+		peer_name(fd, who, sizeof(who));
+		fd = accept_secure(link, fd, who);
+		if (fd < 0)
+			continue;
 		/* From the first byte on, a stalled source is a failed migration, not a hang. */
 		set_timeouts(fd, IO_TIMEOUT_S);
 		vm_set_phase(vm, "receiving the migration");
@@ -1587,10 +1666,17 @@ int migration_incoming(struct vm *vm, const char *uri)
 			return -ENOMEM;
 		}
 		first = incoming_first(&s, &version, &token);
-		if (first != -ECONNABORTED)
+		if (!first)
 			break;
-		/* The source of an earlier migration telling its destination it kept the VM. */
-		log_info("migration: a source's word for an earlier destination: ignored");
+		if (first == -ECONNABORTED) {
+			/* The source of an earlier migration telling its destination it kept
+			 * the VM. */
+			log_info("migration: a source's word for an earlier destination: ignored");
+		} else {
+			log_warn("migration: rejected %s: %s", who,
+				 s.err[0] ? s.err : strerror(-first));
+			send_nack(fd, s.err[0] ? s.err : "not a migration stream");
+		}
 		stream_free(&s);
 		close(fd);
 	}
@@ -1743,7 +1829,7 @@ static int src_resume(struct migration *m, uint64_t id, struct stream *s, uint64
 		if (quit)
 			return -ESHUTDOWN;
 		char why[200] = "";
-		int fd = open_uri(m->params.uri, false, why, sizeof(why));
+		int fd = connect_uri(m->link, m->params.uri, why, sizeof(why));
 		if (fd >= 0) {
 			const uint8_t *p;
 			uint32_t len;
@@ -1790,6 +1876,8 @@ static int src_resume(struct migration *m, uint64_t id, struct stream *s, uint64
 #define POSTCOPY_WATCH_MS 100
 #define PC_BACKLOG_MAX (256U << 10) /* bytes queued in the socket before pushing more */
 
+/* With TLS, fd is the socket pair to the relay: SIOCOUTQ counts what the relay has not
+ * taken yet, and the relay keeps little unsent in TCP (link.c: TCP_NOTSENT_LOWAT). */
 static unsigned socket_backlog(int fd)
 {
 	int n = 0;
@@ -2257,6 +2345,7 @@ static int wait_pass_ack(struct stream *s, char *why, size_t n)
 struct abandon {
 	char uri[sizeof(((struct migrate_params *)0)->uri)];
 	uint64_t token;
+	struct mig_link *link; /* a reference */
 };
 
 static void *abandon_thread(void *arg)
@@ -2268,7 +2357,7 @@ static void *abandon_thread(void *arg)
 
 	put_u64(tb, a->token);
 	while (host_now_ns() < end) {
-		int fd = open_uri(a->uri, false, why, sizeof(why));
+		int fd = connect_uri(a->link, a->uri, why, sizeof(why));
 		struct stream w;
 		if (fd >= 0 && stream_init(&w, fd) == 0) {
 			set_timeouts(fd, 2);
@@ -2295,11 +2384,12 @@ static void *abandon_thread(void *arg)
 		}
 		sleep_ns(500000000);
 	}
+	mig_link_unref(a->link);
 	free(a);
 	return NULL;
 }
 
-static void abandon_start(const char *uri, uint64_t token)
+static void abandon_start(struct mig_link *link, const char *uri, uint64_t token)
 {
 	struct abandon *a = calloc(1, sizeof(*a));
 	pthread_t t;
@@ -2309,10 +2399,13 @@ static void abandon_start(const char *uri, uint64_t token)
 		return;
 	snprintf(a->uri, sizeof(a->uri), "%s", uri);
 	a->token = token;
+	a->link = mig_link_ref(link);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, abandon_thread, a))
+	if (pthread_create(&t, &attr, abandon_thread, a)) {
+		mig_link_unref(a->link);
 		free(a);
+	}
 	pthread_attr_destroy(&attr);
 }
 
@@ -2332,7 +2425,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 		snprintf(why, n, "out of memory");
 		return -ENOMEM;
 	}
-	int fd = open_uri(m->params.uri, false, why, n);
+	int fd = connect_uri(m->link, m->params.uri, why, n);
 	if (fd < 0) {
 		free(bitmap);
 		return fd;
@@ -2542,7 +2635,7 @@ static int do_migrate(struct migration *m, char *why, size_t n)
 			vm_resume(vm);
 		/* The destination may have it all and wait for a word it will not get. */
 		if (state_sent)
-			abandon_start(m->params.uri, token);
+			abandon_start(m->link, m->params.uri, token);
 	}
 	/* On success the vCPUs stay paused: the VM now lives on the destination. The
 	 * connection may be another than the first (src_resume). */
@@ -2619,6 +2712,17 @@ int migration_create(struct vm *vm, struct migration **out)
 	if (!m)
 		return -ENOMEM;
 	m->vm = vm;
+	if (vm->cfg) {
+		char why[300] = "";
+		int err = mig_link_create(vm->cfg->migration_key, vm->cfg->migration_tls, &m->link,
+					  why, sizeof(why));
+		if (err) {
+			log_error("%s", why);
+			free(m);
+			return err;
+		}
+		m->insecure = vm->cfg->migration_insecure;
+	}
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -2677,6 +2781,7 @@ void migration_destroy(struct migration *m)
 	if (!m)
 		return;
 	migration_shutdown(m);
+	mig_link_unref(m->link);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
@@ -2731,6 +2836,13 @@ int migration_start(struct migration *m, const struct migrate_params *p, char *e
 	if (strncmp(p->uri, "tcp:", 4) != 0 && strncmp(p->uri, "unix:", 5) != 0) {
 		snprintf(err, errlen, "'%s': must be tcp:HOST:PORT or unix:PATH", p->uri);
 		return -EINVAL;
+	}
+	if (strncmp(p->uri, "tcp:", 4) == 0 && !m->link && !m->insecure) {
+		snprintf(err, errlen,
+			 "'%s': TCP migration needs this VMM started with --migration-key or "
+			 "--migration-tls (or --migration-insecure)",
+			 p->uri);
+		return -EPERM;
 	}
 	pthread_mutex_lock(&m->lock);
 	bool busy = m->busy;

@@ -57,7 +57,9 @@ struct migrate_status {
 
 const char *migrate_state_name(enum migrate_state s);
 
-/* The source side of vm (one per VM). 0 or -ENOMEM. */
+/* The source side of vm (one per VM), with the migration credentials of vm->cfg
+ * (--migration-key, --migration-tls: migration/link.h), which both sides use. 0, or -errno
+ * after logging one line (-ENOMEM without). */
 int migration_create(struct vm *vm, struct migration **out) __attribute__((warn_unused_result));
 /* Ends a job in progress (cancelled, or, past its hand-over, told to stop trying) and
  * waits for it; the status stays readable. NULL is fine. */
@@ -83,8 +85,10 @@ void migration_get_status(struct migration *m, struct migrate_status *st);
 int migration_switch_postcopy(struct migration *m);
 
 /* Destination: waits on uri for a migration into vm (made, devices created, vCPUs not
- * started, event loop running) and loads it. 0 when the VM is complete and may run; -errno
- * after logging one line (the VM must not run). */
+ * started, event loop running) and loads it; peers that fail the TLS handshake or send no
+ * valid stream are turned away (one line each) and the wait goes on, for vm->cfg->timeout
+ * seconds at most (then -ETIME). 0 when the VM is complete and may run; -errno after
+ * logging one line (the VM must not run). */
 int migration_incoming(struct vm *vm, const char *uri) __attribute__((warn_unused_result));
 /* Destination, post-copy: true while pages are still to come, with how many and whether
  * the link to the source is up. */

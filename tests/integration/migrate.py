@@ -143,6 +143,11 @@ def uptimes(text):
     return [(int(a), float(b)) for a, b in re.findall(r"^W (\d+) ([0-9.]+)\r?$", text, re.M)]
 
 
+def migrate_to(src, uri, *extra):
+    rc, out, err = mabo(src.sock, "migrate", uri, *extra)
+    return rc, last_json(out), err.strip()
+
+
 def migrate(src, dst, *extra):
     rc, out, err = mabo(src.sock, "migrate", dst.uri, *extra)
     return rc, last_json(out), err.strip()
@@ -645,6 +650,376 @@ def test_pingpong(tmp, disk, rounds):
             s.close()
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def listening(port):
+    """Something listens on TCP port (a probe connection would count as a peer)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                return True
+    return False
+
+
+def tcp_destination(cl, opts):
+    """A destination on a fresh loopback TCP port (opts: its credentials)."""
+    port = free_port()
+    d = cl.start(["--incoming", "tcp:127.0.0.1:%d" % port] + list(opts))
+    d.port = port
+    d.uri = "tcp:127.0.0.1:%d" % port
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if listening(port):
+            return d
+        time.sleep(0.05)
+    raise console.ConsoleError("%s: not listening:\n%s" % (d.name, d.tail()))
+
+
+def rejected_lines(vm):
+    return re.findall(r"^.*migration: rejected .*$", vm.output, re.M)
+
+
+def waits_on(vm, what, rejected_before, expect_new):
+    """vm is still a destination that waits (state incoming) and logged one line for each
+    of the expect_new peers it turned away since rejected_before lines."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and \
+            len(rejected_lines(vm)) < rejected_before + expect_new:
+        time.sleep(0.1)
+    lines = rejected_lines(vm)[rejected_before:]
+    rc, out, _ = mabo(vm.sock, "info")
+    st = json.loads(out).get("state") if rc == 0 else None
+    if vm.proc.poll() is None and st == "incoming" and len(lines) == expect_new:
+        ok("%s: the destination waits on, one line per peer (%s)" %
+           (what, lines[-1].strip() if lines else "-"))
+        return True
+    bad("%s: exit %s, state %s, rejected lines %r\n%s" % (what, vm.proc.poll(), st, lines,
+                                                          vm.tail()))
+    return False
+
+
+class Recorder:
+    """A TCP proxy from a fresh port to target that records what the client sends."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.data = bytearray()
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(1)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        a, _ = self.srv.accept()
+        b = socket.create_connection(("127.0.0.1", self.target_port))
+
+        def back():
+            try:
+                while True:
+                    d = b.recv(65536)
+                    if not d:
+                        break
+                    a.sendall(d)
+            except OSError:
+                pass
+            try:
+                a.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                self.data += d
+                b.sendall(d)
+        except OSError:
+            pass
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def port_scan(d, key_hex):
+    """Connect-and-close, garbage, a plaintext migration header, a TLS client without the
+    key and one with a wrong key, against destination d: one rejected line each. Returns
+    the number of peers."""
+    n = 0
+    try:
+        socket.create_connection(("127.0.0.1", d.port)).close()
+    except OSError:
+        pass  # the destination is gone: waits_on says so
+    n += 1
+    for blob in (os.urandom(3000), b"MABOSTRM\x03\x00\x00\x00\x02\x00\x00\x00" + b"x" * 64):
+        try:
+            s = socket.create_connection(("127.0.0.1", d.port))
+        except OSError:
+            n += 1
+            continue
+        try:
+            s.sendall(blob)
+            s.settimeout(15)
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+        s.close()
+        n += 1
+    # A TLS 1.3 client with certificates but no key: no handshake.
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", d.port), timeout=15) as raw:
+            with ctx.wrap_socket(raw) as t:
+                t.sendall(b"hello")
+    except (OSError, ssl.SSLError):
+        pass
+    n += 1
+    if shutil.which("gnutls-cli") and key_hex:
+        wrong = bytes(b ^ 0x01 for b in bytes.fromhex(key_hex)).hex()
+        subprocess.run(["gnutls-cli", "--priority",
+                        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK",
+                        "--pskusername", "mabo-migration", "--pskkey", wrong,
+                        "-p", str(d.port), "127.0.0.1"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        n += 1
+    return n
+
+
+def test_security(tmp, disk):
+    """TLS: a migration with a pre-shared key and one with certificates; a destination that
+    a port scan (connect-and-close, garbage, failed handshakes, a silent peer) does not end
+    and that then takes its source; a recorded TLS stream replayed to a fresh destination
+    refused; guest memory not in clear on the wire; TCP without credentials refused."""
+    key = os.path.join(tmp, "mig.key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(key, 0o600)
+    key_hex = open(key, "rb").read().hex()
+    kopt = ["--migration-key", key]
+    cl = Cluster(tmp, disk)
+
+    # Refusals, each in one line: no credentials, a short key, a key others can read.
+    short = os.path.join(tmp, "short.key")
+    with open(short, "wb") as f:
+        f.write(os.urandom(16))
+    os.chmod(short, 0o600)
+    loose = os.path.join(tmp, "loose.key")
+    with open(loose, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(loose, 0o644)
+    for name, opts, want_rc, want in (
+            ("tcp without credentials", [], 2, "--migration-key"),
+            ("a 16-byte key", ["--migration-key", short], 1, "at least 32"),
+            ("a key readable by others", ["--migration-key", loose], 1, "readable by others")):
+        p = subprocess.run(cl.base + ["--incoming", "tcp:127.0.0.1:%d" % free_port()] + opts,
+                           capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+        if p.returncode == want_rc and len(lines) == 1 and want in lines[0]:
+            ok("--incoming with %s refused: %s" % (name, lines[0].strip()))
+        else:
+            bad("--incoming with %s: exit %d, %r" % (name, p.returncode, p.stderr))
+
+    # --timeout bounds the wait: a destination visited only by garbage ends with status 3.
+    port = free_port()
+    p = subprocess.Popen(cl.base + ["--incoming", "tcp:127.0.0.1:%d" % port, "--timeout", "4"]
+                         + kopt, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not listening(port) and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as g:
+            g.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    except OSError:
+        pass
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    took = time.monotonic() - t0
+    if p.returncode == 3 and took >= 3.5 and len(re.findall("rejected", err)) == 1:
+        ok("a destination with --timeout 4 and only garbage: exit 3 after %.1f s" % took)
+    else:
+        bad("--timeout on a waiting destination: exit %s after %.1f s, %r" %
+            (p.returncode, took, err))
+
+    # In clear (--migration-insecure) too, garbage and early closes do not end a destination.
+    d0 = tcp_destination(cl, ["--migration-insecure"])
+    try:
+        n = port_scan(d0, None)
+        waits_on(d0, "port scan in clear (%d peers)" % n, 0, n)
+    finally:
+        d0.close()
+
+    # The source has the key; a migration over tcp: from a VMM without any is refused.
+    vm = cl.start(kopt)
+    sessions = [vm]
+    try:
+        vm.expect(console.PROMPT, 120)
+        vm.run("echo secret-guest-text-$((6*7)) > /tmp/secret; cat /tmp/secret")
+        plain = cl.start(["--incoming", "unix:" + os.path.join(tmp, "nowhere.sock")])
+        sessions.append(plain)
+        rc, out, err = mabo(plain.sock, "migrate", "tcp:127.0.0.1:%d" % free_port())
+        if rc != 0 and "--migration-key" in (out + err):
+            ok("migrate tcp: on a VMM without credentials refused: %s" %
+               (err.strip() or out.strip()).splitlines()[-1])
+        else:
+            bad("migrate tcp: without credentials: rc %d %r %r" % (rc, out, err))
+        plain.close()
+
+        # The port scan, then the valid source through a recording proxy.
+        d1 = tcp_destination(cl, kopt)
+        sessions.append(d1)
+        n = port_scan(d1, key_hex)
+        waits_on(d1, "port scan (%d peers)" % n, 0, n)
+        # A silent peer is dropped after the handshake timeout (10 s).
+        try:
+            silent = socket.create_connection(("127.0.0.1", d1.port))
+            time.sleep(11)
+            silent.close()
+        except OSError:
+            pass
+        waits_on(d1, "a silent peer", n, 1)
+        rec = Recorder(d1.port)
+        rc, res, err = migrate_to(vm, "tcp:127.0.0.1:%d" % rec.port)
+        if rc == 0 and res.get("status") == "completed":
+            ok("TLS (pre-shared key) migration after the scan: completed, downtime %s ms" %
+               res.get("downtime_ms"))
+        else:
+            bad("TLS migration: rc %d %s %s" % (rc, res, err))
+            return
+        vm.wait_exit(30)
+        d1.send("")
+        d1.expect(console.PROMPT, 30)
+        out = d1.run("cat /tmp/secret")
+        ok("the guest runs on the destination") if "secret-guest-text-42" in out else \
+            bad("destination guest says %r" % out)
+        data = bytes(rec.data)
+        if len(data) > 1 << 20 and b"MABOSTRM" not in data and \
+                b"secret-guest-text-42" not in data:
+            ok("on the wire: %d bytes, no stream magic, no guest text in clear" % len(data))
+        else:
+            bad("the recorded stream (%d bytes) holds plaintext" % len(data))
+
+        # The recording replayed to a fresh destination: refused, it waits on, no guest.
+        d2 = tcp_destination(cl, kopt)
+        sessions.append(d2)
+        try:
+            with socket.create_connection(("127.0.0.1", d2.port)) as s:
+                s.sendall(data)
+                s.settimeout(15)
+                while s.recv(65536):
+                    pass
+        except OSError:
+            pass
+        if waits_on(d2, "a recorded TLS stream replayed", 0, 1) and \
+                "secret-guest" not in d2.output:
+            ok("the replayed stream did not start the guest")
+
+        # Certificates: a CA, one certificate per side; d2 (the key) is left alone, the
+        # guest goes to a destination with certificates from a VMM with certificates.
+        if not shutil.which("certtool"):
+            bad("certtool is missing (package gnutls-bin, scripts/install-deps.sh)")
+            return
+        certs = make_certs(tmp)
+        d1.close()
+        sessions.remove(d1)
+        d2.close()
+        sessions.remove(d2)
+        # The guest went to d1; d1 is gone: boot a fresh one with certificates.
+        topt = ["--migration-tls", certs["a"]]
+        vm2 = cl.start(topt)
+        sessions.append(vm2)
+        vm2.expect(console.PROMPT, 120)
+        vm2.run("echo cert-guest")
+        d3 = tcp_destination(cl, ["--migration-tls", certs["b"]])
+        sessions.append(d3)
+        # A peer whose certificate another authority signed is refused.
+        d4 = tcp_destination(cl, ["--migration-tls", certs["other"]])
+        sessions.append(d4)
+        rc, res, err = migrate_to(vm2, d4.uri)
+        if rc != 0 and vm2.proc.poll() is None:
+            ok("a destination with another authority's certificate: refused (%s)" %
+               res.get("error"))
+        else:
+            bad("migration to a foreign certificate: rc %d %s" % (rc, res))
+        waits_on(d4, "a source with a foreign certificate", 0, 1)
+        d4.close()
+        sessions.remove(d4)
+        rc, res, err = migrate_to(vm2, d3.uri)
+        if rc == 0 and res.get("status") == "completed":
+            ok("TLS (certificates) migration: completed, downtime %s ms" %
+               res.get("downtime_ms"))
+            d3.send("")
+            d3.expect(console.PROMPT, 30)
+            d3.send("poweroff")
+            rc = d3.wait_exit(60)
+            ok("the guest powers off there") if rc == 0 else bad("exit %d" % rc)
+        else:
+            bad("TLS certificates migration: rc %d %s %s" % (rc, res, err))
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def make_certs(tmp):
+    """A CA with two certificates (a, b) and a second CA with one (other): directories of
+    ca.crt, cert.pem, key.pem."""
+    out = {}
+
+    def tool(*args):
+        subprocess.run(["certtool"] + list(args), check=True, capture_output=True)
+
+    def ca(name):
+        d = os.path.join(tmp, "ca-" + name)
+        os.makedirs(d, exist_ok=True)
+        tpl = os.path.join(d, "ca.tpl")
+        with open(tpl, "w") as f:
+            f.write('cn = "mabo test CA %s"\nca\ncert_signing_key\nexpiration_days = 2\n' % name)
+        tool("--generate-privkey", "--key-type", "ecdsa", "--outfile", d + "/ca.key")
+        tool("--generate-self-signed", "--load-privkey", d + "/ca.key", "--template", tpl,
+             "--outfile", d + "/ca.crt")
+        return d
+
+    def leaf(cadir, name):
+        d = os.path.join(tmp, "tls-" + name)
+        os.makedirs(d, exist_ok=True)
+        tpl = os.path.join(d, "leaf.tpl")
+        with open(tpl, "w") as f:
+            f.write('cn = "%s"\ntls_www_server\ntls_www_client\nsigning_key\n'
+                    'expiration_days = 2\n' % name)
+        tool("--generate-privkey", "--key-type", "ecdsa", "--outfile", d + "/key.pem")
+        os.chmod(d + "/key.pem", 0o600)
+        tool("--generate-certificate", "--load-privkey", d + "/key.pem",
+             "--load-ca-certificate", cadir + "/ca.crt", "--load-ca-privkey",
+             cadir + "/ca.key", "--template", tpl, "--outfile", d + "/cert.pem")
+        shutil.copy(cadir + "/ca.crt", d + "/ca.crt")
+        return d
+
+    c1, c2 = ca("one"), ca("two")
+    out["a"], out["b"] = leaf(c1, "host-a"), leaf(c1, "host-b")
+    out["other"] = leaf(c2, "host-other")
+    # The foreign side trusts ca one, so that only its own certificate is wrong.
+    shutil.copy(c1 + "/ca.crt", out["other"] + "/ca.crt")
+    return out
+
+
 def check_records(disk_file, last):
     with open(disk_file, "rb") as f:
         data = f.read(512 * (last + 2))
@@ -662,6 +1037,8 @@ def check_records(disk_file, last):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--only", choices=("security",),
+                    help="run only this part (the TLS and port-scan checks)")
     ap.add_argument("--disk", choices=("nbd", "file"), default="nbd",
                     help="the VM's disk: an NBD export (qemu-nbd, the shared storage both "
                     "VMMs reach) or the file itself")
@@ -692,14 +1069,18 @@ def main():
             disk_arg = "nbd+unix:///?socket=" + sock
             # A setup step, not a check: it counts neither way.
             print("the VM's disk is an NBD export (qemu-nbd) both VMMs reach", flush=True)
+        last = None
         try:
-            test_snapshot(tmp, disk_arg)
-            last, _ = test_pingpong(tmp, disk_arg, args.rounds)
+            test_security(tmp, disk_arg)
+            if not args.only:
+                test_snapshot(tmp, disk_arg)
+                last, _ = test_pingpong(tmp, disk_arg, args.rounds)
         finally:
             if server:
                 server.terminate()
                 server.wait(10)
-        check_records(disk, last)
+        if last is not None:
+            check_records(disk, last)
     except console.ConsoleError as e:
         bad(str(e))
     finally:

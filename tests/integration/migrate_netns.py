@@ -7,6 +7,8 @@ run the VMMs (ip netns exec), stor (10.77.N.3) runs qemu-nbd (or nbdkit) exporti
 raw disk image over TCP; both VMMs open it as nbd://10.77.N.3:10809. Nothing touches the
 root namespace's network. The destination listens on its own host's address
 (--incoming tcp:10.77.N.2:PORT); control sockets are Unix sockets in a temporary directory.
+Every migration runs over TLS 1.3 with a pre-shared key given to all VMMs (--migration-key;
+--insecure: in clear, --migration-insecure), reconnections and cut links included.
 
 The guest runs migrate.py's workload (numbered, synced disk records; a checksummed memory
 pattern; uptime lines) all along, while:
@@ -32,7 +34,7 @@ pattern; uptime lines) all along, while:
    VMMs (two copies of the guest).
 
     python3 tests/integration/migrate_netns.py [--rounds 20] [--cuts 6] [--seed N]
-            [--no-postcopy] [--poll-status] [--log-dir DIR]
+            [--no-postcopy] [--poll-status] [--insecure] [--log-dir DIR]
 
 --poll-status adds a second client polling migrate-status during every migration (as a
 cluster manager would). Console logs (vmmN.log), each migrate's output (migrate-NN.txt)
@@ -619,6 +621,8 @@ def main():
     ap.add_argument("--memory", default="256M")
     ap.add_argument("--log-dir", default=os.path.join(M.ROOT, "build", "migrate-netns-logs"))
     ap.add_argument("--timeout", type=int, default=900, help="the whole run, seconds")
+    ap.add_argument("--insecure", action="store_true",
+                    help="migrate in clear (--migration-insecure) instead of over TLS")
     args = ap.parse_args()
 
     if os.geteuid() != 0:
@@ -672,8 +676,18 @@ def main():
             server, server_name = nbd_server(net, disk, log)
         disk_uri = "nbd://%s:%d" % (net.addr["stor"], NBD_PORT)
         M.ok("%s serves the disk on %s in the storage namespace" % (server_name, disk_uri))
+        if args.insecure:
+            sec = ["--migration-insecure"]
+        else:
+            key = os.path.join(tmp, "migration.key")
+            with open(key, "wb") as f:
+                f.write(os.urandom(32))
+            os.chmod(key, 0o600)
+            sec = ["--migration-key", key]
+        M.ok("migrations %s" % ("in clear (--migration-insecure)" if args.insecure
+                                else "over TLS 1.3 with a pre-shared key"))
         cl = M.Cluster(tmp, disk_uri, memory=args.memory, cpus=args.cpus,
-                       log_dir=args.log_dir, vmm_opts=["-v"])
+                       log_dir=args.log_dir, vmm_opts=["-v"] + sec)
         run = Migrations(args, net, cl, args.log_dir)
         run.boot("h1")
         run.faults()
