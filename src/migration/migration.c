@@ -1451,6 +1451,21 @@ static void send_nack(int fd, const char *why)
 	}
 }
 
+/* The hand-over: the VM is ours, its disks' locks with it (the source dropped them before
+ * GO). Someone else may have taken one in between, or the source be a VMM that keeps them:
+ * the guest cannot go back, so it runs here all the same, after a while and with a warning
+ * (the failure is logged naming the disk). */
+static void dest_claim(struct vm *vm)
+{
+	for (int i = 0; virt_claim(vm, true) != 0; i++) {
+		if (i == 1) {
+			log_warn("migration: the guest runs without its disk's lock");
+			return;
+		}
+		sleep_ns(500 * 1000000ULL);
+	}
+}
+
 /* After ACK: GO, or a source that comes back with RESUME (the link broke in between),
  * or its NACK or end of stream (it kept the VM). 0 with d->fd the live connection. */
 static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, size_t n)
@@ -1639,6 +1654,8 @@ int migration_incoming(struct vm *vm, const char *uri)
 		if (err)
 			log_error("incoming migration failed: %s", l.why);
 	}
+	if (!err)
+		dest_claim(vm);
 	if (!err) {
 		log_info("migration received (%u passes, %" PRIu64 " MiB%s)", l.passes,
 			 s.bytes >> 20,
@@ -2054,6 +2071,9 @@ static int src_handover(struct migration *m, struct stream *s, struct page_sende
 		(void)send_record(s, REC_NACK, msg, sizeof(msg) - 1);
 		return err;
 	}
+	/* The disks' locks go with the VM: the destination takes them when it hears GO. From
+	 * here on this side never resumes the guest (committed), so nothing takes them back. */
+	(void)virt_claim(m->vm, false);
 	err = send_record(s, REC_GO, NULL, 0);
 	if (!err)
 		err = read_answer(s, REC_RUNNING, 8, &p, &len, why, n);

@@ -472,6 +472,19 @@ unsigned virt_quiesce(struct vm *vm)
 	return busy;
 }
 
+int virt_claim(struct vm *vm, bool take)
+{
+	int err = 0;
+
+	for (int i = 0; i < vm->bus.count; i++)
+		if (vm->bus.regions[i].ops == &virtio_mmio_ops) {
+			int e = virtio_dev_claim(virtio_mmio_dev(vm->bus.regions[i].opaque), take);
+			if (e && !err)
+				err = e;
+		}
+	return err;
+}
+
 void virt_unquiesce(struct vm *vm)
 {
 	for (int i = 0; i < vm->bus.count; i++)
