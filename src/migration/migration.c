@@ -51,6 +51,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "core/unix_socket.h"
 #include "core/vm.h"
 #include "cpu/riscv/state.h"
 #include "machine/riscv-virt/virt.h"
@@ -792,14 +793,19 @@ static int open_uri(const char *uri, bool listening, char *why, size_t n)
 			return -EINVAL;
 		}
 		strcpy(sa.sun_path, path);
+		if (listening) {
+			/* The --api-socket rule: a stale socket is replaced, anything else
+			 * there is an error and stays. */
+			char w[160];
+			fd = unix_socket_listen(path, 0, 1, w, sizeof(w));
+			if (fd < 0)
+				snprintf(why, n, "'%s': %s", uri, w);
+			return fd;
+		}
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			goto fail_errno;
-		if (listening) {
-			unlink(path);
-			if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0)
-				goto fail_errno;
-		} else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 			goto fail_errno;
 		}
 		return fd;
@@ -1507,6 +1513,8 @@ static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, siz
 		 s->err);
 	for (;;) {
 		int nfd = dest_accept_resume(d, 1000, true);
+		if (nfd == -ETIMEDOUT && atomic_load(&d->vm->exit_reason))
+			nfd = -ECANCELED; /* the VMM is ending */
 		if (nfd == -ECANCELED) {
 			snprintf(why, n, "stopped");
 			return nfd;
@@ -1565,6 +1573,19 @@ int migration_incoming(struct vm *vm, const char *uri)
 	uint32_t version = 0;
 	uint64_t token = 0;
 	for (;;) {
+		/* Looks up now and then: the VMM may be told to end (a signal) meanwhile. */
+		struct pollfd pl = { .fd = lfd, .events = POLLIN };
+		int r;
+		while ((r = poll(&pl, 1, 200)) <= 0 && !atomic_load(&vm->exit_reason))
+			if (r < 0 && errno != EINTR)
+				break;
+		if (r <= 0 && atomic_load(&vm->exit_reason)) {
+			log_info("--incoming %s: no longer waiting (the VMM is ending)", uri);
+			close(lfd);
+			if (strncmp(uri, "unix:", 5) == 0)
+				unlink(uri + 5);
+			return -ECANCELED;
+		}
 		do
 			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		while (fd < 0 && errno == EINTR);
