@@ -373,6 +373,11 @@ static int api_cmd_snapshot(struct api *api, struct api_client *c, const struct 
 	int ret = api_get_path(req, "path", PATH_MAX, &path, err, errlen);
 	if (ret)
 		return ret;
+	/* Relative to the VMM's working directory, which the client does not know. */
+	if (path[0] != '/') {
+		snprintf(err, errlen, "path '%s' is not absolute", path);
+		return -EINVAL;
+	}
 	if (!api->ops->snapshot)
 		return -ENOTSUP;
 	return api->ops->snapshot(api->opaque, path, err, errlen);

@@ -2171,6 +2171,36 @@ static void set_pass(struct migrate_status *st, void *arg)
 	st->throttle_pct = p->throttle;
 }
 
+/* Makes the file a snapshot is written to before it is renamed to path: a new one, in
+ * path's directory (a rename stays within one file system), made exclusively under a name
+ * nobody can have planted a link or a FIFO at (O_EXCL never follows a link). A path that
+ * exists and is not a regular file (a symlink, a device, a FIFO, a directory) is refused:
+ * the snapshot would replace it. The descriptor with tmp (n bytes) its name, or -errno with
+ * why. */
+static int snapshot_create(const char *path, char *tmp, size_t tn, char *why, size_t n)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		snprintf(why, n, "'%.120s': exists and is not a regular file (not replaced)", path);
+		return -EEXIST;
+	}
+	const char *slash = strrchr(path, '/');
+	int dirlen = slash ? (int)(slash - path) + 1 : 0;
+	if ((size_t)snprintf(tmp, tn, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) >=
+	    tn) {
+		snprintf(why, n, "'%.120s': path too long", path);
+		return -ENAMETOOLONG;
+	}
+	int fd = mkostemp(tmp, O_CLOEXEC); /* O_CREAT | O_EXCL, mode 0600 */
+	if (fd < 0) {
+		int err = -errno;
+		snprintf(why, n, "'%.120s': %s", path, strerror(-err));
+		return err;
+	}
+	return fd;
+}
+
 /* Writes a whole snapshot with the guest paused. */
 static int do_snapshot(struct migration *m, char *why, size_t n)
 {
@@ -2180,13 +2210,9 @@ static int do_snapshot(struct migration *m, char *why, size_t n)
 	struct sbuf b;
 	int err;
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", m->snapshot_path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		err = -errno;
-		snprintf(why, n, "'%.120s': %s", tmp, strerror(errno));
-		return err;
-	}
+	int fd = snapshot_create(m->snapshot_path, tmp, sizeof(tmp), why, n);
+	if (fd < 0)
+		return fd;
 	err = stream_init(&s, fd);
 	if (err) {
 		close(fd);
