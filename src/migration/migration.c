@@ -199,7 +199,9 @@ static int config_check(const struct vm *vm, const uint8_t *p, uint32_t len, cha
 			return -EPROTO;
 		}
 		if (strcmp(type, cfg->devices[i].type) != 0) {
-			snprintf(why, n, "device %u is a %s there, a %s here", i, type,
+			char esc[100];
+			str_escape(esc, sizeof(esc), type, strlen(type));
+			snprintf(why, n, "device %u is a %s there, a %s here", i, esc,
 				 cfg->devices[i].type);
 			return -EINVAL;
 		}
@@ -713,6 +715,22 @@ static int loader_apply(struct loader *l, uint64_t elapsed_ns)
 	return 0;
 }
 
+/* A snapshot ends with its END record: anything after it (an appended or a spliced file) is
+ * not state this VMM wrote, and the file is refused. */
+static int restore_check_end(struct stream *s, char *why, size_t n)
+{
+	uint8_t type;
+	uint16_t ver;
+	const uint8_t *p;
+	uint32_t len;
+	int err = stream_read_record(s, &type, &ver, &p, &len);
+
+	if (err == -ENODATA)
+		return 0;
+	snprintf(why, n, "bytes after the end of the snapshot");
+	return -EPROTO;
+}
+
 int migration_restore(struct vm *vm, const char *path)
 {
 	struct loader l = { .vm = vm };
@@ -737,6 +755,8 @@ int migration_restore(struct vm *vm, const char *path)
 		snprintf(l.why, sizeof(l.why), "%s", s.err[0] ? s.err : "out of memory");
 	if (!err)
 		err = loader_read(&l, &s);
+	if (!err)
+		err = restore_check_end(&s, l.why, sizeof(l.why));
 	if (!err)
 		err = loader_apply(&l, 0);
 	if (err)
@@ -1729,8 +1749,9 @@ static int read_answer(struct stream *s, uint8_t want, uint32_t min, const uint8
 	if (err)
 		return err;
 	if (type == REC_NACK) {
-		snprintf(why, n, "the destination refused: %.*s", (int)(*len > 150 ? 150 : *len),
-			 *p);
+		char msg[160];
+		str_escape(msg, sizeof(msg), *p, *len);
+		snprintf(why, n, "the destination refused: %s", msg);
 		return -EPROTO;
 	}
 	if (type != want || *len < min) {

@@ -436,9 +436,11 @@ int virt_load_state(struct vm *vm, struct sreader *r)
 			if (!sreader_ok(r))
 				return -EINVAL;
 			if (strcmp(name, d->name) != 0 || slot != n) {
+				char esc[80];
+				str_escape(esc, sizeof(esc), name, strlen(name));
 				snprintf(why, sizeof(why),
 					 "expected the state of %s %u, found %s %u", d->name, n,
-					 name, slot);
+					 esc, slot);
 				sreader_fail(r, why);
 				return -EINVAL;
 			}
