@@ -45,6 +45,9 @@ suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
 	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
 	suite api tests/integration/api.sh build/mabo-vmm build/guest build/mabo
+	# Disk locks against qemu-io and qemu-nbd, socket modes and signals, snapshot targets,
+	# restore and migration on one shared disk file (a bare-metal program: seconds).
+	suite files tests/integration/files.sh build/mabo-vmm build/mabo
 	suite boot-1cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 1 \
 		--guest build/guest --log build/boot-1cpu.log
 	suite boot-2cpu python3 tests/integration/console.py --vmm build/mabo-vmm --cpus 2 \

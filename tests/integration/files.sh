@@ -74,6 +74,11 @@ wait_file() {
 	for _ in $(seq 100); do [ -e "$1" ] && return 0; sleep 0.05; done
 	return 1
 }
+# ends_soon PID: waits up to 5 s for PID to end, else kills it (it then fails its check).
+ends_soon() {
+	for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+	kill -9 "$1"
+}
 # qemu_writes: qemu-io can open the disk for writing (0) or is refused (1).
 qemu_writes() { qemu-io -f raw -c 'write -P 7 0 512' "$disk" >"$tmp/qemu-io.log" 2>&1; }
 
@@ -161,7 +166,7 @@ wait_file "$tmp/api.sock"
 mode=$(stat -c %a "$tmp/api.sock" 2>/dev/null)
 [ "$mode" = 600 ] && ok "api socket 0600 under umask 000" || bad "api socket mode $mode"
 kill -TERM "$sig"
-for _ in $(seq 100); do kill -0 "$sig" 2>/dev/null || break; sleep 0.05; done
+ends_soon "$sig"
 wait "$sig"
 st=$?
 if [ "$st" -eq 0 ] && [ ! -e "$tmp/api.sock" ] && ! locked; then
@@ -177,7 +182,7 @@ wait_file "$tmp/api2.sock"
 mode=$(stat -c %a "$tmp/in.sock" 2>/dev/null)
 [ "$mode" = 600 ] && ok "incoming socket 0600 under umask 000" || bad "incoming socket mode $mode"
 kill -INT "$sig"
-for _ in $(seq 100); do kill -0 "$sig" 2>/dev/null || break; sleep 0.05; done
+ends_soon "$sig"
 wait "$sig"
 st=$?
 if [ "$st" -eq 0 ] && [ ! -e "$tmp/in.sock" ] && [ ! -e "$tmp/api2.sock" ]; then
