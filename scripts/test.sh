@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: unit tests, the riscv-tests ISA suite, and the
 # integration tests that boot Debian's kernel. Prints a closing "N passed, M failed" line.
+# A suite that cannot run at all exits 77 (skipped); a suite that leaves out some of its cases
+# prints a line "SKIP: CASE: REASON" for each, and those count as skipped too (when the suite
+# itself is not skipped), so that nothing left out passes for tested.
 #   usage: scripts/test.sh
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,23 +12,39 @@ scripts/install-deps.sh || exit 1
 make -s -j"$(nproc)" || exit 1
 
 passed=0 failed=0 skipped=0 times=""
+skipped_suites=0 skipped_cases=0 skip_lines=""
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 suite() {
 	local name=$1
 	shift
 	echo "=== $name"
 	local t0=$SECONDS
-	"$@"
-	local status=$?
+	# Unbuffered: through the pipe, Python's output keeps the order it has on a terminal.
+	PYTHONUNBUFFERED=1 "$@" 2>&1 | tee "$out"
+	local status=${PIPESTATUS[0]}
 	times="$times $name:$((SECONDS - t0))s"
 	if [ "$status" -eq 0 ]; then
 		passed=$((passed + 1))
 	elif [ "$status" -eq 77 ]; then
 		# A suite that could not run (e.g. ../shared absent) says so; it is not a pass.
 		skipped=$((skipped + 1))
+		skipped_suites=$((skipped_suites + 1))
 		echo "=== $name SKIPPED"
+		return
 	else
 		failed=$((failed + 1))
 		echo "=== $name FAILED"
+	fi
+	# Cases the suite left out: "SKIP: CASE: REASON" lines.
+	local n
+	n=$(grep -ac '^SKIP: ' "$out")
+	if [ "$n" -gt 0 ]; then
+		skipped=$((skipped + n))
+		skipped_cases=$((skipped_cases + n))
+		skip_lines="$skip_lines$(grep -a '^SKIP: ' "$out" | sed "s/^SKIP: /  $name: /")
+"
+		echo "=== $name: $n case(s) SKIPPED"
 	fi
 }
 
@@ -34,8 +53,9 @@ suite unit-sanitizers make -s sanitize
 suite isa-sanitizers tests/isa/run.sh build/asan/mabo-vmm
 suite isa tests/isa/run.sh
 # The libFuzzer targets (clang): the virtqueue, virtio-blk requests, the code generator
-# against the interpreter, the saved-state reader and the control socket's JSON parser; 30 s
-# each, the corpus stays in build/fuzz.
+# against the interpreter, the saved-state reader (its bytes, and the meaning of well-formed
+# records: fuzz_state) and the control socket's JSON parser; 30 s each, the corpus stays in
+# build/fuzz.
 suite fuzz make -s fuzz-run FUZZ_TIME=30
 # build/mabo against a fake control socket (no guest needed).
 suite mabo-client python3 tests/integration/mabo_client.py --mabo build/mabo
@@ -87,5 +107,9 @@ else
 fi
 
 echo "suite times:$times"
+if [ "$skipped_cases" -gt 0 ]; then
+	printf 'cases skipped inside suites:\n%s' "$skip_lines"
+fi
+echo "skipped: $skipped_suites suites, $skipped_cases cases inside suites"
 echo "suites: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

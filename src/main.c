@@ -22,6 +22,128 @@
 #include "machine/riscv-virt/virt.h"
 #include "migration/migration.h"
 
+/* --timeout bounds the whole process, not only the guest's run: a watchdog thread ends it
+ * with status 3 when the deadline passes in a phase that does not end on its own (an
+ * incoming peer that never comes, a stream whose last records never come, a file whose
+ * open or read blocks). A thread, because a blocked open() or read() never returns to
+ * check a deadline. While the guest runs, the main thread stops it at the deadline and
+ * tears the VM down; the watchdog then only bounds that teardown. */
+#define WATCHDOG_STOP_GRACE_NS (5ULL * 1000000000ULL)
+
+struct watchdog {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	double timeout;	       /* seconds */
+	uint64_t start;	       /* host_now_ns at the process's start */
+	uint64_t deadline;     /* host_now_ns; under lock */
+	const char *phase;     /* when vm is NULL or names none; under lock */
+	struct vm *vm;	       /* whose phase to name, while it exists; under lock */
+	const char *api_path;  /* sockets this process made, removed on the way out */
+	const char *unix_path; /* --incoming unix:PATH */
+	bool stop;
+};
+
+static void *watchdog_thread(void *arg)
+{
+	struct watchdog *wd = arg;
+
+	pthread_mutex_lock(&wd->lock);
+	for (;;) {
+		if (wd->stop) {
+			pthread_mutex_unlock(&wd->lock);
+			return NULL;
+		}
+		if (host_now_ns() >= wd->deadline)
+			break;
+		struct timespec ts = { .tv_sec = (time_t)(wd->deadline / 1000000000ULL),
+				       .tv_nsec = (long)(wd->deadline % 1000000000ULL) };
+		pthread_cond_timedwait(&wd->cond, &wd->lock, &ts);
+	}
+	const char *phase = wd->vm ? atomic_load(&wd->vm->phase) : NULL;
+	if (!phase)
+		phase = wd->phase;
+	log_error("timeout: still %s after %.1f s", phase,
+		  (double)(host_now_ns() - wd->start) / 1e9);
+	if (wd->api_path)
+		unlink(wd->api_path);
+	if (wd->unix_path)
+		unlink(wd->unix_path);
+	/* exit, not _exit: its atexit handlers give the terminal back its mode. The lock
+	 * stays held: no phase changes under the message. */
+	exit(3);
+}
+
+/* Sets what the watchdog names when the VM names nothing, and its deadline: the timeout
+ * from the process's start, plus extra_ns. */
+static void watchdog_set(struct watchdog *wd, const char *phase, struct vm *vm, uint64_t extra_ns)
+{
+	if (!wd->timeout)
+		return;
+	pthread_mutex_lock(&wd->lock);
+	wd->phase = phase;
+	wd->vm = vm;
+	wd->deadline = wd->start + (uint64_t)(wd->timeout * 1e9) + extra_ns;
+	pthread_cond_signal(&wd->cond);
+	pthread_mutex_unlock(&wd->lock);
+}
+
+static void watchdog_forget_vm(struct watchdog *wd)
+{
+	if (!wd->timeout)
+		return;
+	pthread_mutex_lock(&wd->lock);
+	wd->vm = NULL;
+	wd->phase = "stopping the VM";
+	pthread_mutex_unlock(&wd->lock);
+}
+
+static void watchdog_set_api_path(struct watchdog *wd, const char *path)
+{
+	if (!wd->timeout)
+		return;
+	pthread_mutex_lock(&wd->lock);
+	wd->api_path = path;
+	pthread_mutex_unlock(&wd->lock);
+}
+
+static int watchdog_start(struct watchdog *wd, const struct vm_config *cfg)
+{
+	pthread_condattr_t ca;
+
+	memset(wd, 0, sizeof(*wd));
+	wd->start = host_now_ns();
+	wd->timeout = cfg->timeout;
+	if (!cfg->timeout)
+		return 0;
+	wd->deadline = wd->start + (uint64_t)(cfg->timeout * 1e9);
+	wd->phase = "setting up the VM";
+	if (cfg->incoming && strncmp(cfg->incoming, "unix:", 5) == 0)
+		wd->unix_path = cfg->incoming + 5;
+	pthread_mutex_init(&wd->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&wd->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	int e = pthread_create(&wd->thread, NULL, watchdog_thread, wd);
+	if (e) {
+		log_error("--timeout: cannot start the watchdog thread: %s", strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static void watchdog_stop(struct watchdog *wd)
+{
+	if (!wd->timeout)
+		return;
+	pthread_mutex_lock(&wd->lock);
+	wd->stop = true;
+	pthread_cond_signal(&wd->cond);
+	pthread_mutex_unlock(&wd->lock);
+	pthread_join(wd->thread, NULL);
+}
+
 static void *hart_thread(void *arg)
 {
 	hart_run(arg);
@@ -131,7 +253,8 @@ static void restart_queues(void *opaque)
 }
 
 /* Runs the VM once; returns the exit reason (or a negative errno on setup failure). */
-static int vm_run_once(const struct vm_config *cfg, struct signals *sg, uint64_t *code)
+static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, struct signals *sg,
+		       uint64_t *code)
 {
 	struct vm vm;
 	pthread_t threads[VM_MAX_CPUS];
@@ -139,10 +262,13 @@ static int vm_run_once(const struct vm_config *cfg, struct signals *sg, uint64_t
 	struct api *api = NULL;
 	int started = 0;
 	bool arrives = cfg->incoming || cfg->restore;
+	watchdog_set(wd, "setting up the VM", NULL, 0);
 	int ret = vm_init(&vm, cfg);
 	if (ret < 0)
 		return ret;
 	signals_watch(sg, &vm);
+	watchdog_set(wd, "setting up the VM", &vm, 0);
+	vm_set_phase(&vm, "opening the disks and devices");
 	ret = virt_create(&vm);
 	if (ret < 0)
 		goto out;
@@ -159,12 +285,15 @@ static int vm_run_once(const struct vm_config *cfg, struct signals *sg, uint64_t
 	vm.migration = mig;
 	atomic_store(&vm.arriving, arrives);
 	if (cfg->api_socket) {
+		vm_set_phase(&vm, "opening the control socket");
 		ret = vmm_api_create(&vm, cfg->api_socket, &api);
 		if (ret < 0)
 			goto out_virt;
+		watchdog_set_api_path(wd, cfg->api_socket);
 	}
 
 	/* Devices run on the loop: it is up before any vCPU can notify one. */
+	vm_set_phase(&vm, "starting the devices");
 	ret = event_loop_start(vm.loop);
 	if (ret < 0)
 		goto out_api;
@@ -179,6 +308,9 @@ static int vm_run_once(const struct vm_config *cfg, struct signals *sg, uint64_t
 		}
 	}
 	atomic_store(&vm.arriving, false);
+	/* The run's own deadline (below) stops the guest; the watchdog bounds what follows. */
+	vm_set_phase(&vm, NULL);
+	watchdog_set(wd, "stopping the VM", NULL, WATCHDOG_STOP_GRACE_NS);
 	vm.running_harts = vm.nharts;
 	for (int i = 0; i < vm.nharts; i++) {
 		int e = pthread_create(&threads[i], NULL, hart_thread, vm.harts[i]);
@@ -196,7 +328,7 @@ static int vm_run_once(const struct vm_config *cfg, struct signals *sg, uint64_t
 	if (arrives && event_loop_run(vm.loop, restart_queues, &vm))
 		log_warn("cannot restart the devices' queues");
 
-	uint64_t deadline = cfg->timeout > 0 ? host_now_ns() + (uint64_t)(cfg->timeout * 1e9) : 0;
+	uint64_t deadline = cfg->timeout > 0 ? wd->start + (uint64_t)(cfg->timeout * 1e9) : 0;
 	pthread_mutex_lock(&vm.exit_lock);
 	while (!atomic_load(&vm.exit_reason)) {
 		if (deadline) {
@@ -226,38 +358,28 @@ static int vm_run_once(const struct vm_config *cfg, struct signals *sg, uint64_t
 	*code = vm.exit_code;
 out_api:
 	api_destroy(api);
+	watchdog_set_api_path(wd, NULL);
 out_virt:
 	migration_destroy(mig);
 	virt_destroy(&vm);
 out:
 	signals_watch(sg, NULL);
+	/* The watchdog must not read the phase of a VM that is gone. */
+	watchdog_forget_vm(wd);
 	vm_free(&vm);
 	return ret;
 }
 
-int main(int argc, char **argv)
+/* Runs the VM, again after each reboot; returns the process's exit status. */
+static int vm_main(struct vm_config *cfg_in, struct watchdog *wd, struct signals *sg)
 {
-	struct vm_config cfg;
-	int ret = config_parse_args(&cfg, argc, argv);
-	if (ret == 1)
-		return 0;
-	if (ret < 0)
-		return 2;
-	log_set_verbose(cfg.verbose);
-	signal(SIGPIPE, SIG_IGN);
-
-	if (cfg.dump_dtb)
-		return dump_dtb(&cfg) < 0 ? 1 : 0;
-
-	struct signals sg;
-	if (signals_start(&sg) < 0)
-		return 1;
+	struct vm_config cfg = *cfg_in;
 	for (;;) {
 		uint64_t code = 0;
-		int reason = vm_run_once(&cfg, &sg, &code);
-		pthread_mutex_lock(&sg.lock);
-		bool signalled = sg.received != 0;
-		pthread_mutex_unlock(&sg.lock);
+		int reason = vm_run_once(&cfg, wd, sg, &code);
+		pthread_mutex_lock(&sg->lock);
+		bool signalled = sg->received != 0;
+		pthread_mutex_unlock(&sg->lock);
 		/* Told to end: whatever stopped (a guest, or a wait for a migration), it did
 		 * so as asked. */
 		if (signalled && reason != VM_EXIT_MIGRATED)
@@ -291,4 +413,30 @@ int main(int argc, char **argv)
 		default: return 1;
 		}
 	}
+}
+
+int main(int argc, char **argv)
+{
+	struct vm_config cfg;
+	int ret = config_parse_args(&cfg, argc, argv);
+	if (ret == 1)
+		return 0;
+	if (ret < 0)
+		return 2;
+	log_set_verbose(cfg.verbose);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (cfg.dump_dtb)
+		return dump_dtb(&cfg) < 0 ? 1 : 0;
+
+	/* Before any other thread (the watchdog's too): all of them inherit the mask. */
+	struct signals sg;
+	if (signals_start(&sg) < 0)
+		return 1;
+	struct watchdog wd;
+	if (watchdog_start(&wd, &cfg) < 0)
+		return 1;
+	int status = vm_main(&cfg, &wd, &sg);
+	watchdog_stop(&wd);
+	return status;
 }

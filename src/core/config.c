@@ -75,7 +75,8 @@ static void usage(FILE *f)
 		"  --cpus N            virtual CPUs, 1 to %d (default 1)\n"
 		"  --no-reboot         exit (status 0) when the guest reboots instead of "
 		"restarting\n"
-		"  --timeout SECONDS   end the run with status 3 after this long\n"
+		"  --timeout SECONDS   end with status 3 if not done this long after the start\n"
+		"                      (loading, waiting for a migration, running)\n"
 		"  --dump-dtb FILE     write the machine's device tree blob to FILE and exit\n"
 		"  --rng               add a virtio-rng device, the guest's /dev/hwrng (default: "
 		"none)\n"
@@ -438,6 +439,20 @@ int config_parse_net(const char *arg, int index, struct vm_net_config *out)
 
 #define DEFAULT_FIRMWARE "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
 
+/* "ADDR:PORT" with a decimal port 1-65535 (the rule the control socket's migrate applies
+ * to its tcp: URIs); ADDR may be empty (any address). */
+static bool config_port_ok(const char *hostport)
+{
+	const char *colon = strrchr(hostport, ':');
+	char *end;
+
+	if (!colon || colon[1] < '0' || colon[1] > '9')
+		return false;
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	return !errno && !*end && port >= 1 && port <= 65535;
+}
+
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum {
@@ -578,6 +593,11 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		case O_INCOMING:
 			if (strncmp(optarg, "tcp:", 4) != 0 && strncmp(optarg, "unix:", 5) != 0) {
 				log_error("--incoming '%s': must be tcp:ADDR:PORT or unix:PATH",
+					  optarg);
+				return -EINVAL;
+			}
+			if (strncmp(optarg, "tcp:", 4) == 0 && !config_port_ok(optarg + 4)) {
+				log_error("--incoming '%s': expected tcp:ADDR:PORT (port 1-65535)",
 					  optarg);
 				return -EINVAL;
 			}

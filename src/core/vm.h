@@ -79,6 +79,9 @@ struct vm {
 	struct api *api;
 	bool user_paused;      /* paused from the control socket (on the loop thread) */
 	_Atomic bool arriving; /* --incoming or --restore: the state is not loaded yet */
+	/* What the VMM is busy with before the guest runs ("loading the initramfs"): a
+	 * static string, read by main's watchdog for --timeout's message; NULL at first. */
+	_Atomic(const char *) phase;
 
 	/* Pausing (vm_pause): a request every hart honours at its next block boundary by
 	 * parking in vm_hart_park until vm_resume. */
@@ -106,18 +109,35 @@ struct vm {
 /* Host monotonic clock in ns. */
 uint64_t host_now_ns(void);
 
+/* Names what the VMM does now (a static string), for a timeout's message. */
+static inline void vm_set_phase(struct vm *vm, const char *what)
+{
+	atomic_store(&vm->phase, what);
+}
+
 /* The guest's mtime now. */
 static inline uint64_t vm_mtime(const struct vm *vm)
 {
 	return (host_now_ns() - vm->clock_base_ns) / (1000000000ULL / VM_TIMEBASE_HZ);
 }
 
-/* Host monotonic ns at which mtime reaches t. */
+/* Host monotonic ns at which mtime reaches t (0: already past; UINT64_MAX: never). A guest
+ * that has run longer than this host has been up (it arrived by migration) has its origin
+ * before the host clock's zero: clock_base_ns wraps below zero then, which vm_mtime's
+ * unsigned difference absorbs, and which is undone here. */
 static inline uint64_t vm_mtime_to_ns(const struct vm *vm, uint64_t t)
 {
-	if (t > UINT64_MAX / (1000000000ULL / VM_TIMEBASE_HZ) - vm->clock_base_ns)
+	const uint64_t tick = 1000000000ULL / VM_TIMEBASE_HZ;
+	uint64_t base = vm->clock_base_ns;
+
+	if (t > UINT64_MAX / tick)
 		return UINT64_MAX;
-	return vm->clock_base_ns + t * (1000000000ULL / VM_TIMEBASE_HZ);
+	uint64_t ns = t * tick;
+	if (base >> 63) { /* below zero: the host clock never gets there */
+		uint64_t before = 0 - base;
+		return ns > before ? ns - before : 0;
+	}
+	return ns > UINT64_MAX - base ? UINT64_MAX : base + ns;
 }
 
 /* Host pointer for [gpa, gpa+len) when it lies wholly in RAM, else NULL. */

@@ -47,10 +47,22 @@ static int vmm_api_info(void *opaque, struct json_writer *w, char *err, size_t e
 	return 0;
 }
 
+/* While the VM is incoming (--incoming, --restore), its memory and state are still being
+ * loaded: it cannot be paused, resumed, saved or sent on. 0, or -EBUSY with a reason. */
+static int refuse_incoming(struct vm *vm, char *err, size_t errlen)
+{
+	if (!atomic_load(&vm->arriving))
+		return 0;
+	snprintf(err, errlen, "the VM is incoming: its state has not arrived yet");
+	return -EBUSY;
+}
+
 static int vmm_api_pause(void *opaque, char *err, size_t errlen)
 {
 	struct vm *vm = opaque;
 
+	if (refuse_incoming(vm, err, errlen))
+		return -EBUSY;
 	if (vm->user_paused) {
 		snprintf(err, errlen, "the VM is paused already");
 		return -EALREADY;
@@ -64,6 +76,8 @@ static int vmm_api_resume(void *opaque, char *err, size_t errlen)
 {
 	struct vm *vm = opaque;
 
+	if (refuse_incoming(vm, err, errlen))
+		return -EBUSY;
 	if (!vm->user_paused) {
 		snprintf(err, errlen, "the VM is not paused");
 		return -EINVAL;
@@ -104,8 +118,10 @@ static void snapshot_finished(void *opaque, int err, const char *msg)
 static int vmm_api_snapshot(void *opaque, const char *path, char *err, size_t errlen)
 {
 	struct vm *vm = opaque;
-	struct snapshot_done *d = calloc(1, sizeof(*d));
 
+	if (refuse_incoming(vm, err, errlen))
+		return -EBUSY;
+	struct snapshot_done *d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	d->pending = api_defer(vm->api);
@@ -138,6 +154,8 @@ static int vmm_api_migrate(void *opaque, const struct api_migrate_params *p, cha
 		.postcopy = p->postcopy,
 	};
 
+	if (refuse_incoming(vm, err, errlen))
+		return -EBUSY;
 	size_t len = strnlen(p->uri, sizeof(p->uri));
 	if (len >= sizeof(mp.uri)) {
 		snprintf(err, errlen, "the address is too long");

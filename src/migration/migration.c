@@ -69,6 +69,8 @@
 #define PAGE_ZSTD 2
 
 #define PAGES_RECORD_BYTES (1U << 20)
+/* The longest guest uptime a state may carry: 100 years of mtime ticks. */
+#define CLOCK_MAX_TICKS (100ULL * 36525 * 864 * VM_TIMEBASE_HZ)
 #define DEFAULT_DOWNTIME_MS 300
 #define MAX_PASSES 60
 #define IO_TIMEOUT_S 10
@@ -636,6 +638,16 @@ static int loader_read(struct loader *l, struct stream *s)
 				snprintf(l->why, n, "malformed clock record");
 				return -EPROTO;
 			}
+			/* A guest up for centuries is no guest: its clock origin would fall
+			 * beyond what the host's clock arithmetic holds. */
+			if (l->clock_mtime > CLOCK_MAX_TICKS) {
+				snprintf(l->why, n,
+					 "the guest clock reads %" PRIu64
+					 " days of uptime (at most %" PRIu64 ")",
+					 (uint64_t)(l->clock_mtime / VM_TIMEBASE_HZ / 86400),
+					 (uint64_t)(CLOCK_MAX_TICKS / VM_TIMEBASE_HZ / 86400));
+				return -EPROTO;
+			}
 			l->have_clock = true;
 			break;
 		}
@@ -735,6 +747,7 @@ int migration_restore(struct vm *vm, const char *path)
 {
 	struct loader l = { .vm = vm };
 	struct stream s;
+	vm_set_phase(vm, "reading the snapshot");
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	int err;
 
@@ -1294,7 +1307,9 @@ static void *dest_conn_thread(void *arg)
 				 * plain anonymous memory gives on its own. */
 				struct uffdio_range r = { .start = (uintptr_t)d->vm->ram.host,
 							  .len = d->vm->ram.size };
-				if (ioctl(d->uffd, UFFDIO_UNREGISTER, &r) < 0)
+				/* Only post-copy registered guest RAM: a pre-copy arrival ends
+				 * here too, with no userfaultfd at all. */
+				if (d->uffd >= 0 && ioctl(d->uffd, UFFDIO_UNREGISTER, &r) < 0)
 					log_warn("migration: userfaultfd: unregister: %s",
 						 strerror(errno));
 				(void)dest_send(d, REC_PC_COMPLETE, NULL, 0);
@@ -1588,6 +1603,7 @@ int migration_incoming(struct vm *vm, const char *uri)
 		return lfd;
 	}
 	log_info("waiting for a migration on %s", uri);
+	vm_set_phase(vm, "waiting for an incoming migration");
 	int fd, first;
 	struct stream s;
 	uint32_t version = 0;
@@ -1619,6 +1635,7 @@ int migration_incoming(struct vm *vm, const char *uri)
 		}
 		/* From the first byte on, a stalled source is a failed migration, not a hang. */
 		set_timeouts(fd, IO_TIMEOUT_S);
+		vm_set_phase(vm, "receiving the migration");
 		if (stream_init(&s, fd)) {
 			close(fd);
 			close(lfd);
@@ -1690,6 +1707,7 @@ int migration_incoming(struct vm *vm, const char *uri)
 		} else if (version < 2) {
 			close(fd);
 		} else {
+			vm_set_phase(vm, "waiting for the source's go-ahead");
 			err = dest_wait_go(d, &s, fd, l.why, sizeof(l.why));
 		}
 		if (err)
@@ -2633,9 +2651,19 @@ static void *job_thread(void *arg)
 {
 	struct migration *m = arg;
 	char why[200] = "";
-	int err =
-		m->is_snapshot ? do_snapshot(m, why, sizeof(why)) : do_migrate(m, why, sizeof(why));
+	bool snapshot = m->is_snapshot; /* the job's fields are the next job's once busy ends */
+	int err = snapshot ? do_snapshot(m, why, sizeof(why)) : do_migrate(m, why, sizeof(why));
 
+	if (err == -ESHUTDOWN) {
+		log_warn("migration: %s", why);
+	} else if (err) {
+		log_warn("%s %s: %s; the guest runs on here", snapshot ? "snapshot" : "migration",
+			 err == -ECANCELED ? "cancelled" : "failed", why);
+	} else if (snapshot) {
+		log_info("snapshot written to %s", m->snapshot_path);
+	} else {
+		log_info("migration completed: the VM runs on the destination");
+	}
 	pthread_mutex_lock(&m->lock);
 	m->st.total_ms = (host_now_ns() - m->start_ns) / 1000000ULL;
 	if (!err) {
@@ -2644,22 +2672,19 @@ static void *job_thread(void *arg)
 		m->st.state = err == -ECANCELED ? MIGRATE_CANCELLED : MIGRATE_FAILED;
 		snprintf(m->st.error, sizeof(m->st.error), "%s", why);
 	}
+	/* The job is over before anyone hears so: a client told "done" (the snapshot's
+	 * answer, a final status) may start the next job at once (job_start joins this
+	 * thread). A migration that completed lingers below, but job_start refuses a VM
+	 * that has migrated away. */
+	m->busy = false;
+	migration_done_fn done = snapshot ? m->done : NULL;
+	void *done_opaque = m->done_opaque;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 
-	if (err == -ESHUTDOWN) {
-		log_warn("migration: %s", why);
-	} else if (err) {
-		log_warn("%s %s: %s; the guest runs on here",
-			 m->is_snapshot ? "snapshot" : "migration",
-			 err == -ECANCELED ? "cancelled" : "failed", why);
-	} else if (m->is_snapshot) {
-		log_info("snapshot written to %s", m->snapshot_path);
-	}
-	if (m->is_snapshot && m->done)
-		m->done(m->done_opaque, err, why);
-	if (!err && !m->is_snapshot) {
-		log_info("migration completed: the VM runs on the destination");
+	if (done)
+		done(done_opaque, err, why);
+	if (!err && !snapshot) {
 		/* Let a client read the final status, then end this process. */
 		uint64_t deadline = host_now_ns() + DONE_LINGER_NS;
 		struct timespec ts = { .tv_sec = (time_t)(deadline / 1000000000ULL),
@@ -2671,9 +2696,6 @@ static void *job_thread(void *arg)
 		pthread_mutex_unlock(&m->lock);
 		vm_request_exit(m->vm, VM_EXIT_MIGRATED, 0);
 	}
-	pthread_mutex_lock(&m->lock);
-	m->busy = false;
-	pthread_mutex_unlock(&m->lock);
 	return NULL;
 }
 

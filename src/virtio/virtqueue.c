@@ -499,6 +499,11 @@ int virtq_load(struct virtq *q, uint16_t max_size, struct sreader *r)
 			sreader_fail(r, "virtqueue: bad ring layout");
 			return -EINVAL;
 		}
+		/* The device cannot hold more requests than the ring has entries. */
+		if ((uint16_t)(t.last_avail - t.used_idx) > n) {
+			sreader_fail(r, "virtqueue: more requests in flight than the ring holds");
+			return -EINVAL;
+		}
 	}
 	*q = t;
 	return 0;

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The control socket of a real mabo-vmm, driven by build/mabo: info answers, pause and resume
-# change the state, a snapshot is written while the VM runs on, a migration that cannot
+# The control socket of a real mabo-vmm, driven by build/mabo: info answers, pause stops the
+# guest (a loop on its console prints nothing while paused) and resume lets it go on, a snapshot is written while the VM runs on, a migration that cannot
 # connect fails and leaves the VM running, errors are one line with a non-zero exit, bad
 # requests do not hurt
 # the VMM, a second VMM cannot take a live socket but replaces a stale one, and quit ends
-# the VMM with status 0 and removes its socket. Boots the default guest (build/guest).
+# the VMM with status 0 and removes its socket; snapshots back to back both succeed; while
+# a VM is incoming, pause, resume, snapshot and migrate are refused. Boots the default guest
+# (build/guest).
 #   usage: tests/integration/api.sh [VMM] [GUEST_DIR] [MABO]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -34,9 +36,10 @@ bad() {
 boot_args=(--kernel "$guest/Image" --initramfs "$guest/initramfs.cpio.gz"
 	--firmware "$guest/fw_dynamic.bin" --memory 256M --cpus 2 --timeout 120)
 
-# start_vmm SOCKET LOG: starts a VMM in the background, sets $vmm_pid.
+# start_vmm SOCKET LOG [INPUT]: starts a VMM in the background (its console reads INPUT,
+# default /dev/null), sets $vmm_pid.
 start_vmm() {
-	"$vmm" "${boot_args[@]}" --api-socket "$1" </dev/null >"$2" 2>&1 &
+	"$vmm" "${boot_args[@]}" --api-socket "$1" <"${3:-/dev/null}" >"$2" 2>&1 &
 	vmm_pid=$!
 	pids+=("$vmm_pid")
 }
@@ -67,7 +70,11 @@ mabo_fails() {
 }
 
 sock=$tmp/api.sock
-start_vmm "$sock" "$tmp/vmm.log"
+# The console's input is a FIFO held open here (fd 3), so that the guest's shell can be
+# driven: the pause test runs a loop in it.
+mkfifo "$tmp/console.in"
+exec 3<>"$tmp/console.in"
+start_vmm "$sock" "$tmp/vmm.log" "$tmp/console.in"
 if ! wait_socket "$sock"; then
 	bad "the socket did not appear: $(cat "$tmp/vmm.log")"
 	echo "api: $pass passed, $fail failed"
@@ -96,17 +103,51 @@ state_is() {
 		python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["state"] != sys.argv[1])' "$1"
 }
 
-if "$mabo" --api-socket "$sock" pause && state_is paused; then
-	ok "pause"
+# ticks: how many lines the guest's loop has printed so far.
+ticks() {
+	grep -aEc '^tick [0-9]+' "$tmp/vmm.log"
+}
+# wait_ticks N SECONDS: until more than N lines are printed; fails after SECONDS.
+wait_ticks() {
+	local end=$((SECONDS + $2))
+	while [ "$(ticks)" -le "$1" ]; do
+		[ "$SECONDS" -ge "$end" ] && return 1
+		sleep 0.2
+	done
+}
+
+# Pause and resume act on the guest: a loop on its console prints a line every 0.2 s; while
+# paused nothing comes (after a grace for lines already on their way), after resume the
+# lines go on.
+for _ in $(seq 1800); do
+	grep -aq '~ # ' "$tmp/vmm.log" && break
+	sleep 0.1
+done
+# The word is split in the command so that its echo is not counted as a line of the loop.
+printf '%s\n' 'i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); echo "ti""ck $i"; sleep 0.2; done &' >&3
+if ! wait_ticks 2 60; then
+	bad "pause: the guest's loop does not print (no prompt?): $(tail -c 300 "$tmp/vmm.log")"
+elif "$mabo" --api-socket "$sock" pause && state_is paused; then
+	sleep 0.5
+	n1=$(ticks)
+	sleep 3
+	n2=$(ticks)
+	if [ "$n1" -eq "$n2" ] && state_is paused; then
+		ok "pause: the guest printed nothing in 3 s while paused ($n1 lines before)"
+	else
+		bad "pause: the guest went on while paused: $n1 -> $n2 lines in 3 s"
+	fi
 else
-	bad "pause: $(cat "$tmp/vmm.log" | tail -3)"
+	bad "pause: $(tail -3 "$tmp/vmm.log")"
 fi
 mabo_fails "pause twice" "^mabo: pause: the VM is paused already$" -- pause
-if "$mabo" --api-socket "$sock" resume && state_is running; then
-	ok "resume"
+n2=$(ticks)
+if "$mabo" --api-socket "$sock" resume && state_is running && wait_ticks "$n2" 15; then
+	ok "resume: the guest goes on ($n2 -> $(ticks) lines)"
 else
-	bad "resume"
+	bad "resume: state $("$mabo" --api-socket "$sock" info 2>&1), lines $n2 -> $(ticks)"
 fi
+echo 'touch /tmp/stop' >&3
 mabo_fails "resume when running" "^mabo: resume: the VM is not paused$" -- resume
 if "$mabo" --api-socket "$sock" snapshot "$tmp/vm.snap" && [ -s "$tmp/vm.snap" ] &&
 	[ "$(head -c 8 "$tmp/vm.snap")" = MABOSTRM ] && state_is running; then
@@ -114,6 +155,17 @@ if "$mabo" --api-socket "$sock" snapshot "$tmp/vm.snap" && [ -s "$tmp/vm.snap" ]
 else
 	bad "snapshot: $(tail -3 "$tmp/vmm.log")"
 fi
+# Snapshots back to back: each answer comes once the job is over, so the next is taken.
+b2b=0
+for i in 1 2 3 4 5; do
+	"$mabo" --api-socket "$sock" snapshot "$tmp/b2b.snap" 2>>"$tmp/b2b.err" && b2b=$((b2b + 1))
+done
+if [ "$b2b" -eq 5 ] && [ ! -s "$tmp/b2b.err" ]; then
+	ok "five snapshots back to back"
+else
+	bad "snapshots back to back: $b2b of 5: $(cat "$tmp/b2b.err")"
+fi
+rm -f "$tmp/b2b.snap"
 mabo_fails "snapshot to a missing directory" "No such file or directory" -- snapshot "$tmp/no/such/dir/x"
 mabo_fails "cancel with nothing to cancel" "^mabo: cancel: no migration in progress$" -- cancel
 # A migration to a port where nothing listens fails; the VM keeps running here.
@@ -215,6 +267,39 @@ err=$("$vmm" "${boot_args[@]}" --api-socket "" </dev/null 2>&1 >/dev/null)
 status=$?
 [ "$status" -eq 2 ] && printf '%s' "$err" | grep -q -- "--api-socket: needs a socket path" &&
 	ok "empty path" || bad "empty path: status $status: $err"
+
+# While the VM is incoming (its state not arrived), pause, resume, snapshot and migrate are
+# refused; --timeout ends the wait with status 3 and removes both sockets.
+isock=$tmp/incoming-api.sock
+"$vmm" --memory 256M --cpus 2 --incoming "unix:$tmp/incoming.sock" --api-socket "$isock" \
+	--timeout 4 </dev/null >"$tmp/incoming.log" 2>&1 &
+ipid=$!
+pids+=("$ipid")
+if wait_socket "$isock"; then
+	saved_sock=$sock
+	sock=$isock
+	if state_is incoming; then
+		ok "incoming: info says incoming"
+	else
+		bad "incoming: info: $("$mabo" --api-socket "$sock" info 2>&1)"
+	fi
+	mabo_fails "incoming: snapshot refused" "^mabo: snapshot: the VM is incoming" -- snapshot "$tmp/inc.snap"
+	[ ! -e "$tmp/inc.snap" ] && ok "incoming: no snapshot file" || bad "incoming: a snapshot file was written"
+	mabo_fails "incoming: pause refused" "^mabo: pause: the VM is incoming" -- pause
+	mabo_fails "incoming: resume refused" "^mabo: resume: the VM is incoming" -- resume
+	mabo_fails "incoming: migrate refused" "the VM is incoming" -- migrate "unix:$tmp/nowhere.sock"
+	sock=$saved_sock
+else
+	bad "incoming: the socket did not appear: $(cat "$tmp/incoming.log")"
+fi
+wait "$ipid"
+istatus=$?
+if [ "$istatus" -eq 3 ] && grep -q "timeout: still waiting for an incoming migration" "$tmp/incoming.log" &&
+	[ ! -e "$isock" ] && [ ! -e "$tmp/incoming.sock" ]; then
+	ok "incoming: --timeout ends the wait (status 3, sockets removed)"
+else
+	bad "incoming: status $istatus, sockets: $(ls "$tmp"/*incoming* 2>&1): $(cat "$tmp/incoming.log")"
+fi
 
 echo "api: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -167,7 +167,7 @@ wait "$holder" 2>/dev/null
 if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
 	check "net tap on a non-TAP interface" 1 "net tap 'lo': the interface is not a TAP device" -- --kernel "$image" --firmware "$fw" --net tap=lo
 else
-	echo "skipped: net tap on a non-TAP interface (needs root and /dev/net/tun)"
+	echo "SKIP: net tap on a non-TAP interface: needs root and /dev/net/tun"
 fi
 
 # File permissions do not stop root: as root, run these cases as user nobody.
@@ -209,6 +209,10 @@ if [ -z "$as_user" ] || { command -v runuser >/dev/null && id nobody >/dev/null 
 	if [ -n "$as_user" ] && [ -c /dev/net/tun ]; then
 		# Unprivileged: no TAP device to attach to, and no right to make one.
 		check "net tap without permission" 1 "net tap 'mabo-none0': .*\(no permission\|Permission denied\)" -- --kernel "$tmp/Image" --firmware "$tmp/fw.bin" --net tap=mabo-none0
+	elif [ -n "$as_user" ]; then
+		echo "SKIP: net tap without permission: no /dev/net/tun"
+	else
+		echo "SKIP: net tap without permission: runs only as root (as user nobody)"
 	fi
 	vmm=$saved_vmm
 else
@@ -227,6 +231,133 @@ phdr = struct.pack("<IIQQQQQQ", 1, 7, 0, base, base, code_off + 4, code_off + 4,
 open(sys.argv[1], "wb").write(ehdr + phdr + struct.pack("<I", 0x6f))
 PY
 check "timeout" 3 "timeout" -- --kernel "$tmp/spin.elf" --firmware none --timeout 0.5 --memory 2M
+
+# --timeout bounds every phase, not only the guest's run: each case ends with status 3, one
+# line naming the phase, within the timeout (plus a margin), and leaves no socket behind.
+# check_timeout NAME PATTERN SECONDS [ALSO_OK_STATUS ALSO_OK_PATTERN] -- ARGS...
+check_timeout() {
+	local name=$1 pattern=$2 secs=$3 alt_status= alt_pattern=
+	shift 3
+	if [ "$1" != -- ]; then
+		alt_status=$1 alt_pattern=$2
+		shift 2
+	fi
+	shift
+	local t0 err status ms lines
+	t0=$(date +%s%N)
+	err=$(timeout 20 "$vmm" "$@" --timeout "$secs" </dev/null 2>&1 >/dev/null)
+	status=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	lines=$(printf '%s\n' "$err" | grep -c .)
+	local limit_ms
+	limit_ms=$(python3 -c "print(int($secs * 1000 + 1500))")
+	if [ "$lines" -eq 1 ] && [ "$ms" -le "$limit_ms" ] &&
+		{ { [ "$status" -eq 3 ] && printf '%s' "$err" | grep -q -- "$pattern"; } ||
+			{ [ -n "$alt_status" ] && [ "$status" -eq "$alt_status" ] &&
+				printf '%s' "$err" | grep -q -- "$alt_pattern"; }; }; then
+		pass=$((pass + 1))
+		echo "ok: $name ($ms ms)"
+	else
+		fail=$((fail + 1))
+		echo "FAILED: $name: status $status (want 3), $lines line(s) in $ms ms (limit $limit_ms): $err"
+	fi
+}
+
+# No source ever connects: the socket goes with the process.
+check_timeout "timeout waiting for an incoming migration" \
+	"mabo-vmm: error: timeout: still waiting for an incoming migration after 1\.[0-9] s" 1 \
+	-- --incoming "unix:$tmp/in.sock" --api-socket "$tmp/api.sock"
+if [ -e "$tmp/in.sock" ] || [ -e "$tmp/api.sock" ]; then
+	fail=$((fail + 1))
+	echo "FAILED: sockets left after the timeout: $(ls "$tmp"/*.sock)"
+else
+	pass=$((pass + 1))
+	echo "ok: no socket left after the timeout"
+fi
+# A source that sends the stream's header and the start of a record, then nothing (the
+# per-read timeout of the migration, 10 s, is longer than --timeout).
+python3 - "$tmp/stall.sock" <<'PY' &
+import os, socket, struct, sys, time
+path = sys.argv[1]
+for _ in range(100):
+    if os.path.exists(path):
+        break
+    time.sleep(0.05)
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall(b"MABOSTRM" + struct.pack("<II", 3, 2) + struct.pack("<BBHI", 19, 0, 1, 8) + b"\0\0")
+time.sleep(10)
+PY
+stall_pid=$!
+check_timeout "timeout with a stalled migration stream" \
+	"mabo-vmm: error: timeout: still receiving the migration after 2\.[0-9] s" 2 \
+	-- --incoming "unix:$tmp/stall.sock"
+kill "$stall_pid" 2>/dev/null
+wait "$stall_pid" 2>/dev/null
+# A snapshot read from a pipe whose writer stops after the header and part of a record.
+mkfifo "$tmp/snap.fifo"
+python3 - "$tmp/snap.fifo" <<'PY' &
+import struct, sys, time
+f = open(sys.argv[1], "wb", buffering=0)
+f.write(b"MABOSTRM" + struct.pack("<II", 3, 1) + struct.pack("<BBHI", 1, 0, 1, 100) + b"\0" * 10)
+time.sleep(10)
+PY
+fifo_pid=$!
+check_timeout "timeout with a stalled snapshot" \
+	"mabo-vmm: error: timeout: still reading the snapshot after 1\.[0-9] s" 1 \
+	-- --restore "$tmp/snap.fifo"
+kill "$fifo_pid" 2>/dev/null
+wait "$fifo_pid" 2>/dev/null
+# A snapshot pipe nobody ever writes to: open() itself blocks.
+mkfifo "$tmp/nowriter.fifo"
+check_timeout "timeout opening a snapshot pipe without a writer" \
+	"mabo-vmm: error: timeout: still reading the snapshot after 1\.[0-9] s" 1 \
+	-- --restore "$tmp/nowriter.fifo"
+# A kernel path that blocks (a pipe without a writer): refused before it is read, or ended
+# by the timeout; never a hang.
+mkfifo "$tmp/kernel.fifo"
+check_timeout "kernel pipe without a writer" \
+	"mabo-vmm: error: timeout: still loading the kernel after 1\.[0-9] s" 1 \
+	1 "kernel '$tmp/kernel.fifo'" -- --kernel "$tmp/kernel.fifo" --firmware "$fw"
+# A regular kernel file whose open() blocks, as on a hung network file system: a fanotify
+# permission event (root only) that its listener never answers.
+cp "$image" "$tmp/held-Image"
+python3 - "$tmp/held-Image" "$tmp/held.ready" <<'PY' &
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                               ctypes.c_char_p]
+fd = libc.fanotify_init(0x4, os.O_RDONLY)  # FAN_CLASS_CONTENT
+if fd < 0 or libc.fanotify_mark(fd, 1, 0x10000, -100, sys.argv[1].encode()) < 0:
+    open(sys.argv[2], "w").write("unsupported: " + os.strerror(ctypes.get_errno()))
+    sys.exit(0)
+open(sys.argv[2], "w").write("ok")  # FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD
+time.sleep(20)
+PY
+held_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/held.ready" ] && break; sleep 0.05; done
+if [ "$(cat "$tmp/held.ready" 2>/dev/null)" = ok ]; then
+	check_timeout "kernel whose open blocks" \
+		"mabo-vmm: error: timeout: still loading the kernel after 1\.[0-9] s" 1 \
+		-- --kernel "$tmp/held-Image" --firmware "$fw"
+else
+	echo "skipped: kernel whose open blocks (fanotify: $(cat "$tmp/held.ready" 2>/dev/null))"
+fi
+kill "$held_pid" 2>/dev/null
+wait "$held_pid" 2>/dev/null
+# 3 GiB of initramfs (sparse) take seconds to read into guest memory; the firmware and
+# kernel before it take a small part of the 1.5 s.
+truncate -s 3G "$tmp/big.cpio"
+check_timeout "timeout loading a large initramfs" \
+	"mabo-vmm: error: timeout: still loading the initramfs after 1\.[0-9] s" 1.5 \
+	-- --kernel "$image" --firmware "$fw" --initramfs "$tmp/big.cpio" --memory 4G
+rm -f "$tmp/big.cpio"
+
+# --incoming ports are checked like migrate's (1-65535).
+check "incoming port 0" 2 "incoming 'tcp:127.0.0.1:0': expected tcp:ADDR:PORT (port 1-65535)" -- --incoming tcp:127.0.0.1:0
+check "incoming port too big" 2 "incoming 'tcp:127.0.0.1:65536': expected tcp:ADDR:PORT" -- --incoming tcp:127.0.0.1:65536
+check "incoming port not a number" 2 "incoming 'tcp:127.0.0.1:http': expected tcp:ADDR:PORT" -- --incoming tcp:127.0.0.1:http
+check "incoming without port" 2 "incoming 'tcp:localhost': expected tcp:ADDR:PORT" -- --incoming tcp:localhost
 
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

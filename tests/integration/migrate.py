@@ -148,33 +148,87 @@ def migrate(src, dst, *extra):
     return rc, last_json(out), err.strip()
 
 
+UPTIME = "echo up $(cut -d' ' -f1 /proc/uptime)"
+SNAPSHOT_WAIT_S = 6  # between the snapshot and its restore
+SNAPSHOT_AT_S = 20  # the guest's uptime, at least, when the snapshot is taken
+
+
+def vm_clock(vm):
+    """The guest clock in seconds, as the VMM's info reports it (uptime_ms)."""
+    rc, out, err = mabo(vm.sock, "info")
+    if rc != 0:
+        raise console.ConsoleError("%s: info: %s" % (vm.name, err.strip()))
+    return json.loads(out)["uptime_ms"] / 1000.0
+
+
+def guest_uptime(out):
+    m = re.search(r"^up ([0-9.]+)\r?$", out, re.M)
+    if not m:
+        raise console.ConsoleError("no uptime in %r" % out[-300:])
+    return float(m.group(1))
+
+
 def test_snapshot(tmp, disk):
     cl = Cluster(tmp, disk)
     vm = cl.start()
     try:
         vm.expect(console.PROMPT, 120)
-        vm.run("echo snapshot-marker-$((6*7)) > /tmp/marker")
+        # The guest's clock well past where a fresh VM's starts, so that a clock restarted
+        # from zero on restore cannot pass for the saved one, however long the restore takes.
+        up0 = guest_uptime(vm.run(UPTIME))
+        if up0 < SNAPSHOT_AT_S:
+            time.sleep(SNAPSHOT_AT_S - up0)
+        # The guest's uptime, and the guest clock the VMM reports, just before and just
+        # after the snapshot: the clock it saved lies between the two.
+        up0 = guest_uptime(vm.run("echo snapshot-marker-$((6*7)) > /tmp/marker; " + UPTIME))
+        clk0 = vm_clock(vm)
         snap = os.path.join(tmp, "vm.snap")
         rc, out, err = mabo(vm.sock, "snapshot", snap)
-        if rc != 0 or not os.path.getsize(snap):
+        clk1 = vm_clock(vm)
+        if rc != 0 or not os.path.exists(snap) or not os.path.getsize(snap):
             bad("snapshot: rc %d %s" % (rc, err))
             return
         # The VM runs on after a snapshot.
-        if vm.run("echo alive-$((1+1))").strip().endswith("alive-2"):
+        out = vm.run("echo alive-$((1+1)); " + UPTIME)
+        if "alive-2" in out:
             ok("snapshot written (%d bytes), the VM runs on" % os.path.getsize(snap))
+        else:
+            bad("after the snapshot the guest says %r" % out)
+        up1 = guest_uptime(out)
         vm.run("echo changed-after > /tmp/marker")
         vm.close()
+        # Restored some time later: the guest's clock goes on from the snapshot's, by no
+        # more than the time since the restore started (not by the wait, not from zero).
+        time.sleep(SNAPSHOT_WAIT_S)
+        t0 = time.monotonic()
         r = cl.start(["--restore", snap])
         try:
             wait_state(r, "running")
+            clk2 = vm_clock(r)
+            since_clk = time.monotonic() - t0
+            if clk0 <= clk2 <= clk1 + since_clk + 1:
+                ok("restored %d s after the snapshot: the VM's clock %.2f s, saved at "
+                   "%.2f-%.2f s, %.1f s since the restore began" %
+                   (SNAPSHOT_WAIT_S, clk2, clk0, clk1, since_clk))
+            else:
+                bad("restored VM's clock %.2f s: saved at %.2f-%.2f s, restored %d s later, "
+                    "%.1f s ago" % (clk2, clk0, clk1, SNAPSHOT_WAIT_S, since_clk))
             r.send("")
             r.expect(console.PROMPT, 30)
-            out = r.run("cat /tmp/marker; echo up $(cut -d' ' -f1 /proc/uptime)")
+            out = r.run("cat /tmp/marker; " + UPTIME)
+            since = time.monotonic() - t0
+            up2 = guest_uptime(out)
             if "snapshot-marker-42" in out and "changed-after" not in out:
                 ok("restored: the guest continues from the snapshot (%s)" %
                    out.strip().splitlines()[-1])
             else:
                 bad("restored guest says %r" % out)
+            if up0 <= up2 <= up1 + since + 1:
+                ok("the restored guest's uptime %.2f s, snapshot taken at %.2f-%.2f s, "
+                   "%.1f s since the restore began" % (up2, up0, up1, since))
+            else:
+                bad("restored guest's uptime %.2f s: the snapshot was taken at %.2f-%.2f s, "
+                    "restored %d s later, %.1f s ago" % (up2, up0, up1, SNAPSHOT_WAIT_S, since))
             r.send("poweroff")
             rc = r.wait_exit(60)
             ok("restored guest powers off, exit %d" % rc) if rc == 0 else bad("exit %d" % rc)
@@ -473,8 +527,8 @@ def test_pingpong(tmp, disk, rounds):
         probe = subprocess.run(no_uffd + ["true"], capture_output=True, text=True) \
             if shutil.which("unshare") else None
         if probe is None or probe.returncode != 0:
-            print("skipped (not counted): post-copy without userfaultfd: cannot make a user "
-                  "namespace here (%s)" % (probe.stderr.strip() if probe else "no unshare"))
+            print("SKIP: post-copy without userfaultfd: cannot make a user namespace here "
+                  "(%s)" % (probe.stderr.strip() if probe else "no unshare"), flush=True)
         else:
             dst = cl.destination(prefix=no_uffd)
             sessions.append(dst)
@@ -575,6 +629,14 @@ def test_pingpong(tmp, disk, rounds):
             cur.expect(r"W \d+ ", 30)
         else:
             ok("%d migrations back and forth (outage ms: %s)" % (rounds, outages))
+        # A pre-copy arrival has no userfaultfd to unregister: no warning about it.
+        warned = [s.name for s in sessions
+                  if os.path.exists(s.log_path) and
+                  b"userfaultfd: unregister" in open(s.log_path, "rb").read()]
+        if warned:
+            bad("userfaultfd warnings after arrivals: %s" % warned)
+        else:
+            ok("no userfaultfd warning in %d VMMs' logs" % len(sessions))
 
         last = finish_workload(cur, sessions)
         return last, outages
@@ -628,7 +690,8 @@ def main():
                 bad("qemu-nbd did not start")
                 return 1
             disk_arg = "nbd+unix:///?socket=" + sock
-            ok("the VM's disk is an NBD export (qemu-nbd) both VMMs reach")
+            # A setup step, not a check: it counts neither way.
+            print("the VM's disk is an NBD export (qemu-nbd) both VMMs reach", flush=True)
         try:
             test_snapshot(tmp, disk_arg)
             last, _ = test_pingpong(tmp, disk_arg, args.rounds)

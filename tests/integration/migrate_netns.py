@@ -458,8 +458,11 @@ class Migrations:
         if two:
             note("%s: killing the second copy on %s, the source goes on" % (what, dst.name))
         elif rc is None:
-            note("%s: the destination %s still waits %d s after the link came back; "
-                 "killed it" % (what, dst.name, IO_TIMEOUT_S + 10))
+            # A destination that never gives up would hold its host's resources (and the
+            # VM's disk open) forever: a failure.
+            self.diagnose(dst)
+            M.bad("%s: the destination %s still waits %d s after the link came back "
+                  "(killed it)\n%s" % (what, dst.name, IO_TIMEOUT_S + 10, dst.tail(600)))
         elif rc == 0:
             M.bad("%s: the destination exited 0 without running the guest" % what)
         else:

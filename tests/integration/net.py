@@ -281,9 +281,11 @@ def tap_part(args, c, log_dir):
         a, b = sessions
 
         def ping():
-            out = b.run("ping -c 3 -W 5 10.0.3.1", timeout=120)
-            if not re.search(r"3 packets transmitted, [23] packets received", out):
-                raise ConsoleError("ping 10.0.3.1 from VM 1: %s" % out.strip()[-300:])
+            # Each way: VM 0 first, so that it also has to find VM 1 (ARP) by itself.
+            for i, (s, to) in enumerate(((a, "10.0.3.2"), (b, "10.0.3.1"))):
+                out = s.run("ping -c 3 -W 5 %s" % to, timeout=120)
+                if not re.search(r"3 packets transmitted, [23] packets received", out):
+                    raise ConsoleError("ping %s from VM %d: %s" % (to, i, out.strip()[-300:]))
         c.check("tap: the VMs ping each other", ping)
 
         def transfer():

@@ -36,7 +36,9 @@ def main():
     def reboot_restarts():
         with console.boot(argv=base, log=os.path.join(args.log_dir, "restart.log")) as s:
             # Leave a mark in the first boot's RAM-backed filesystem: it must be gone after.
-            s.run("echo first > /tmp/mark; cat /tmp/mark")
+            out = s.run("echo first > /tmp/mark; cat /tmp/mark").strip()
+            if out != "first":
+                raise AssertionError(f"/tmp/mark not written before the reboot: {out!r}")
             s.send("reboot")
             s.expect(r"OpenSBI", 120)  # the firmware starts again: a new machine
             s.expect(console.READY, 120)

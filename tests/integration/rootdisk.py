@@ -83,8 +83,11 @@ def main():
             link = s.run("readlink /sbin/init", CMD_TIMEOUT).strip()
             if link != "/bin/busybox":
                 raise ConsoleError("/sbin/init -> %r" % link)
-            out = s.run("echo %s > /root/written; sync; echo rc=$?" % stamp, CMD_TIMEOUT)
-            if "rc=0" not in out:
+            # The write's status and sync's, each its own; then the file as the guest reads it.
+            out = s.run("echo %s > /root/written; w=$?; sync; echo rc=$w,$?; cat /root/written"
+                        % stamp, CMD_TIMEOUT)
+            # (The echo of a long command line may wrap: the last two lines are the answer.)
+            if [l.strip() for l in out.strip().splitlines()[-2:]] != ["rc=0,0", stamp]:
                 raise ConsoleError("writing /root/written failed: %r" % out)
             st["written"] = True
             poweroff(s, 120)

@@ -4,6 +4,8 @@
  * many places, each of which must be refused with an error, never loaded. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -288,11 +290,21 @@ static void test_snapshot_roundtrip(void **state)
 	mmio_write32(&a.vm, "clint", 0x4000 + 8, 0x12345678);
 	mmio_write32(&a.vm, "virtio_mmio", 0x070, 1); /* status: ACKNOWLEDGE */
 	mmio_write32(&a.vm, "uart0", 7, 0x5a);	      /* scratch register */
+	/* a's guest clock 100 s ahead of b's: a b that kept its own clock shows it at once. */
+	const uint64_t ahead_ns = 100ULL * 1000000000ULL;
+	assert_true(host_now_ns() > ahead_ns);
+	a.vm.clock_base_ns -= ahead_ns;
 	uint64_t before_save = vm_mtime(&a.vm);
 	write_snapshot(&a);
+	uint64_t after_save = vm_mtime(&a.vm);
 
 	machine_make(&b, disk_path);
+	/* Restored a while after the snapshot: the clock must not jump by that while. */
+	usleep(300000);
+	uint64_t t_restore = host_now_ns();
 	assert_int_equal(migration_restore(&b.vm, snap_path), 0);
+	uint64_t restored = vm_mtime(&b.vm);
+	uint64_t restore_ticks = (host_now_ns() - t_restore) / (1000000000ULL / VM_TIMEBASE_HZ);
 	for (int h = 0; h < 2; h++) {
 		struct hart *x = a.vm.harts[h], *y = b.vm.harts[h];
 		assert_memory_equal(x->x, y->x, 32 * sizeof(uint64_t));
@@ -309,9 +321,14 @@ static void test_snapshot_roundtrip(void **state)
 	assert_int_equal(mmio_read32(&b.vm, "clint", 0x4000 + 8), 0x12345678);
 	assert_int_equal(mmio_read32(&b.vm, "virtio_mmio", 0x070), 1);
 	assert_int_equal(mmio_read32(&b.vm, "uart0", 7), 0x5a);
-	/* The guest clock continues, never behind where it was saved (the saved value is at
-	 * least before_save; a's clock runs on meanwhile, so it is no yardstick). */
-	assert_true(vm_mtime(&b.vm) >= before_save);
+	/* The guest clock continues from the snapshot's: the saved value lies between
+	 * before_save and after_save, and since the restore it ran restore_ticks at most. Not
+	 * restarted (b's own clock is 100 s behind), nor moved on by the 300 ms before the
+	 * restore (10 ms of slack). */
+	if (restored < before_save || restored > after_save + restore_ticks + VM_TIMEBASE_HZ / 100)
+		fail_msg("restored mtime %" PRIu64 ", saved between %" PRIu64 " and %" PRIu64
+			 " (+%" PRIu64 " since the restore)",
+			 restored, before_save, after_save, restore_ticks);
 	machine_free(&b);
 	machine_free(&a);
 }
@@ -390,6 +407,276 @@ static void test_snapshot_wrong_shape(void **state)
 	machine_free(&b);
 }
 
+/* ---- States that pass the checksums but mean nothing this VMM can run ---- */
+
+/* Reads the snapshot at snap_path; *size gets its length. */
+static uint8_t *read_snapshot(size_t *size)
+{
+	int fd = open(snap_path, O_RDONLY);
+	struct stat sb;
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &sb), 0);
+	*size = (size_t)sb.st_size;
+	uint8_t *img = malloc(*size);
+	assert_non_null(img);
+	assert_int_equal(read(fd, img, *size), (ssize_t)*size);
+	close(fd);
+	return img;
+}
+
+/* The payload of the nth record of type in a snapshot image (its length in *len), or NULL. */
+static uint8_t *find_record(uint8_t *img, size_t size, uint8_t type, int nth, uint32_t *len)
+{
+	size_t off = 16;
+	while (off + 12 <= size) {
+		uint32_t n = (uint32_t)img[off + 4] | (uint32_t)img[off + 5] << 8 |
+			     (uint32_t)img[off + 6] << 16 | (uint32_t)img[off + 7] << 24;
+		if (img[off] == type && nth-- == 0) {
+			*len = n;
+			return img + off + 8;
+		}
+		off += 12 + n;
+	}
+	return NULL;
+}
+
+/* Recomputes the CRC of the record whose payload is at p (after an edit) and writes the
+ * image to path. */
+static void write_image(const char *path, uint8_t *img, size_t size, uint8_t *p, uint32_t len)
+{
+	uint32_t c = crc32c(crc32c(0, p - 8, 8), p, len);
+	for (int i = 0; i < 4; i++)
+		p[len + i] = (uint8_t)(c >> (8 * i));
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, img, size), (ssize_t)size);
+	close(fd);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Where a device's blob starts inside the DEVICES payload (name, slot, length, blob). */
+static uint8_t *find_device(uint8_t *p, uint32_t len, const char *name)
+{
+	uint32_t off = 0;
+	while (off + 2 <= len) {
+		uint16_t n = (uint16_t)(p[off] | p[off + 1] << 8);
+		const uint8_t *nm = p + off + 2;
+		uint32_t blob = (uint32_t)p[off + 2 + n + 4] | (uint32_t)p[off + 2 + n + 5] << 8 |
+				(uint32_t)p[off + 2 + n + 6] << 16 |
+				(uint32_t)p[off + 2 + n + 7] << 24;
+		if (n == strlen(name) && memcmp(nm, name, n) == 0)
+			return p + off + 2 + n + 8;
+		off += 2 + n + 8 + blob;
+	}
+	return NULL;
+}
+
+/* CPU state the guest cannot reach: each refused, and the same snapshot without the
+ * change still loads. */
+static void test_state_refused_cpu(void **state)
+{
+	struct machine a, b;
+	struct hart *h;
+
+	(void)state;
+	machine_make(&a, disk_path);
+	machine_make(&b, disk_path);
+	h = a.vm.harts[1];
+	h->pc = 0x80001000ULL;
+	h->mstatus = (2ULL << 32) | (2ULL << 34);
+
+#define REFUSED(what, field, bad)                                                                  \
+	do {                                                                                       \
+		__typeof__(h->field) saved = h->field;                                             \
+		h->field = (bad);                                                                  \
+		write_snapshot(&a);                                                                \
+		h->field = saved;                                                                  \
+		if (migration_restore(&b.vm, snap_path) == 0)                                      \
+			fail_msg("a state with %s was loaded", what);                              \
+	} while (0)
+	REFUSED("privilege mode 2 (H)", priv, 2);
+	REFUSED("an odd pc", pc, 0x80001001ULL);
+	REFUSED("misa with the H extension", misa, h->misa | 1ULL << ('H' - 'A'));
+	REFUSED("mstatus.MPP = 2", mstatus, h->mstatus | 2ULL << MSTATUS_MPP_SHIFT);
+	REFUSED("mstatus.UXL = 32 bits", mstatus, (h->mstatus & ~MSTATUS_UXL) | 1ULL << 32);
+	REFUSED("mstatus reserved bit 40", mstatus, h->mstatus | 1ULL << 40);
+	REFUSED("satp mode 10 (Sv57)", satp, 0xa000000000012345ULL);
+	REFUSED("satp bare with a root page", satp, 0x12345ULL);
+	REFUSED("mideleg of a machine interrupt", mideleg, MIP_MSIP);
+	REFUSED("mtvec mode 2", mtvec, 0x80000002ULL);
+	REFUSED("an odd mepc", mepc, 0x80000001ULL);
+#undef REFUSED
+	/* The valid neighbours of those values load. */
+	h->priv = PRV_U;
+	h->satp = 0x9000000000012345ULL; /* Sv48 */
+	h->mtvec = 0x80000001ULL;	 /* vectored */
+	h->mstatus |= 3ULL << MSTATUS_MPP_SHIFT;
+	write_snapshot(&a);
+	assert_int_equal(migration_restore(&b.vm, snap_path), 0);
+	assert_int_equal(b.vm.harts[1]->priv, PRV_U);
+	assert_true(b.vm.harts[1]->satp == 0x9000000000012345ULL);
+	machine_free(&b);
+	machine_free(&a);
+}
+
+/* Records edited with their CRCs made good again: a PLIC priority above the maximum, a
+ * guest clock centuries ahead, a queue with more requests in flight than it holds. */
+static void test_state_refused_records(void **state)
+{
+	struct machine a, b;
+	size_t size;
+	uint32_t len;
+	char bad[80];
+
+	(void)state;
+	snprintf(bad, sizeof(bad), "%s.bad", snap_path);
+	machine_make(&a, disk_path);
+	/* virtio-rng (the second virtio slot) with a ready queue of 8 at 0x80010000. */
+	const struct mmio_region *rng = NULL;
+	for (int i = 0, n = 0; i < a.vm.bus.count && !rng; i++)
+		if (strcmp(a.vm.bus.regions[i].name, "virtio_mmio") == 0 && n++ == 1)
+			rng = &a.vm.bus.regions[i];
+	assert_non_null(rng);
+	static const uint32_t setup[][2] = {
+		{ 0x030, 0 },	       /* QueueSel */
+		{ 0x038, 8 },	       /* QueueNum */
+		{ 0x080, 0x80010000 }, /* QueueDescLow */
+		{ 0x090, 0x80010400 }, /* QueueDriverLow */
+		{ 0x0a0, 0x80010800 }, /* QueueDeviceLow */
+		{ 0x044, 1 },	       /* QueueReady */
+	};
+	for (size_t k = 0; k < sizeof(setup) / sizeof(setup[0]); k++)
+		rng->ops->write(rng->opaque, setup[k][0], setup[k][1], 4);
+	assert_int_equal(rng->ops->read(rng->opaque, 0x044, 4), 1);
+	write_snapshot(&a);
+	machine_free(&a);
+	uint8_t *img = read_snapshot(&size);
+	machine_make(&b, disk_path);
+
+	/* The PLIC: u32 sources, u32 contexts, then each source's priority. */
+	uint8_t *p = find_record(img, size, REC_DEVICES, 0, &len);
+	assert_non_null(p);
+	uint8_t *plic = find_device(p, len, "plic");
+	assert_non_null(plic);
+	plic[8 + 4 * 10] = PLIC_PRIORITY_MAX + 1;
+	write_image(bad, img, size, p, len);
+	if (migration_restore(&b.vm, bad) == 0)
+		fail_msg("a PLIC priority above the maximum was loaded");
+	plic[8 + 4 * 10] = PLIC_PRIORITY_MAX;
+	write_image(bad, img, size, p, len);
+	assert_int_equal(migration_restore(&b.vm, bad), 0);
+
+	/* The clock: mtime first. 200 years of uptime is refused; 30 days (longer than this
+	 * host may have been up) loads, and timers still fire on time. */
+	uint8_t *clk = find_record(img, size, REC_CLOCK, 0, &len);
+	assert_non_null(clk);
+	uint8_t saved_clock[8];
+	memcpy(saved_clock, clk, 8);
+	put64(clk, 200ULL * 365 * 86400 * VM_TIMEBASE_HZ);
+	write_image(bad, img, size, clk, len);
+	if (migration_restore(&b.vm, bad) == 0)
+		fail_msg("a guest clock 200 years ahead was loaded");
+	uint64_t month = 30ULL * 86400 * VM_TIMEBASE_HZ;
+	put64(clk, month + host_now_ns() / 100);
+	write_image(bad, img, size, clk, len);
+	assert_int_equal(migration_restore(&b.vm, bad), 0);
+	uint64_t now = host_now_ns(), t = vm_mtime(&b.vm);
+	assert_true(t >= month);
+	/* A second ahead on the guest clock is about a second ahead on the host's. */
+	uint64_t due = vm_mtime_to_ns(&b.vm, t + VM_TIMEBASE_HZ);
+	assert_true(due > now && due < now + 3000000000ULL);
+	assert_true(vm_mtime_to_ns(&b.vm, 0) <= now); /* long past: due already */
+	memcpy(clk, saved_clock, 8);
+	write_image(bad, img, size, clk, len);
+
+	/* The rng's queue: last_avail - used_idx beyond the ring's 8 entries. The virtio
+	 * blob: isr state (17 bytes), the name, features, status, generation, queue count,
+	 * then each queue: size, desc, avail, used, 5 bools, last_avail, used_idx, ... */
+	p = find_record(img, size, REC_DEVICES, 0, &len);
+	uint8_t *dev = find_device(p, len, "virtio_mmio");
+	assert_non_null(dev);
+	/* The first virtio-mmio is the disk; the rng's blob follows it. */
+	uint32_t first = (uint32_t)dev[-4] | (uint32_t)dev[-3] << 8 | (uint32_t)dev[-2] << 16 |
+			 (uint32_t)dev[-1] << 24;
+	uint8_t *rngb = find_device(dev + first, len - (uint32_t)(dev + first - p), "virtio_mmio");
+	assert_non_null(rngb);
+	uint8_t *vd = rngb + 17;
+	uint16_t nlen = (uint16_t)(vd[0] | vd[1] << 8);
+	uint8_t *q = vd + 2 + nlen + 8 + 8 + 1 + 4 + 4;
+	assert_int_equal(q[0] | q[1] << 8, 8); /* the queue's size */
+	assert_int_equal(q[2 + 24], 1);	       /* ready */
+	uint8_t *last_avail = q + 2 + 24 + 5;
+	last_avail[0] = 9; /* used_idx stays 0 */
+	write_image(bad, img, size, p, len);
+	if (migration_restore(&b.vm, bad) == 0)
+		fail_msg("a queue with 9 requests in flight in 8 entries was loaded");
+	last_avail[0] = 8;
+	write_image(bad, img, size, p, len);
+	assert_int_equal(migration_restore(&b.vm, bad), 0);
+
+	unlink(bad);
+	free(img);
+	machine_free(&b);
+}
+
+/* A job is over (a new one may start) before its caller hears that it ended: a client
+ * that takes a snapshot right after the answer to the last one is not told "busy". */
+struct chain {
+	struct migration *mig;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int done;
+};
+
+static void chain_done(void *opaque, int err, const char *msg)
+{
+	struct chain *c = opaque;
+	(void)err;
+	(void)msg;
+	pthread_mutex_lock(&c->lock);
+	c->done++;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	/* The answer is on its way; whatever the job does after it must not hold the next. */
+	usleep(100000);
+}
+
+static void test_snapshot_back_to_back(void **state)
+{
+	struct machine a;
+	struct chain c = { .done = 0 };
+	char err[200] = "";
+	struct migrate_status st;
+
+	(void)state;
+	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cond, NULL);
+	machine_make(&a, disk_path);
+	assert_int_equal(migration_create(&a.vm, &c.mig), 0);
+	for (int k = 0; k < 3; k++) {
+		int ret = migration_snapshot_start(c.mig, snap_path, chain_done, &c, err,
+						   sizeof(err));
+		if (ret)
+			fail_msg("snapshot %d right after the last one's answer: %s", k + 1, err);
+		pthread_mutex_lock(&c.lock);
+		while (c.done == k)
+			pthread_cond_wait(&c.cond, &c.lock);
+		pthread_mutex_unlock(&c.lock);
+		migration_get_status(c.mig, &st);
+		assert_int_equal(st.state, MIGRATE_COMPLETED);
+	}
+	assert_int_equal(wait_job(c.mig, &st), 0);
+	migration_destroy(c.mig);
+	machine_free(&a);
+	pthread_cond_destroy(&c.cond);
+	pthread_mutex_destroy(&c.lock);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -400,6 +687,9 @@ int main(void)
 		cmocka_unit_test(test_snapshot_roundtrip),
 		cmocka_unit_test(test_snapshot_corrupt),
 		cmocka_unit_test(test_snapshot_wrong_shape),
+		cmocka_unit_test(test_state_refused_cpu),
+		cmocka_unit_test(test_state_refused_records),
+		cmocka_unit_test(test_snapshot_back_to_back),
 	};
 	return cmocka_run_group_tests(tests, setup_files, remove_files);
 }

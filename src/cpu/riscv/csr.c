@@ -4,14 +4,6 @@
 #include "core/vm.h"
 #include "cpu/riscv/hart.h"
 
-#define MIP_S_MASK (MIP_SSIP | MIP_STIP | MIP_SEIP)
-#define MIE_MASK (MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP)
-#define MEDELEG_MASK 0xb3ffULL /* every synchronous cause but ecall-from-M */
-
-#define MSTATUS_WMASK                                                                              \
-	(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP | MSTATUS_MPP |     \
-	 MSTATUS_FS | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW |        \
-	 MSTATUS_TSR)
 #define SSTATUS_MASK                                                                               \
 	(MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_XS | MSTATUS_VS |         \
 	 MSTATUS_SUM | MSTATUS_MXR | MSTATUS_UXL | MSTATUS_SD)

@@ -57,6 +57,15 @@ enum {
 #define MSTATUS_SXL (3ULL << 34)
 #define MSTATUS_SD (1ULL << 63)
 
+/* What the guest can write (csr.c) and so what a saved hart may hold (state.c). */
+#define MIP_S_MASK (MIP_SSIP | MIP_STIP | MIP_SEIP)
+#define MIE_MASK (MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP)
+#define MEDELEG_MASK 0xb3ffULL /* every synchronous cause but ecall-from-M */
+#define MSTATUS_WMASK                                                                              \
+	(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP | MSTATUS_MPP |     \
+	 MSTATUS_FS | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW |        \
+	 MSTATUS_TSR)
+
 /* Software TLB: direct-mapped, one array per access kind. An entry maps a page-aligned
  * virtual address (tag) to a host address: host = va + addend. Misaligned accesses miss
  * the tag compare on purpose and take the slow path. */

@@ -70,6 +70,49 @@ void hart_save(const struct hart *h, struct sbuf *b)
 		sbuf_u64(b, h->pmpaddr[i]);
 }
 
+/* Checks that a saved hart is one the guest could have reached on this emulator: only the
+ * values its CSR writes and traps can produce (anything else, e.g. a privilege mode or a
+ * paging scheme it does not have, would run as something no guest asked for). NULL, or
+ * the reason. csrs[] is in hart_save's order. */
+static const char *hart_state_check(const struct hart *h, uint64_t pc, uint8_t priv,
+				    const uint64_t *x, uint32_t fflags, uint32_t frm,
+				    const uint64_t *csrs)
+{
+	uint64_t mstatus = csrs[0], misa = csrs[1], medeleg = csrs[2], mideleg = csrs[3];
+	uint64_t mie = csrs[4], mip_sw = csrs[5], mtvec = csrs[6], stvec = csrs[7];
+	uint64_t mepc = csrs[10], sepc = csrs[11], satp = csrs[16];
+	uint64_t mcounteren = csrs[17], scounteren = csrs[18], menvcfg = csrs[19];
+	uint64_t senvcfg = csrs[20], mcountinhibit = csrs[21];
+
+	if (priv != PRV_U && priv != PRV_S && priv != PRV_M)
+		return "bad privilege level";
+	if (fflags > 0x1f || frm > 7 || x[0] != 0)
+		return "bad register values";
+	if (csrs[30] != h->mhartid)
+		return "hart id mismatch";
+	if (misa != h->misa)
+		return "misa names extensions this hart does not have";
+	if ((mstatus & ~(MSTATUS_WMASK | MSTATUS_UXL | MSTATUS_SXL)) ||
+	    (mstatus & (MSTATUS_UXL | MSTATUS_SXL)) != ((2ULL << 32) | (2ULL << 34)) ||
+	    ((mstatus & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT) == 2)
+		return "mstatus holds values this hart cannot have";
+	unsigned mode = (unsigned)(satp >> 60);
+	if ((mode != 0 && mode != 8 && mode != 9) || (mode == 0 && satp))
+		return "satp: unsupported address translation";
+	if ((medeleg & ~MEDELEG_MASK) || (mideleg & ~MIP_S_MASK) || (mie & ~MIE_MASK) ||
+	    (mip_sw & ~MIP_S_MASK))
+		return "interrupt or exception delegation bits this hart does not have";
+	if ((mtvec & 2) || (stvec & 2))
+		return "trap vector with a reserved mode";
+	/* Any even pc is reachable (a jump anywhere faults at the fetch, on this side as on
+	 * the source); an odd one is not. */
+	if ((mepc & 1) || (sepc & 1) || (pc & 1))
+		return "misaligned pc or exception pc";
+	if ((mcounteren | scounteren) >> 32 || (menvcfg | senvcfg) & ~1ULL || mcountinhibit & ~5ULL)
+		return "counter or environment CSRs hold reserved bits";
+	return NULL;
+}
+
 int hart_load(struct hart *h, struct sreader *r)
 {
 	uint64_t x[32], f[32], csrs[HART_STATE_CSRS], pmpaddr[16];
@@ -92,16 +135,9 @@ int hart_load(struct hart *h, struct sreader *r)
 		pmpaddr[i] = sreader_u64(r);
 	if (!sreader_ok(r))
 		return -EINVAL;
-	if (priv != PRV_U && priv != PRV_S && priv != PRV_M) {
-		sreader_fail(r, "bad privilege level");
-		return -EINVAL;
-	}
-	if (fflags > 0x1f || frm > 7 || x[0] != 0 || (pc & 1)) {
-		sreader_fail(r, "bad register values");
-		return -EINVAL;
-	}
-	if (csrs[30] != h->mhartid) {
-		sreader_fail(r, "hart id mismatch");
+	const char *why = hart_state_check(h, pc, priv, x, fflags, frm, csrs);
+	if (why) {
+		sreader_fail(r, why);
 		return -EINVAL;
 	}
 

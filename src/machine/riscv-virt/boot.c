@@ -727,17 +727,24 @@ int boot_load_linux(struct vm *vm)
 		log_error("firmware: no firmware file given (OpenSBI fw_dynamic.bin)");
 		return -EINVAL;
 	}
+	/* Each step names itself for --timeout: an open or a read can block (a file on a
+	 * hung network file system). */
+	vm_set_phase(vm, "loading the firmware");
 	err = boot_open(&fw, "firmware", cfg->firmware);
+	vm_set_phase(vm, "loading the kernel");
 	if (!err)
 		err = boot_open(&kernel, "kernel", cfg->kernel);
+	vm_set_phase(vm, "loading the initramfs");
 	if (!err && cfg->initramfs)
 		err = boot_open(&initrd, "initramfs", cfg->initramfs);
 	if (err)
 		goto out;
 
+	vm_set_phase(vm, "loading the firmware");
 	err = boot_load_firmware(vm, &fw, kernel_addr, &fw_entry);
 	if (err)
 		goto out;
+	vm_set_phase(vm, "loading the kernel");
 	err = boot_load_image(vm, &kernel, kernel_addr, &kernel_end);
 	if (err)
 		goto out;
@@ -754,12 +761,14 @@ int boot_load_linux(struct vm *vm)
 			err = -EFBIG;
 			goto out;
 		}
+		vm_set_phase(vm, "loading the initramfs");
 		err = boot_copy_to_ram(vm, &initrd, initrd_start, 0, initrd.size);
 		if (err)
 			goto out;
 		floor = initrd_end;
 	}
 
+	vm_set_phase(vm, "building the device tree");
 	err = virt_fdt_alloc(vm, initrd_start, initrd_end, &fdt);
 	if (err) {
 		log_error("device tree: cannot build it: %s", strerror(-err));
@@ -818,6 +827,7 @@ int boot_load_bare(struct vm *vm)
 			  cfg->initramfs);
 		return -EINVAL;
 	}
+	vm_set_phase(vm, "loading the kernel");
 	err = boot_open(&kernel, "kernel", cfg->kernel);
 	if (err)
 		goto out;

@@ -312,20 +312,33 @@ int plic_load(struct plic *p, struct sreader *r)
 		sreader_fail(r, "plic: shape mismatch");
 		return -EINVAL;
 	}
-	for (int s = 0; s < PLIC_NSOURCES; s++)
-		t.priority[s] = sreader_u32(r) & PLIC_PRIORITY_MAX;
+	/* Values the guest's writes cannot make (a priority above the maximum, a source
+	 * that does not exist) mean a state from somewhere else: refused, not masked. */
+	bool bad = false;
+	for (int s = 0; s < PLIC_NSOURCES; s++) {
+		t.priority[s] = sreader_u32(r);
+		bad |= t.priority[s] > PLIC_PRIORITY_MAX;
+	}
 	for (unsigned w = 0; w < PLIC_NWORDS; w++) {
-		t.level[w] = sreader_u32(r) & plic_valid_mask(w);
-		t.pending[w] = sreader_u32(r) & plic_valid_mask(w);
-		t.active[w] = sreader_u32(r) & plic_valid_mask(w);
+		t.level[w] = sreader_u32(r);
+		t.pending[w] = sreader_u32(r);
+		t.active[w] = sreader_u32(r);
+		bad |= ((t.level[w] | t.pending[w] | t.active[w]) & ~plic_valid_mask(w)) != 0;
 	}
 	for (int c = 0; c < p->ncontexts; c++) {
-		t.threshold[c] = sreader_u32(r) & PLIC_PRIORITY_MAX;
-		for (unsigned w = 0; w < PLIC_NWORDS; w++)
-			t.enable[c][w] = sreader_u32(r) & plic_valid_mask(w);
+		t.threshold[c] = sreader_u32(r);
+		bad |= t.threshold[c] > PLIC_PRIORITY_MAX;
+		for (unsigned w = 0; w < PLIC_NWORDS; w++) {
+			t.enable[c][w] = sreader_u32(r);
+			bad |= (t.enable[c][w] & ~plic_valid_mask(w)) != 0;
+		}
 	}
 	if (!sreader_ok(r))
 		return -EINVAL;
+	if (bad) {
+		sreader_fail(r, "plic: a priority, threshold or source out of range");
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&p->lock);
 	memcpy(p->priority, t.priority, sizeof(p->priority));
 	memcpy(p->level, t.level, sizeof(p->level));
