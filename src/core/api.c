@@ -316,6 +316,11 @@ static int api_check_uri(const char *uri, char *err, size_t errlen)
 				 sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -EINVAL;
 		}
+		/* Relative to the VMM's working directory, which the client does not know. */
+		if (uri[5] != '/') {
+			snprintf(err, errlen, "uri '%.200s': the socket path is not absolute", uri);
+			return -EINVAL;
+		}
 		return 0;
 	}
 	if (strncmp(uri, "tcp:", 4) == 0) {

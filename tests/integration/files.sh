@@ -232,13 +232,20 @@ reply=$(python3 - "$tmp/snap.sock" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
+f = s.makefile()
 s.sendall(b'{"cmd":"snapshot","path":"relative.snap"}\n')
-print(s.makefile().readline().strip())
+print(f.readline().strip())
+s.sendall(b'{"cmd":"migrate","uri":"unix:relative.sock"}\n')
+print(f.readline().strip())
 PY
 )
-case $reply in
-*'"ok":false'*'not absolute'*) ok "relative snapshot path refused: $reply" ;;
+case $(printf '%s' "$reply" | head -1) in
+*'"ok":false'*'not absolute'*) ok "relative snapshot path refused: $(printf '%s' "$reply" | head -1)" ;;
 *) bad "relative snapshot path: $reply" ;;
+esac
+case $(printf '%s' "$reply" | tail -1) in
+*'"ok":false'*'not absolute'*) ok "relative migration socket refused: $(printf '%s' "$reply" | tail -1)" ;;
+*) bad "relative migration socket: $reply" ;;
 esac
 if "$mabo" --api-socket "$tmp/snap.sock" snapshot "$tmp/good.snap" >/dev/null 2>"$tmp/mabo.err" &&
 	[ "$(stat -c %a "$tmp/good.snap")" = 600 ] && [ "$(cat "$tmp/victim")" = secret ] &&
@@ -321,7 +328,8 @@ start dst2 "${spin[@]}" --incoming "unix:$tmp/dst2.sock" --api-socket "$tmp/dst2
 	--disk "path=$disk"
 dst=$pid
 wait_file "$tmp/dst2.sock"
-if migrate "$tmp/src.sock" "unix:$tmp/dst2.sock"; then
+# From the destination socket's directory, by a relative name: build/mabo sends it absolute.
+if (cd "$tmp" && migrate "$tmp/src.sock" "unix:dst2.sock"); then
 	wait "$src"
 	st=$?
 	if [ "$st" -eq 0 ] && kill -0 "$dst" 2>/dev/null && ! qemu_writes; then
