@@ -17,6 +17,9 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 vmm=${1:-$root/build/mabo-vmm}
 mabo=${2:-$root/build/mabo}
+# Absolute: some cases run from another directory.
+vmm=$(realpath "$vmm")
+mabo=$(realpath "$mabo")
 for tool in qemu-io qemu-nbd; do
 	if ! command -v "$tool" >/dev/null; then
 		echo "$tool is missing (package qemu-utils, scripts/install-deps.sh)"
