@@ -141,8 +141,9 @@ static int blk_create(struct virtio_dev *vdev, const struct vm_device_config *cf
 		.readonly = disk->readonly,
 		.reconnect_timeout = disk->reconnect_timeout,
 		.nolock = disk->nolock,
-		/* A migration's destination gets the disk at the hand-over (blk_claim). */
-		.lock_later = vdev->vm->cfg->incoming != NULL,
+		/* A migration's destination gets the disk at the hand-over (blk_claim);
+		 * --dump-dtb only describes the machine, beside a VM that may run on it. */
+		.lock_later = vdev->vm->cfg->incoming != NULL || vdev->vm->cfg->dump_dtb != NULL,
 	};
 	err = block_backend_open_opts(disk->path, &opts, vdev->vm->loop, &b->bb);
 	if (err) {

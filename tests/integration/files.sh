@@ -106,6 +106,12 @@ if qemu-io -r -f raw -c 'read 0 512' "$disk" >"$tmp/qemu-io-r.log" 2>&1; then
 else
 	bad "qemu-io -r beside a mabo-vmm writer: $(cat "$tmp/qemu-io-r.log")"
 fi
+if "$vmm" "${spin[@]}" --disk "path=$disk" --dump-dtb "$tmp/x.dtb" </dev/null 2>"$tmp/dtb.err" &&
+	[ -s "$tmp/x.dtb" ]; then
+	ok "--dump-dtb beside a writer (it takes no lock)"
+else
+	bad "--dump-dtb beside a writer: $(cat "$tmp/dtb.err")"
+fi
 start off "${spin[@]}" --timeout 0.5 --disk "path=$disk,locking=off"
 wait "$pid"
 st=$?
