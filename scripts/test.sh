@@ -65,6 +65,9 @@ suite isa-interpreter env MABO_JIT=0 tests/isa/run.sh
 if tools/mabo-image --out build/guest; then
 	suite cli tests/integration/cli.sh build/mabo-vmm build/guest
 	suite api tests/integration/api.sh build/mabo-vmm build/guest build/mabo
+	# Disk locks against qemu-io and qemu-nbd, socket modes and signals, snapshot targets,
+	# restore and migration on one shared disk file (a bare-metal program: seconds).
+	suite files tests/integration/files.sh build/mabo-vmm build/mabo
 	# mabod: definitions, bad requests, VMs started, crashed and restarted, the daemon
 	# killed with SIGKILL and its VMs re-adopted, definitions kept through a SIGKILL.
 	suite mabod python3 tests/integration/mabod.py --build build --guest build/guest \

@@ -179,13 +179,82 @@ out:
 	return ret;
 }
 
+/* SIGTERM, and SIGINT when standard input is not a terminal (on a terminal, Ctrl-C is the
+ * guest's), shut the VM down the way a power-off does: the control socket and an incoming
+ * migration's socket are removed on the way out. The signals are blocked in every thread and
+ * taken by one thread with sigwait, which may then lock and wake like any other. */
+struct signals {
+	sigset_t set;
+	pthread_mutex_t lock;
+	struct vm *vm; /* the VM of this run (under lock), NULL between runs */
+	int received;  /* the first signal (under lock), 0 before */
+};
+
+static void *signal_thread(void *arg)
+{
+	struct signals *sg = arg;
+
+	for (;;) {
+		int sig;
+		if (sigwait(&sg->set, &sig) != 0)
+			continue;
+		pthread_mutex_lock(&sg->lock);
+		if (sg->received) {
+			/* A shutdown that does not end: a second signal ends the process. */
+			log_error("%s again: exiting at once", strsignal(sig));
+			_exit(1);
+		}
+		sg->received = sig;
+		log_info("%s: shutting the VM down", strsignal(sig));
+		if (sg->vm)
+			vm_request_exit(sg->vm, VM_EXIT_POWEROFF, 0);
+		pthread_mutex_unlock(&sg->lock);
+	}
+	return NULL;
+}
+
+/* vm runs now (or, NULL, no longer): a signal received before is acted on at once. */
+static void signals_watch(struct signals *sg, struct vm *vm)
+{
+	pthread_mutex_lock(&sg->lock);
+	sg->vm = vm;
+	if (vm && sg->received)
+		vm_request_exit(vm, VM_EXIT_POWEROFF, 0);
+	pthread_mutex_unlock(&sg->lock);
+}
+
+static int signals_start(struct signals *sg)
+{
+	pthread_t t;
+
+	sigemptyset(&sg->set);
+	sigaddset(&sg->set, SIGTERM);
+	if (!isatty(STDIN_FILENO))
+		sigaddset(&sg->set, SIGINT);
+	pthread_mutex_init(&sg->lock, NULL);
+	sg->vm = NULL;
+	sg->received = 0;
+	/* Before any other thread exists, so that all of them inherit the mask. */
+	int e = pthread_sigmask(SIG_BLOCK, &sg->set, NULL);
+	if (!e)
+		e = pthread_create(&t, NULL, signal_thread, sg);
+	if (!e)
+		e = pthread_detach(t);
+	if (e) {
+		log_error("cannot watch for signals: %s", strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
 static void restart_queues(void *opaque)
 {
 	virt_unquiesce(opaque);
 }
 
 /* Runs the VM once; returns the exit reason (or a negative errno on setup failure). */
-static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, uint64_t *code)
+static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, struct signals *sg,
+		       uint64_t *code)
 {
 	struct vm vm;
 	pthread_t threads[VM_MAX_CPUS];
@@ -197,6 +266,7 @@ static int vm_run_once(const struct vm_config *cfg, struct watchdog *wd, uint64_
 	int ret = vm_init(&vm, cfg);
 	if (ret < 0)
 		return ret;
+	signals_watch(sg, &vm);
 	watchdog_set(wd, "setting up the VM", &vm, 0);
 	vm_set_phase(&vm, "opening the disks and devices");
 	ret = virt_create(&vm);
@@ -297,6 +367,7 @@ out_virt:
 	migration_destroy(mig);
 	virt_destroy(&vm);
 out:
+	signals_watch(sg, NULL);
 	/* The watchdog must not read the phase of a VM that is gone. */
 	watchdog_forget_vm(wd);
 	vm_free(&vm);
@@ -304,12 +375,19 @@ out:
 }
 
 /* Runs the VM, again after each reboot; returns the process's exit status. */
-static int vm_main(struct vm_config *cfg_in, struct watchdog *wd)
+static int vm_main(struct vm_config *cfg_in, struct watchdog *wd, struct signals *sg)
 {
 	struct vm_config cfg = *cfg_in;
 	for (;;) {
 		uint64_t code = 0;
-		int reason = vm_run_once(&cfg, wd, &code);
+		int reason = vm_run_once(&cfg, wd, sg, &code);
+		pthread_mutex_lock(&sg->lock);
+		bool signalled = sg->received != 0;
+		pthread_mutex_unlock(&sg->lock);
+		/* Told to end: whatever stopped (a guest, or a wait for a migration), it did
+		 * so as asked. */
+		if (signalled && reason != VM_EXIT_MIGRATED)
+			return reason == VM_EXIT_POWEROFF || reason == -ECANCELED ? 0 : 1;
 		/* A reboot boots afresh, not from the snapshot or migration again. */
 		cfg.incoming = NULL;
 		cfg.restore = NULL;
@@ -355,10 +433,14 @@ int main(int argc, char **argv)
 	if (cfg.dump_dtb)
 		return dump_dtb(&cfg) < 0 ? 1 : 0;
 
+	/* Before any other thread (the watchdog's too): all of them inherit the mask. */
+	struct signals sg;
+	if (signals_start(&sg) < 0)
+		return 1;
 	struct watchdog wd;
 	if (watchdog_start(&wd, &cfg) < 0)
 		return 1;
-	int status = vm_main(&cfg, &wd);
+	int status = vm_main(&cfg, &wd, &sg);
 	watchdog_stop(&wd);
 	return status;
 }

@@ -98,6 +98,11 @@ int block_backend_submit(struct block_backend *bb, struct block_request *req)
 	return bb->ops->submit(bb, req);
 }
 
+int block_backend_lock(struct block_backend *bb, bool take)
+{
+	return bb->ops->lock ? bb->ops->lock(bb, take) : 0;
+}
+
 void block_backend_close(struct block_backend *bb)
 {
 	if (!bb)

@@ -53,6 +53,13 @@ struct block_options {
 	/* Network backends: seconds to keep retrying a lost server, with the requests
 	 * waiting, before they fail with -EIO. */
 	unsigned reconnect_timeout;
+	/* Local files: no lock at all (locking=off), for storage that arbitrates its own
+	 * writers. Otherwise the file is locked the way QEMU locks its images (see
+	 * block_backend_lock), so that two VMMs, or a VMM and QEMU, never both write it. */
+	bool nolock;
+	/* Open without the lock; block_backend_lock takes it later (a migration's
+	 * destination, which gets the disk at the hand-over). */
+	bool lock_later;
 };
 
 /* reconnect_timeout when none is given. */
@@ -74,6 +81,10 @@ struct block_backend_ops {
 	/* Waits for requests in flight to finish, without calling their done callbacks, and
 	 * frees bb->priv. Not from the event-loop thread. */
 	void (*close)(struct block_backend *bb);
+	/* Takes (take) or drops the lock that keeps other openers out. NULL: a backend
+	 * whose server arbitrates (NBD). 0, or -errno after logging one line naming the
+	 * disk (-EBUSY: another process holds it). */
+	int (*lock)(struct block_backend *bb, bool take);
 };
 
 struct block_backend {
@@ -97,6 +108,12 @@ int block_backend_open_opts(const char *uri, const struct block_options *opts,
  * and ranges beyond the end, fail here with -EROFS / -EINVAL. */
 int block_backend_submit(struct block_backend *bb, struct block_request *req)
 	__attribute__((warn_unused_result));
+
+/* Takes or drops bb's lock: a writable disk keeps every other writer and every reader that
+ * wants a stable disk out; a read-only one keeps writers out. 0 for backends without locks
+ * and for disks opened with nolock. -EBUSY (after logging one line naming the disk) when
+ * another process holds a conflicting lock. */
+int block_backend_lock(struct block_backend *bb, bool take) __attribute__((warn_unused_result));
 
 /* Waits for requests in flight (their done callbacks are not called) and frees bb. NULL is
  * fine. Not from the event-loop thread. */

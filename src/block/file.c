@@ -30,7 +30,9 @@
 struct block_file {
 	int fd;
 	bool is_blkdev;
-	char name[64]; /* for messages */
+	char *path;  /* for messages */
+	bool nolock; /* locking=off */
+	bool locked; /* holds its lock bytes (see file_lock) */
 	struct event_loop *loop;
 	int done_fd;	 /* eventfd: completions -> event loop */
 	bool registered; /* done_fd is on loop */
@@ -215,11 +217,110 @@ static void file_teardown(struct block_file *f)
 		event_loop_remove_fd(f->loop, f->done_fd);
 	if (f->done_fd >= 0)
 		close(f->done_fd);
+	/* Closing the descriptor drops its locks. */
 	if (f->fd >= 0)
 		close(f->fd);
+	free(f->path);
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
+}
+
+/* Locks, the way QEMU locks its images (so that a VMM and QEMU's tools exclude each other in
+ * both directions): open file description locks (which belong to this descriptor, not to the
+ * process, and so also keep two disks of one VMM on one file apart), shared, on single
+ * bytes. Each permission QEMU knows has a bit; an opener holds byte LOCK_USE + bit for each
+ * permission it uses and byte LOCK_UNSHARE + bit for each it does not let others have. It
+ * may open if nobody holds LOCK_UNSHARE + bit for a permission it uses, nor LOCK_USE + bit for
+ * one it refuses to share. */
+enum {
+	PERM_CONSISTENT_READ = 1 << 0,
+	PERM_WRITE = 1 << 1,
+	PERM_WRITE_UNCHANGED = 1 << 2,
+	PERM_RESIZE = 1 << 3,
+	PERM_GRAPH_MOD = 1 << 4,
+};
+#define PERM_BITS 5
+#define LOCK_USE 100
+#define LOCK_UNSHARE 200
+
+/* Like a QEMU guest disk: it reads (and writes, unless read-only) and lets no one else write
+ * or resize the image under it. Readers that share writes (qemu-img info -U, qemu-io -r)
+ * are let in; two read-only disks share the file. */
+static unsigned file_perms_used(const struct block_backend *bb)
+{
+	return PERM_CONSISTENT_READ | (bb->readonly ? 0 : PERM_WRITE);
+}
+
+static const unsigned file_perms_unshared = PERM_WRITE | PERM_RESIZE;
+
+static int file_lock_range(int fd, short type, off_t start, off_t len)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* 1 when another descriptor holds a lock on byte, 0 when none does, or -errno. */
+static int file_lock_held(int fd, off_t byte)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type != F_UNLCK;
+}
+
+static int file_lock(struct block_backend *bb, bool take)
+{
+	struct block_file *f = bb->priv;
+	unsigned used = file_perms_used(bb);
+	int err = 0;
+
+	if (f->nolock || take == f->locked)
+		return 0;
+	if (!take) {
+		err = file_lock_range(f->fd, F_UNLCK, LOCK_USE,
+				      LOCK_UNSHARE + PERM_BITS - LOCK_USE);
+		if (err)
+			log_warn("disk '%s': cannot drop its lock: %s", f->path, strerror(-err));
+		f->locked = false;
+		return err;
+	}
+	/* Take first, then look: of two openers racing, at least one sees the other. */
+	for (int i = 0; i < PERM_BITS && !err; i++) {
+		if (used & (1u << i))
+			err = file_lock_range(f->fd, F_RDLCK, LOCK_USE + i, 1);
+		if (!err && (file_perms_unshared & (1u << i)))
+			err = file_lock_range(f->fd, F_RDLCK, LOCK_UNSHARE + i, 1);
+	}
+	/* EAGAIN: someone holds an exclusive lock there (not QEMU's way, but a conflict). */
+	int busy = err == -EAGAIN || err == -EACCES;
+	for (int i = 0; i < PERM_BITS && !err && !busy; i++) {
+		if (used & (1u << i))
+			busy = file_lock_held(f->fd, LOCK_UNSHARE + i);
+		if (!busy && (file_perms_unshared & (1u << i)))
+			busy = file_lock_held(f->fd, LOCK_USE + i);
+		if (busy < 0) {
+			err = busy;
+			busy = 0;
+		}
+	}
+	if (busy || err)
+		(void)file_lock_range(f->fd, F_UNLCK, LOCK_USE,
+				      LOCK_UNSHARE + PERM_BITS - LOCK_USE);
+	if (busy) {
+		log_error("disk '%s': in use by another process that holds its lock (a VMM, "
+			  "QEMU)",
+			  f->path);
+		return -EBUSY;
+	}
+	if (err) {
+		log_error("disk '%s': cannot lock: %s (locking=off if the storage arbitrates "
+			  "writers)",
+			  f->path, strerror(-err));
+		return err;
+	}
+	f->locked = true;
+	return 0;
 }
 
 static void file_close(struct block_backend *bb)
@@ -240,15 +341,6 @@ static int file_open(struct block_backend *bb, const char *path, const struct bl
 		log_error("disk '': no file name given");
 		return -EINVAL;
 	}
-	if (stat(path, &st) < 0) {
-		err = -errno;
-		log_error("disk '%s': %s", path, strerror(errno));
-		return err;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		log_error("disk '%s': not a regular file or block device", path);
-		return -EINVAL;
-	}
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -256,24 +348,58 @@ static int file_open(struct block_backend *bb, const char *path, const struct bl
 	f->loop = loop;
 	f->queue_tail = &f->queue;
 	f->done_tail = &f->done;
-	f->is_blkdev = S_ISBLK(st.st_mode);
+	f->nolock = opts->nolock;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
+	f->path = strdup(path);
+	if (!f->path) {
+		err = -ENOMEM;
+		log_error("disk '%s': out of memory", path);
+		goto err;
+	}
 
-	f->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO (or a device that waits for a peer) must not hang the open; the
+	 * type is checked on what was opened, not on a name that may change in between. */
+	f->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (f->fd < 0) {
 		err = -errno;
 		if (!readonly && (errno == EACCES || errno == EROFS || errno == EPERM))
 			log_error("disk '%s': cannot open for writing: %s (add readonly=on?)", path,
 				  strerror(errno));
+		else if (errno == ENXIO || errno == EISDIR)
+			log_error("disk '%s': not a regular file or block device", path);
+		else if (errno == ENOENT || errno == ENOTDIR)
+			log_error("disk '%s': %s", path, strerror(errno));
 		else
 			log_error("disk '%s': cannot open: %s", path, strerror(errno));
+		goto err;
+	}
+	if (fstat(f->fd, &st) < 0) {
+		err = -errno;
+		log_error("disk '%s': %s", path, strerror(errno));
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		log_error("disk '%s': not a regular file or block device", path);
+		err = -EINVAL;
+		goto err;
+	}
+	f->is_blkdev = S_ISBLK(st.st_mode);
+	int fl = fcntl(f->fd, F_GETFL);
+	if (fl < 0 || fcntl(f->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		err = -errno;
+		log_error("disk '%s': %s", path, strerror(errno));
 		goto err;
 	}
 	uint64_t size = (uint64_t)st.st_size;
 	if (f->is_blkdev && ioctl(f->fd, BLKGETSIZE64, &size) < 0) {
 		err = -errno;
 		log_error("disk '%s': cannot get the device's size: %s", path, strerror(errno));
+		goto err;
+	}
+	if (!size) {
+		log_error("disk '%s': empty (0 bytes): give it a size first", path);
+		err = -EINVAL;
 		goto err;
 	}
 	if (size % BLOCK_SECTOR_SIZE) {
@@ -284,13 +410,11 @@ static int file_open(struct block_backend *bb, const char *path, const struct bl
 	}
 	/* Reading the first sector now turns an unreadable file (a directory's cousins, a
 	 * FUSE mount that refuses) into an error before the guest starts. */
-	if (size) {
-		uint8_t sector[BLOCK_SECTOR_SIZE];
-		err = file_pread_all(f->fd, sector, sizeof(sector), 0);
-		if (err) {
-			log_error("disk '%s': cannot read: %s", path, strerror(-err));
-			goto err;
-		}
+	uint8_t sector[BLOCK_SECTOR_SIZE];
+	err = file_pread_all(f->fd, sector, sizeof(sector), 0);
+	if (err) {
+		log_error("disk '%s': cannot read: %s", path, strerror(-err));
+		goto err;
 	}
 	f->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (f->done_fd < 0) {
@@ -312,10 +436,16 @@ static int file_open(struct block_backend *bb, const char *path, const struct bl
 			goto err;
 		}
 	}
-	snprintf(f->name, sizeof(f->name), "%s", path);
 	bb->size = size;
 	bb->readonly = readonly;
 	bb->priv = f;
+	if (!opts->lock_later) {
+		err = file_lock(bb, true);
+		if (err) {
+			bb->priv = NULL;
+			goto err;
+		}
+	}
 	return 0;
 
 err:
@@ -328,4 +458,5 @@ const struct block_backend_ops block_file_ops = {
 	.open = file_open,
 	.submit = file_submit,
 	.close = file_close,
+	.lock = file_lock,
 };

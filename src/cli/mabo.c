@@ -372,7 +372,17 @@ static int cmd_migrate(struct conn *c, const struct migrate_opts *o)
 	json_writer_init(&w);
 	json_begin_object(&w);
 	json_kv_string(&w, "cmd", "migrate");
-	json_kv_string(&w, "uri", o->uri);
+	/* The VMM may run in another directory: a unix: socket goes as an absolute path. */
+	char abs[PATH_MAX + 8];
+	const char *uri = o->uri;
+	if (strncmp(uri, "unix:", 5) == 0 && uri[5] && uri[5] != '/' && getcwd(abs + 5, PATH_MAX) &&
+	    strlen(abs + 5) + 1 + strlen(uri + 5) < PATH_MAX) {
+		memcpy(abs, "unix:", 5);
+		strcat(abs, "/");
+		strcat(abs, uri + 5);
+		uri = abs;
+	}
+	json_kv_string(&w, "uri", uri);
 	if (o->downtime_ms >= 0)
 		json_kv_int(&w, "downtime_ms", o->downtime_ms);
 	if (o->bandwidth >= 0)

@@ -31,6 +31,7 @@
 #include "core/event.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/unix_socket.h"
 
 #define API_ERR_MAX 256
 /* Output above this stops reading further requests until the client catches up. */
@@ -315,6 +316,11 @@ static int api_check_uri(const char *uri, char *err, size_t errlen)
 				 sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return -EINVAL;
 		}
+		/* Relative to the VMM's working directory, which the client does not know. */
+		if (uri[5] != '/') {
+			snprintf(err, errlen, "uri '%.200s': the socket path is not absolute", uri);
+			return -EINVAL;
+		}
 		return 0;
 	}
 	if (strncmp(uri, "tcp:", 4) == 0) {
@@ -372,6 +378,11 @@ static int api_cmd_snapshot(struct api *api, struct api_client *c, const struct 
 	int ret = api_get_path(req, "path", PATH_MAX, &path, err, errlen);
 	if (ret)
 		return ret;
+	/* Relative to the VMM's working directory, which the client does not know. */
+	if (path[0] != '/') {
+		snprintf(err, errlen, "path '%s' is not absolute", path);
+		return -EINVAL;
+	}
 	if (!api->ops->snapshot)
 		return -ENOTSUP;
 	return api->ops->snapshot(api->opaque, path, err, errlen);
@@ -844,72 +855,12 @@ static void api_tick(void *opaque)
 /* Creates, binds and listens on path. */
 static int api_listen(const char *path, int *out)
 {
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd, err;
+	char why[160];
+	int fd = unix_socket_listen(path, SOCK_NONBLOCK, API_MAX_CLIENTS, why, sizeof(why));
 
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		log_error("api socket '%s': path longer than %zu bytes", path,
-			  sizeof(addr.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			log_error("api socket '%s': exists and is not a socket (not removed)",
-				  path);
-			return -EEXIST;
-		}
-		/* A server answering there is alive; a refused connection means a socket
-		 * file left behind by a process that is gone. */
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			err = -errno;
-			log_error("api socket '%s': %s", path, strerror(-err));
-			return err;
-		}
-		int r = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
-		err = errno;
-		close(fd);
-		if (r == 0) {
-			log_error("api socket '%s': in use by a running server", path);
-			return -EADDRINUSE;
-		}
-		if (err != ECONNREFUSED) {
-			log_error("api socket '%s': %s", path, strerror(err));
-			return -err;
-		}
-		if (unlink(path) != 0 && errno != ENOENT) {
-			err = -errno;
-			log_error("api socket '%s': cannot remove the stale socket: %s", path,
-				  strerror(-err));
-			return err;
-		}
-	}
-
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		err = -errno;
-		log_error("api socket '%s': %s", path, strerror(-err));
-		return err;
-	}
-	/* Created 0600 from the start: there is no instant where others could connect. */
-	mode_t old = umask(0177);
-	int r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
-	err = errno;
-	umask(old);
-	if (r != 0) {
-		log_error("api socket '%s': %s", path, strerror(err));
-		close(fd);
-		return -err;
-	}
-	if (chmod(path, 0600) != 0 || listen(fd, API_MAX_CLIENTS) != 0) {
-		err = errno;
-		log_error("api socket '%s': %s", path, strerror(err));
-		unlink(path);
-		close(fd);
-		return -err;
+		log_error("api socket '%s': %s", path, why);
+		return fd;
 	}
 	*out = fd;
 	return 0;

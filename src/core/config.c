@@ -83,11 +83,14 @@ static void usage(FILE *f)
 		"  --dump-dtb FILE     write the machine's device tree blob to FILE and exit\n"
 		"  --rng               add a virtio-rng device, the guest's /dev/hwrng (default: "
 		"none)\n"
-		"  --disk path=FILE[,readonly=on][,id=SERIAL]\n"
+		"  --disk path=FILE[,readonly=on][,locking=off][,id=SERIAL]\n"
 		"                      add a virtio-blk disk backed by FILE (a raw image, size a\n"
 		"                      multiple of 512, or a block device); repeatable: the\n"
 		"                      guest sees vda, vdb, ... in order; readonly=on refuses\n"
-		"                      writes; id sets the serial (default: the file name)\n"
+		"                      writes; id sets the serial (default: the file name);\n"
+		"                      FILE is locked as QEMU locks images (one writer, or\n"
+		"                      readers only); locking=off for storage that arbitrates\n"
+		"                      its writers itself\n"
 		"  --net user[,hostfwd=RULE]...[,mac=MAC]\n"
 		"                      add a virtio-net NIC on user-mode networking (no "
 		"privileges):\n"
@@ -173,7 +176,7 @@ static int config_disk_value(const char *arg, const char *key, const char *v, si
 
 int config_parse_disk(const char *arg, struct vm_disk_config *out)
 {
-	bool have_ro = false, have_rt = false;
+	bool have_ro = false, have_rt = false, have_lock = false;
 
 	memset(out, 0, sizeof(*out));
 	out->reconnect_timeout = BLOCK_RECONNECT_TIMEOUT_DEFAULT;
@@ -181,8 +184,8 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 		const char *end = p + strcspn(p, ",");
 		const char *eq = memchr(p, '=', (size_t)(end - p));
 		if (!eq) {
-			log_error("--disk '%s': '%.*s' is not key=value (keys: path, readonly, id, "
-				  "reconnect-timeout)",
+			log_error("--disk '%s': '%.*s' is not key=value (keys: path, readonly, "
+				  "locking, id, reconnect-timeout)",
 				  arg, (int)(end - p), p);
 			return -EINVAL;
 		}
@@ -198,22 +201,31 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 		} else if (klen == 2 && strncmp(p, "id", 2) == 0) {
 			if (config_disk_value(arg, "id", v, vlen, out->id, sizeof(out->id)))
 				return -EINVAL;
-		} else if (klen == 8 && strncmp(p, "readonly", 8) == 0) {
-			if (have_ro) {
-				log_error("--disk '%s': readonly given twice", arg);
+		} else if ((klen == 8 && strncmp(p, "readonly", 8) == 0) ||
+			   (klen == 7 && strncmp(p, "locking", 7) == 0)) {
+			bool is_ro = klen == 8, on;
+			const char *key = is_ro ? "readonly" : "locking";
+			if (is_ro ? have_ro : have_lock) {
+				log_error("--disk '%s': %s given twice", arg, key);
 				return -EINVAL;
 			}
-			have_ro = true;
+			*(is_ro ? &have_ro : &have_lock) = true;
 			if ((vlen == 2 && strncmp(v, "on", 2) == 0) ||
 			    (vlen == 3 && strncmp(v, "yes", 3) == 0) ||
 			    (vlen == 4 && strncmp(v, "true", 4) == 0))
-				out->readonly = true;
-			else if (!((vlen == 3 && strncmp(v, "off", 3) == 0) ||
-				   (vlen == 2 && strncmp(v, "no", 2) == 0) ||
-				   (vlen == 5 && strncmp(v, "false", 5) == 0))) {
-				log_error("--disk '%s': readonly must be 'on' or 'off'", arg);
+				on = true;
+			else if ((vlen == 3 && strncmp(v, "off", 3) == 0) ||
+				 (vlen == 2 && strncmp(v, "no", 2) == 0) ||
+				 (vlen == 5 && strncmp(v, "false", 5) == 0))
+				on = false;
+			else {
+				log_error("--disk '%s': %s must be 'on' or 'off'", arg, key);
 				return -EINVAL;
 			}
+			if (is_ro)
+				out->readonly = on;
+			else
+				out->nolock = !on;
 		} else if (klen == 17 && strncmp(p, "reconnect-timeout", 17) == 0) {
 			char num[16], *e;
 			if (have_rt) {
@@ -236,8 +248,8 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out)
 			}
 			out->reconnect_timeout = (unsigned)t;
 		} else {
-			log_error("--disk '%s': unknown key '%.*s' (keys: path, readonly, id, "
-				  "reconnect-timeout)",
+			log_error("--disk '%s': unknown key '%.*s' (keys: path, readonly, "
+				  "locking, id, reconnect-timeout)",
 				  arg, (int)klen, p);
 			return -EINVAL;
 		}

@@ -24,6 +24,7 @@ struct vm_disk_config {
 	char path[PATH_MAX];	     /* a file or block device, or a URI (nbd://...) */
 	char id[VM_DISK_ID_MAX + 1]; /* serial; "" = from the file name */
 	bool readonly;
+	bool nolock;		    /* locking=off: no file lock (block_options.nolock) */
 	unsigned reconnect_timeout; /* seconds (NBD); BLOCK_RECONNECT_TIMEOUT_DEFAULT */
 };
 

@@ -52,6 +52,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "core/unix_socket.h"
 #include "core/vm.h"
 #include "cpu/riscv/state.h"
 #include "machine/riscv-virt/virt.h"
@@ -204,7 +205,9 @@ static int config_check(const struct vm *vm, const uint8_t *p, uint32_t len, cha
 			return -EPROTO;
 		}
 		if (strcmp(type, cfg->devices[i].type) != 0) {
-			snprintf(why, n, "device %u is a %s there, a %s here", i, type,
+			char esc[100];
+			str_escape(esc, sizeof(esc), type, strlen(type));
+			snprintf(why, n, "device %u is a %s there, a %s here", i, esc,
 				 cfg->devices[i].type);
 			return -EINVAL;
 		}
@@ -728,6 +731,22 @@ static int loader_apply(struct loader *l, uint64_t elapsed_ns)
 	return 0;
 }
 
+/* A snapshot ends with its END record: anything after it (an appended or a spliced file) is
+ * not state this VMM wrote, and the file is refused. */
+static int restore_check_end(struct stream *s, char *why, size_t n)
+{
+	uint8_t type;
+	uint16_t ver;
+	const uint8_t *p;
+	uint32_t len;
+	int err = stream_read_record(s, &type, &ver, &p, &len);
+
+	if (err == -ENODATA)
+		return 0;
+	snprintf(why, n, "bytes after the end of the snapshot");
+	return -EPROTO;
+}
+
 int migration_restore(struct vm *vm, const char *path)
 {
 	struct loader l = { .vm = vm };
@@ -753,6 +772,8 @@ int migration_restore(struct vm *vm, const char *path)
 		snprintf(l.why, sizeof(l.why), "%s", s.err[0] ? s.err : "out of memory");
 	if (!err)
 		err = loader_read(&l, &s);
+	if (!err)
+		err = restore_check_end(&s, l.why, sizeof(l.why));
 	if (!err)
 		err = loader_apply(&l, 0);
 	if (err)
@@ -809,14 +830,19 @@ static int open_uri(const char *uri, bool listening, char *why, size_t n)
 			return -EINVAL;
 		}
 		strcpy(sa.sun_path, path);
+		if (listening) {
+			/* The --api-socket rule: a stale socket is replaced, anything else
+			 * there is an error and stays. */
+			char w[160];
+			fd = unix_socket_listen(path, 0, 1, w, sizeof(w));
+			if (fd < 0)
+				snprintf(why, n, "'%s': %s", uri, w);
+			return fd;
+		}
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			goto fail_errno;
-		if (listening) {
-			unlink(path);
-			if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0)
-				goto fail_errno;
-		} else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 			goto fail_errno;
 		}
 		return fd;
@@ -1518,6 +1544,21 @@ static void send_nack(int fd, const char *why)
 	}
 }
 
+/* The hand-over: the VM is ours, its disks' locks with it (the source dropped them before
+ * GO). Someone else may have taken one in between, or the source be a VMM that keeps them:
+ * the guest cannot go back, so it runs here all the same, after a while and with a warning
+ * (the failure is logged naming the disk). */
+static void dest_claim(struct vm *vm)
+{
+	for (int i = 0; virt_claim(vm, true) != 0; i++) {
+		if (i == 1) {
+			log_warn("migration: the guest runs without its disk's lock");
+			return;
+		}
+		sleep_ns(500 * 1000000ULL);
+	}
+}
+
 /* After ACK: GO, or a source that comes back with RESUME (the link broke in between),
  * or its NACK or end of stream (it kept the VM). 0 with d->fd the live connection. */
 static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, size_t n)
@@ -1559,6 +1600,8 @@ static int dest_wait_go(struct dest *d, struct stream *s, int fd, char *why, siz
 		 s->err);
 	for (;;) {
 		int nfd = dest_accept_resume(d, 1000, true);
+		if (nfd == -ETIMEDOUT && atomic_load(&d->vm->exit_reason))
+			nfd = -ECANCELED; /* the VMM is ending */
 		if (nfd == -ECANCELED) {
 			snprintf(why, n, "stopped");
 			return nfd;
@@ -1622,21 +1665,42 @@ int migration_incoming(struct vm *vm, const char *uri)
 	double limit = vm->cfg ? vm->cfg->timeout : 0;
 	uint64_t deadline = limit > 0 ? host_now_ns() + (uint64_t)(limit * 1e9) : 0;
 	for (;;) {
-		if (deadline) {
-			uint64_t now = host_now_ns();
-			struct pollfd p = { .fd = lfd, .events = POLLIN };
-			int r = now < deadline ? poll(&p, 1, (int)((deadline - now) / 1000000 + 1))
-					       : 0;
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r == 0) {
-				log_error("--incoming %s: no migration came within %g s", uri,
-					  limit);
-				close(lfd);
-				if (strncmp(uri, "unix:", 5) == 0)
-					unlink(uri + 5);
-				return -ETIME;
+		/* Looks up now and then: the VMM may be told to end (a signal) meanwhile, and
+		 * --timeout may run out. */
+		struct pollfd pl = { .fd = lfd, .events = POLLIN };
+		int r;
+		bool late = false;
+		for (;;) {
+			int slice = 200;
+			if (deadline) {
+				uint64_t now = host_now_ns();
+				if (now >= deadline) {
+					late = true;
+					r = 0;
+					break;
+				}
+				if ((deadline - now) / 1000000 + 1 < (uint64_t)slice)
+					slice = (int)((deadline - now) / 1000000 + 1);
 			}
+			r = poll(&pl, 1, slice);
+			if (r > 0 || atomic_load(&vm->exit_reason))
+				break;
+			if (r < 0 && errno != EINTR)
+				break;
+		}
+		if (late) {
+			log_error("--incoming %s: no migration came within %g s", uri, limit);
+			close(lfd);
+			if (strncmp(uri, "unix:", 5) == 0)
+				unlink(uri + 5);
+			return -ETIME;
+		}
+		if (r <= 0 && atomic_load(&vm->exit_reason)) {
+			log_info("--incoming %s: no longer waiting (the VMM is ending)", uri);
+			close(lfd);
+			if (strncmp(uri, "unix:", 5) == 0)
+				unlink(uri + 5);
+			return -ECANCELED;
 		}
 		do
 			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -1743,6 +1807,8 @@ int migration_incoming(struct vm *vm, const char *uri)
 		if (err)
 			log_error("incoming migration failed: %s", l.why);
 	}
+	if (!err)
+		dest_claim(vm);
 	if (!err) {
 		log_info("migration received (%u passes, %" PRIu64 " MiB%s)", l.passes,
 			 s.bytes >> 20,
@@ -1795,8 +1861,9 @@ static int read_answer(struct stream *s, uint8_t want, uint32_t min, const uint8
 	if (err)
 		return err;
 	if (type == REC_NACK) {
-		snprintf(why, n, "the destination refused: %.*s", (int)(*len > 150 ? 150 : *len),
-			 *p);
+		char msg[160];
+		str_escape(msg, sizeof(msg), *p, *len);
+		snprintf(why, n, "the destination refused: %s", msg);
 		return -EPROTO;
 	}
 	if (type != want || *len < min) {
@@ -2160,6 +2227,9 @@ static int src_handover(struct migration *m, struct stream *s, struct page_sende
 		(void)send_record(s, REC_NACK, msg, sizeof(msg) - 1);
 		return err;
 	}
+	/* The disks' locks go with the VM: the destination takes them when it hears GO. From
+	 * here on this side never resumes the guest (committed), so nothing takes them back. */
+	(void)virt_claim(m->vm, false);
 	err = send_record(s, REC_GO, NULL, 0);
 	if (!err)
 		err = read_answer(s, REC_RUNNING, 8, &p, &len, why, n);
@@ -2236,6 +2306,36 @@ static void set_pass(struct migrate_status *st, void *arg)
 	st->throttle_pct = p->throttle;
 }
 
+/* Makes the file a snapshot is written to before it is renamed to path: a new one, in
+ * path's directory (a rename stays within one file system), made exclusively under a name
+ * nobody can have planted a link or a FIFO at (O_EXCL never follows a link). A path that
+ * exists and is not a regular file (a symlink, a device, a FIFO, a directory) is refused:
+ * the snapshot would replace it. The descriptor with tmp (n bytes) its name, or -errno with
+ * why. */
+static int snapshot_create(const char *path, char *tmp, size_t tn, char *why, size_t n)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		snprintf(why, n, "'%.120s': exists and is not a regular file (not replaced)", path);
+		return -EEXIST;
+	}
+	const char *slash = strrchr(path, '/');
+	int dirlen = slash ? (int)(slash - path) + 1 : 0;
+	if ((size_t)snprintf(tmp, tn, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) >=
+	    tn) {
+		snprintf(why, n, "'%.120s': path too long", path);
+		return -ENAMETOOLONG;
+	}
+	int fd = mkostemp(tmp, O_CLOEXEC); /* O_CREAT | O_EXCL, mode 0600 */
+	if (fd < 0) {
+		int err = -errno;
+		snprintf(why, n, "'%.120s': %s", path, strerror(-err));
+		return err;
+	}
+	return fd;
+}
+
 /* Writes a whole snapshot with the guest paused. */
 static int do_snapshot(struct migration *m, char *why, size_t n)
 {
@@ -2245,13 +2345,9 @@ static int do_snapshot(struct migration *m, char *why, size_t n)
 	struct sbuf b;
 	int err;
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", m->snapshot_path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		err = -errno;
-		snprintf(why, n, "'%.120s': %s", tmp, strerror(errno));
-		return err;
-	}
+	int fd = snapshot_create(m->snapshot_path, tmp, sizeof(tmp), why, n);
+	if (fd < 0)
+		return fd;
 	err = stream_init(&s, fd);
 	if (err) {
 		close(fd);

@@ -191,6 +191,32 @@ void sreader_str(struct sreader *r, char *buf, size_t size)
 		sreader_fail(r, "NUL in a string");
 }
 
+void str_escape(char *dst, size_t n, const void *src, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const uint8_t *p = src;
+	size_t o = 0;
+
+	if (!n)
+		return;
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = p[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\') {
+			if (o + 1 >= n)
+				break;
+			dst[o++] = (char)c;
+		} else {
+			if (o + 4 >= n)
+				break;
+			dst[o++] = '\\';
+			dst[o++] = 'x';
+			dst[o++] = hex[c >> 4];
+			dst[o++] = hex[c & 15];
+		}
+	}
+	dst[o] = 0;
+}
+
 uint32_t sreader_len(struct sreader *r, uint32_t max, const char *what)
 {
 	uint32_t n = sreader_u32(r);

@@ -48,6 +48,10 @@ bool sreader_bool(struct sreader *r);
 /* A string written by sbuf_str into buf (size bytes, NUL-terminated); too long is an
  * error. */
 void sreader_str(struct sreader *r, char *buf, size_t size);
+/* src (len bytes read from a stream or a file, for a message) made printable into dst (n
+ * bytes, always terminated): backslash, control characters (a newline, a terminal escape)
+ * and non-ASCII bytes become \xNN, so one line stays one line. */
+void str_escape(char *dst, size_t n, const void *src, size_t len);
 /* A u32 count that must not exceed max ("what" names it in the error). */
 uint32_t sreader_len(struct sreader *r, uint32_t max, const char *what);
 /* Points at the next n bytes and skips them; NULL (and an error) when fewer are left. */

@@ -140,6 +140,10 @@ static int blk_create(struct virtio_dev *vdev, const struct vm_device_config *cf
 	const struct block_options opts = {
 		.readonly = disk->readonly,
 		.reconnect_timeout = disk->reconnect_timeout,
+		.nolock = disk->nolock,
+		/* A migration's destination gets the disk at the hand-over (blk_claim);
+		 * --dump-dtb only describes the machine, beside a VM that may run on it. */
+		.lock_later = vdev->vm->cfg->incoming != NULL || vdev->vm->cfg->dump_dtb != NULL,
 	};
 	err = block_backend_open_opts(disk->path, &opts, vdev->vm->loop, &b->bb);
 	if (err) {
@@ -493,6 +497,12 @@ static void blk_unquiesce(struct virtio_dev *vdev)
 		b->qflush_state = 0;
 }
 
+static int blk_claim(struct virtio_dev *vdev, bool take)
+{
+	struct blk_dev *b = vdev->priv;
+	return block_backend_lock(b->bb, take);
+}
+
 const struct virtio_device_ops virtio_blk_ops = {
 	.name = "virtio-blk",
 	.device_id = VIRTIO_ID_BLOCK,
@@ -509,4 +519,5 @@ const struct virtio_device_ops virtio_blk_ops = {
 	.reset = blk_reset,
 	.quiesce = blk_quiesce,
 	.unquiesce = blk_unquiesce,
+	.claim = blk_claim,
 };

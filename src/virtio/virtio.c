@@ -297,6 +297,11 @@ unsigned virtio_dev_quiesce(struct virtio_dev *vdev)
 	return busy;
 }
 
+int virtio_dev_claim(struct virtio_dev *vdev, bool take)
+{
+	return vdev->ops->claim ? vdev->ops->claim(vdev, take) : 0;
+}
+
 void virtio_dev_unquiesce(struct virtio_dev *vdev)
 {
 	pthread_mutex_lock(&vdev->lock);

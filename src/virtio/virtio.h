@@ -94,6 +94,10 @@ struct virtio_device_ops {
 	void (*unquiesce)(struct virtio_dev *vdev);
 	void (*save)(struct virtio_dev *vdev, struct sbuf *b);
 	int (*load)(struct virtio_dev *vdev, struct sreader *r);
+	/* A migration's hand-over: takes (take) or gives up what only one VMM may hold (a
+	 * disk's lock), so that the destination has it when its guest runs and the source
+	 * no longer does. 0 or -errno (after logging one line). May be NULL. */
+	int (*claim)(struct virtio_dev *vdev, bool take);
 };
 
 /* What a transport provides to the core. */
@@ -180,6 +184,8 @@ void virtio_dev_config_write(struct virtio_dev *vdev, uint32_t off, const void *
  * save/load: the common state (features, status, queues) and the device's own. Load is
  * for a device just created on an idle VM, before the vCPUs run: 0 or -EINVAL (r->err). */
 unsigned virtio_dev_quiesce(struct virtio_dev *vdev);
+/* ops->claim, if the device has one (0 otherwise). */
+int virtio_dev_claim(struct virtio_dev *vdev, bool take);
 void virtio_dev_unquiesce(struct virtio_dev *vdev);
 void virtio_dev_save(struct virtio_dev *vdev, struct sbuf *b);
 int virtio_dev_load(struct virtio_dev *vdev, struct sreader *r) __attribute__((warn_unused_result));

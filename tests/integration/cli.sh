@@ -83,6 +83,60 @@ check "disk is a directory" 1 "disk '$tmp/dir': not a regular file or block devi
 check "disk is a character device" 1 "disk '/dev/null': not a regular file or block device" -- --kernel "$image" --firmware "$fw" --disk path=/dev/null
 check "disk unknown scheme" 1 "disk 'nbdx://host/export': unknown URI scheme 'nbdx'" -- --kernel "$image" --firmware "$fw" --disk path=nbdx://host/export
 check "disk size not sectors" 1 "disk '$tmp/odd.raw': size 3 bytes is not a multiple of 512" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/odd.raw"
+check "disk bad locking" 2 "locking must be 'on' or 'off'" -- --kernel "$image" --disk "path=$tmp/disk.raw,locking=maybe"
+check "zero-byte disk" 1 "disk '$tmp/empty': empty (0 bytes)" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/empty"
+
+# FIFOs: refused before anything is read (opening one must not wait for a writer, which
+# would hang until the timeout).
+mkfifo "$tmp/fifo"
+check "kernel is a FIFO" 1 "kernel '$tmp/fifo': not a regular file" -- --kernel "$tmp/fifo" --firmware "$fw"
+check "bare-metal kernel is a FIFO" 1 "kernel '$tmp/fifo': not a regular file" -- --kernel "$tmp/fifo" --firmware none
+check "initramfs is a FIFO" 1 "initramfs '$tmp/fifo': not a regular file" -- --kernel "$image" --firmware "$fw" --initramfs "$tmp/fifo"
+check "firmware is a FIFO" 1 "firmware '$tmp/fifo': not a regular file" -- --kernel "$image" --firmware "$tmp/fifo"
+check "disk is a FIFO" 1 "disk '$tmp/fifo': not a regular file or block device" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/fifo"
+check "read-only disk is a FIFO" 1 "disk '$tmp/fifo': not a regular file or block device" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/fifo,readonly=on"
+
+# --incoming unix:PATH over a file that is not a socket: an error, and the file stays.
+echo keep >"$tmp/regular"
+check "incoming over a regular file" 1 "incoming 'unix:$tmp/regular': exists and is not a socket (not removed)" -- --kernel "$image" --incoming "unix:$tmp/regular"
+if [ "$(cat "$tmp/regular" 2>/dev/null)" = keep ]; then
+	pass=$((pass + 1))
+	echo "ok: incoming over a regular file: the file is kept"
+else
+	fail=$((fail + 1))
+	echo "FAILED: incoming over a regular file: the file was removed or changed"
+fi
+
+# A disk another process writes: a second writer is refused naming the file, whether the
+# first is a mabo-vmm or QEMU's qemu-nbd (same locks as QEMU).
+python3 - "$tmp/spin-disk.elf" <<'PY'
+import struct, sys
+base, code_off = 0x80000000, 120
+ehdr = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack(
+    "<HHIQQQIHHHHHH", 2, 243, 1, base + code_off, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+phdr = struct.pack("<IIQQQQQQ", 1, 7, 0, base, base, code_off + 4, code_off + 4, 0x1000)
+open(sys.argv[1], "wb").write(ehdr + phdr + struct.pack("<I", 0x6f))
+PY
+truncate -s 1M "$tmp/shared.raw"
+"$vmm" --kernel "$tmp/spin-disk.elf" --firmware none --memory 2M --timeout 30 \
+	--disk "path=$tmp/shared.raw" </dev/null >/dev/null 2>&1 &
+holder=$!
+ino=$(stat -c %i "$tmp/shared.raw")
+for _ in $(seq 50); do grep -q ":$ino " /proc/locks && break; sleep 0.1; done
+check "second writer (a mabo-vmm holds the disk)" 1 "disk '$tmp/shared.raw': in use by another process" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/shared.raw"
+check "reader beside a writer" 1 "disk '$tmp/shared.raw': in use by another process" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/shared.raw,readonly=on"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+if qemu-nbd --fork --pid-file "$tmp/qemu-nbd-w.pid" -k "$tmp/nbd-w.sock" -f raw \
+	"$tmp/shared.raw" 2>"$tmp/qemu-nbd-w.log"; then
+	qnbd_pid=$(cat "$tmp/qemu-nbd-w.pid")
+	check "second writer (qemu-nbd holds the disk)" 1 "disk '$tmp/shared.raw': in use by another process" -- --kernel "$image" --firmware "$fw" --disk "path=$tmp/shared.raw"
+	kill "$qnbd_pid"
+	qnbd_pid=
+else
+	fail=$((fail + 1))
+	echo "FAILED: second writer: qemu-nbd did not start: $(cat "$tmp/qemu-nbd-w.log")"
+fi
 
 # Networks: bad --net syntax is a usage error (2); a host port already in use or a TAP
 # device that cannot be had fails (1) before the guest starts.

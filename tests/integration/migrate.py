@@ -873,7 +873,13 @@ def test_security(tmp, disk):
     try:
         vm.expect(console.PROMPT, 120)
         vm.run("echo secret-guest-text-$((6*7)) > /tmp/secret; cat /tmp/secret")
-        plain = cl.start(["--incoming", "unix:" + os.path.join(tmp, "nowhere.sock")])
+        # A running VMM (migrate is refused while incoming), on a disk of its own.
+        spare_dir = os.path.join(tmp, "spare")
+        os.makedirs(spare_dir, exist_ok=True)
+        spare = os.path.join(spare_dir, "spare.img")
+        with open(spare, "wb") as f:
+            f.truncate(1 << 20)
+        plain = Cluster(spare_dir, spare).start([])
         sessions.append(plain)
         rc, out, err = mabo(plain.sock, "migrate", "tcp:127.0.0.1:%d" % free_port())
         if rc != 0 and "--migration-key" in (out + err):

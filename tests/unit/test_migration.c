@@ -75,6 +75,23 @@ static void test_sbuf_roundtrip(void **state)
 	sbuf_free(&b);
 }
 
+/* Strings from a stream, escaped for a message: one line, no terminal escapes, and a
+ * too-small buffer cuts between escapes, never inside one. */
+static void test_str_escape(void **state)
+{
+	char out[64];
+	(void)state;
+
+	str_escape(out, sizeof(out), "virtio-blk", 10);
+	assert_string_equal(out, "virtio-blk");
+	str_escape(out, sizeof(out), "a\nb\x1b[31m\\\xff", 10);
+	assert_string_equal(out, "a\\x0ab\\x1b[31m\\x5c\\xff");
+	str_escape(out, 6, "ab\ncd", 5);
+	assert_string_equal(out, "ab");
+	str_escape(out, 1, "abc", 3);
+	assert_string_equal(out, "");
+}
+
 static void test_crc32c(void **state)
 {
 	(void)state;
@@ -162,6 +179,8 @@ static void machine_make(struct machine *m, const char *disk)
 	m->cfg.ndevices = 2;
 	m->cfg.devices[0].type = "virtio-blk";
 	snprintf(m->cfg.devices[0].disk.path, sizeof(m->cfg.devices[0].disk.path), "%s", disk);
+	/* A saved and a restored machine live side by side here, on one disk file. */
+	m->cfg.devices[0].disk.nolock = true;
 	m->cfg.devices[1].type = "virtio-rng";
 	assert_int_equal(vm_init(&m->vm, &m->cfg), 0);
 	assert_int_equal(virt_create(&m->vm), 0);
@@ -663,6 +682,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sbuf_roundtrip),
 		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_str_escape),
 		cmocka_unit_test(test_stream_records),
 		cmocka_unit_test(test_snapshot_roundtrip),
 		cmocka_unit_test(test_snapshot_corrupt),

@@ -100,7 +100,9 @@ static int boot_open(struct boot_file *f, const char *what, const char *path)
 		log_error("%s: no file given", what);
 		return -EINVAL;
 	}
-	f->fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer; what was opened is then
+	 * refused unless it is a regular file (reads of one never block). */
+	f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (f->fd < 0) {
 		err = -errno;
 		log_error("%s '%s': %s", what, path, strerror(errno));
@@ -640,10 +642,11 @@ static uint64_t boot_image_end_peek(const struct vm *vm)
 
 	if (!vm->cfg->kernel)
 		return 0;
-	fd = open(vm->cfg->kernel, O_RDONLY | O_CLOEXEC);
+	fd = open(vm->cfg->kernel, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return 0;
-	if (fstat(fd, &st) == 0 && pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
 	    boot_le32(h + IMAGE_MAGIC2) == 0x05435352) {
 		uint64_t image_size = boot_le64(h + IMAGE_IMAGE_SIZE);
 		uint64_t size =

@@ -436,9 +436,11 @@ int virt_load_state(struct vm *vm, struct sreader *r)
 			if (!sreader_ok(r))
 				return -EINVAL;
 			if (strcmp(name, d->name) != 0 || slot != n) {
+				char esc[80];
+				str_escape(esc, sizeof(esc), name, strlen(name));
 				snprintf(why, sizeof(why),
 					 "expected the state of %s %u, found %s %u", d->name, n,
-					 name, slot);
+					 esc, slot);
 				sreader_fail(r, why);
 				return -EINVAL;
 			}
@@ -470,6 +472,19 @@ unsigned virt_quiesce(struct vm *vm)
 		if (vm->bus.regions[i].ops == &virtio_mmio_ops)
 			busy += virtio_dev_quiesce(virtio_mmio_dev(vm->bus.regions[i].opaque));
 	return busy;
+}
+
+int virt_claim(struct vm *vm, bool take)
+{
+	int err = 0;
+
+	for (int i = 0; i < vm->bus.count; i++)
+		if (vm->bus.regions[i].ops == &virtio_mmio_ops) {
+			int e = virtio_dev_claim(virtio_mmio_dev(vm->bus.regions[i].opaque), take);
+			if (e && !err)
+				err = e;
+		}
+	return err;
 }
 
 void virt_unquiesce(struct vm *vm)

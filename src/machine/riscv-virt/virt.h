@@ -2,6 +2,7 @@
 #ifndef MABO_MACHINE_RISCV_VIRT_H
 #define MABO_MACHINE_RISCV_VIRT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,9 @@ void virt_destroy(struct vm *vm);
  * configuration, before its vCPUs run; 0 or -EINVAL with r->err naming the problem. */
 unsigned virt_quiesce(struct vm *vm);
 void virt_unquiesce(struct vm *vm);
+/* A migration's hand-over: every device takes (take) or gives up what only one VMM may hold
+ * (disk locks). Tries every device; 0 or the first -errno (each failure logged). */
+int virt_claim(struct vm *vm, bool take);
 void virt_save_state(struct vm *vm, struct sbuf *b);
 int virt_load_state(struct vm *vm, struct sreader *r) __attribute__((warn_unused_result));
 
