@@ -21,6 +21,8 @@ struct uart;
 struct htif;
 struct migration;
 struct api;
+struct sbuf;
+struct sreader;
 
 #define RAM_BASE 0x80000000ULL
 #define PAGE_SHIFT 12
@@ -56,6 +58,23 @@ struct vm_wfi_ops {
 	void (*wake)(void *opaque, int hart);
 };
 
+/* What snapshots and migration need from the machine, which sets it (the migration code
+ * calls through it, knowing no CPU or machine of its own). All with the vCPUs paused but
+ * quiesce and unquiesce, which run on the event loop. */
+struct vm_state_ops {
+	void (*save_cpu)(const struct hart *h, struct sbuf *b);
+	/* 0, or -EINVAL with r->err saying why. */
+	int (*load_cpu)(struct hart *h, struct sreader *r);
+	void (*save_devices)(struct vm *vm, struct sbuf *b);
+	int (*load_devices)(struct vm *vm, struct sreader *r);
+	/* Asks the devices to take no more requests: how many are still busy (call again
+	 * until 0). */
+	unsigned (*quiesce)(struct vm *vm);
+	void (*unquiesce)(struct vm *vm);
+	/* Takes (take) or lets go of the disks' locks. */
+	int (*claim)(struct vm *vm, bool take);
+};
+
 struct vm {
 	const struct vm_config *cfg;
 	struct guest_ram ram;
@@ -70,6 +89,9 @@ struct vm {
 	struct plic *plic;
 	struct uart *uart;
 	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */
+	/* Set by the machine (NULL: none): snapshots and migration reach the harts' and
+	 * devices' state through it. */
+	const struct vm_state_ops *state_ops;
 
 	/* Device work and (later) the control socket run on this loop's thread, started
 	 * before the vCPUs and stopped after them (core/event.h). */

@@ -12,6 +12,7 @@
 #include "core/console.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "cpu/riscv/state.h"
 #include "migration/sbuf.h"
 #include "machine/riscv-virt/boot.h"
 #include "machine/riscv-virt/clint.h"
@@ -330,9 +331,22 @@ static int virt_create_slot(struct vm *vm, const struct virt_device *d, unsigned
 	return err;
 }
 
+/* Snapshots and migration reach this machine's harts and devices through this table. */
+static const struct vm_state_ops virt_state_ops = {
+	.save_cpu = hart_save,
+	.load_cpu = hart_load,
+	.save_devices = virt_save_state,
+	.load_devices = virt_load_state,
+	.quiesce = virt_quiesce,
+	.unquiesce = virt_unquiesce,
+	.claim = virt_claim,
+};
+
 int virt_create(struct vm *vm)
 {
 	int err;
+
+	vm->state_ops = &virt_state_ops;
 
 	if (vm->nharts < 1 || vm->nharts > VM_MAX_CPUS) {
 		log_error("machine: %d harts requested, the virt machine takes 1 to %d", vm->nharts,
