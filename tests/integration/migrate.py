@@ -259,7 +259,7 @@ def test_snapshot(tmp, disk):
         vm.close()
 
 # How long a destination that lost its source may take to end: its read of the source's
-# word times out (10 s, src/migration/migration.c), then it hears the source again.
+# word times out (10 s, src/migration/internal.h), then it hears the source again.
 IO_WAIT_S = 30
 
 

@@ -65,7 +65,7 @@ import migrate as M  # noqa: E402  (Cluster, WORKLOAD, checks; M.ok / M.bad coun
 
 SKIPPED = 77
 NBD_PORT = 10809
-IO_TIMEOUT_S = 10  # the migration's socket timeouts (src/migration/migration.c)
+IO_TIMEOUT_S = 10  # the migration's socket timeouts (src/migration/internal.h)
 HOSTS = ("h1", "h2", "stor")
 # The migrations that get their link cut: capped so that the 1.5 s the cut points are
 # drawn from span pass 1, pass 2, the switch-over and a little after (about 1.2 s in
