@@ -1,5 +1,5 @@
-/* Live migration and snapshots (see migration.h; the stream is in stream.h and
- * docs/migration.md).
+/* The records of migrations and snapshots: their writing and the loader that reads them
+ * back (the framing is stream.h's; docs/migration.md has the protocol).
  *
  * Records of a stream, in order:
  *   CONFIG        the VM's shape, checked by the receiver against its own options
