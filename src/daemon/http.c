@@ -16,6 +16,7 @@
 
 #include "core/log.h"
 #include "daemon/http.h"
+#include "daemon/share.h"
 #include "daemon/store.h"
 #include "daemon/supervise.h"
 
@@ -70,6 +71,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
 	case 405: code = "method_not_allowed"; break;
 	case 409: code = "conflict"; break;
 	case 413: code = "too_large"; break;
+	case 423: code = "disk_in_use"; break;
 	default: code = "internal"; break;
 	}
 	return send_json(c, status,
@@ -182,6 +184,12 @@ static enum MHD_Result create_vm(struct mabod *d, struct MHD_Connection *c, stru
 	}
 	if (mabod_find(d, n)) {
 		ret = send_error(c, 409, "vm '%s': already exists", n);
+		goto out;
+	}
+	/* Another definition using one of its disks read-write (or using read-write one of
+	 * its disks) is refused now rather than at the second start. */
+	if (share_conflict(d->vms, NULL, spec, false, err, sizeof(err)) < 0) {
+		ret = send_error(c, 423, "%s", err);
 		goto out;
 	}
 	struct vmrec *vm = calloc(1, sizeof(*vm));
@@ -297,6 +305,10 @@ static enum MHD_Result vm_action(struct mabod *d, struct MHD_Connection *c, stru
 		if (is_live(vm))
 			return send_error(c, 409, "vm '%s': already %s", vm->name,
 					  vm_state_name(vm->state));
+		/* The definitions were checked when made, but a file may since have been
+		 * replaced by a link to another VM's disk. */
+		if (share_conflict(d->vms, vm, vm->spec, true, err, sizeof(err)) < 0)
+			return send_error(c, 423, "vm '%s': %s", vm->name, err);
 		vm->restarts = 0;
 		vm->backoff_ms = 0;
 		r = sup_start(d, vm, err, sizeof(err));
