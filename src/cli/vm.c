@@ -495,6 +495,17 @@ static void fmt_uptime(const struct json_value *vm, char *buf, size_t len)
 		snprintf(buf, len, "%lldd%02lldh", s / 86400, s / 3600 % 24);
 }
 
+/* A byte count in the table's short form (1023K, 12.5M, 3.2G). */
+static void fmt_bytes(long long b, char *buf, size_t len)
+{
+	if (b < (1LL << 20))
+		snprintf(buf, len, "%lldK", (b + 1023) >> 10);
+	else if (b < (1LL << 30))
+		snprintf(buf, len, "%.1fM", (double)b / (1 << 20));
+	else
+		snprintf(buf, len, "%.1fG", (double)b / (1 << 30));
+}
+
 /* One JSON document on one line. */
 static int print_json(const struct json_value *v)
 {
@@ -518,18 +529,26 @@ static int cmd_list(const char *sock, bool as_json)
 		json_free(v);
 		return r;
 	}
-	printf("%-24s %-10s %5s %7s %8s %9s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID", "UPTIME");
+	/* CPU: the share of one host CPU over the last second; RSS: the memory its cgroup is
+	 * charged (or the VMM's resident set without cgroups). */
+	printf("%-24s %-10s %5s %7s %6s %8s %8s %9s\n", "NAME", "STATE", "CPUS", "MEMORY", "CPU%",
+	       "RSS", "PID", "UPTIME");
 	for (size_t i = 0; i < v->array.n; i++) {
 		const struct json_value *vm = &v->array.items[i];
-		char mem[32], up[32], pid[24] = "-";
+		char mem[32], up[32], pid[24] = "-", cpu[24] = "-", rss[24] = "-";
 		long long n = 0, cpus = 0;
 		fmt_mem(vm, mem, sizeof(mem));
 		fmt_uptime(vm, up, sizeof(up));
 		if (get_int(vm, "pid", &n))
 			snprintf(pid, sizeof(pid), "%lld", n);
+		if (get_int(vm, "memory_used", &n))
+			fmt_bytes(n, rss, sizeof(rss));
+		const struct json_value *pc = json_get(vm, "cpu_percent");
+		if (pc && pc->type == JSON_NUMBER)
+			snprintf(cpu, sizeof(cpu), "%.1f", pc->number.d);
 		get_int(vm, "cpus", &cpus);
-		printf("%-24s %-10s %5lld %7s %8s %9s\n", str(vm, "name"), str(vm, "state"), cpus,
-		       mem, pid, up);
+		printf("%-24s %-10s %5lld %7s %6s %8s %8s %9s\n", str(vm, "name"), str(vm, "state"),
+		       cpus, mem, cpu, rss, pid, up);
 	}
 	json_free(v);
 	return 0;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,19 @@ static json_t *vm_json(struct mabod *d, const struct vmrec *vm, bool full)
 		json_object_set_new(o, "uptime_s",
 				    json_integer((wall_ms() - vm->started_at) / 1000));
 	}
+	/* Accounting (its cgroup, else the VMM's /proc figures), as last sampled: null
+	 * until the first sample of a run. */
+	bool u = live && vm->usage_at;
+	json_object_set_new(o, "cpu_seconds",
+			    u && vm->usage.cpu_ns >= 0 ? json_real((double)vm->usage.cpu_ns / 1e9)
+						       : json_null());
+	json_object_set_new(o, "cpu_percent",
+			    u && vm->usage.cpu_ns >= 0 ? json_real(vm->cpu_percent) : json_null());
+	json_object_set_new(o, "memory_used",
+			    u && vm->usage.memory >= 0 ? json_integer(vm->usage.memory)
+						       : json_null());
+	json_object_set_new(o, "tasks",
+			    u && vm->usage.pids >= 0 ? json_integer(vm->usage.pids) : json_null());
 	if (vm->reason[0])
 		json_object_set_new(o, "reason", json_string(vm->reason));
 	if (vm->restart_at)
@@ -107,6 +121,8 @@ static json_t *vm_json(struct mabod *d, const struct vmrec *vm, bool full)
 		json_object_set(o, "spec", spec);
 		if (sup_path(d, vm, NULL, path, sizeof(path)) == 0)
 			json_object_set_new(o, "run_dir", json_string(path));
+		cg_path(&d->cg, vm->name, path, sizeof(path));
+		json_object_set_new(o, "cgroup", live && path[0] ? json_string(path) : json_null());
 	}
 	return o;
 }
@@ -377,14 +393,144 @@ static enum MHD_Result host_info(struct mabod *d, struct MHD_Connection *c)
 		running += is_live(vm);
 	}
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	return send_json(c, 200,
-			 json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:i, s:I, s:s, s:s}", "hostname",
-				   u.nodename, "kernel", u.release, "arch", u.machine, "cpus",
-				   (int)sysconf(_SC_NPROCESSORS_ONLN), "memory",
-				   (json_int_t)pages * (json_int_t)psize, "vms", n, "vms_running",
-				   running, "uptime_s",
-				   (json_int_t)((wall_ms() - d->started_at) / 1000), "state_dir",
-				   d->state_dir, "run_dir", d->run_dir));
+	json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:i, s:I, s:s, s:s}", "hostname",
+			      u.nodename, "kernel", u.release, "arch", u.machine, "cpus",
+			      (int)sysconf(_SC_NPROCESSORS_ONLN), "memory",
+			      (json_int_t)pages * (json_int_t)psize, "vms", n, "vms_running",
+			      running, "uptime_s", (json_int_t)((wall_ms() - d->started_at) / 1000),
+			      "state_dir", d->state_dir, "run_dir", d->run_dir);
+	double load[3] = { 0, 0, 0 };
+	getloadavg(load, 3);
+	json_object_set_new(o, "load", json_pack("[f, f, f]", load[0], load[1], load[2]));
+	json_object_set_new(o, "cgroups", json_string(d->cg.ops ? d->cg.ops->name : "none"));
+	json_object_set_new(o, "versions",
+			    json_pack("{s:s, s:s, s:s}", "sqlite", sqlite3_libversion(),
+				      "microhttpd", MHD_get_version(), "jansson", JANSSON_VERSION));
+	return o ? send_json(c, 200, o) : send_error(c, 500, "out of memory");
+}
+
+/* Text appended to a growing buffer; on failure the buffer is freed and stays NULL. */
+struct text {
+	char *buf;
+	size_t len, cap;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	if (!t->buf && t->cap)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0,
+				  fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			free(t->buf);
+			t->buf = NULL;
+			t->cap = 1;
+			return;
+		}
+		if (t->buf && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = (t->cap ? t->cap * 2 : 4096) + (size_t)n;
+		char *b = realloc(t->buf, cap);
+		if (!b) {
+			free(t->buf);
+			t->buf = NULL;
+			t->cap = 1;
+			return;
+		}
+		t->buf = b;
+		t->cap = cap;
+	}
+}
+
+/* GET /metrics: the Prometheus text format (version 0.0.4). The VMs' figures are those of
+ * the last sample (about once a second). */
+static enum MHD_Result send_metrics(struct mabod *d, struct MHD_Connection *c)
+{
+	static const enum vm_state states[] = { VM_STOPPED,  VM_STARTING, VM_RUNNING,  VM_PAUSED,
+						VM_STOPPING, VM_CRASHED,  VM_MIGRATING };
+	struct text t = { 0 };
+	int n = 0, running = 0;
+	double cpu = 0, mem = 0;
+	text_add(&t, "# HELP mabo_vm_state Whether the VM is in this state (1) or not (0).\n"
+		     "# TYPE mabo_vm_state gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+			text_add(&t, "mabo_vm_state{vm=\"%s\",state=\"%s\"} %d\n", vm->name,
+				 vm_state_name(states[i]), vm->state == states[i]);
+	text_add(&t, "# HELP mabo_vm_cpu_seconds_total CPU time the VM's processes used.\n"
+		     "# TYPE mabo_vm_cpu_seconds_total counter\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next) {
+		n++;
+		if (!is_live(vm))
+			continue;
+		running++;
+		if (vm->usage_at && vm->usage.cpu_ns >= 0) {
+			text_add(&t, "mabo_vm_cpu_seconds_total{vm=\"%s\"} %.9f\n", vm->name,
+				 (double)vm->usage.cpu_ns / 1e9);
+			cpu += (double)vm->usage.cpu_ns / 1e9;
+		}
+	}
+	text_add(&t, "# HELP mabo_vm_memory_bytes Memory charged to the VM's cgroup (or the "
+		     "VMM's resident set).\n# TYPE mabo_vm_memory_bytes gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		if (is_live(vm) && vm->usage_at && vm->usage.memory >= 0) {
+			text_add(&t, "mabo_vm_memory_bytes{vm=\"%s\"} %lld\n", vm->name,
+				 (long long)vm->usage.memory);
+			mem += (double)vm->usage.memory;
+		}
+	text_add(&t, "# HELP mabo_vm_tasks Threads of the VM's processes.\n"
+		     "# TYPE mabo_vm_tasks gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		if (is_live(vm) && vm->usage_at && vm->usage.pids >= 0)
+			text_add(&t, "mabo_vm_tasks{vm=\"%s\"} %lld\n", vm->name,
+				 (long long)vm->usage.pids);
+	text_add(&t, "# HELP mabo_vm_memory_configured_bytes The guest's memory.\n"
+		     "# TYPE mabo_vm_memory_configured_bytes gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		text_add(&t, "mabo_vm_memory_configured_bytes{vm=\"%s\"} %lld\n", vm->name,
+			 (long long)json_integer_value(json_object_get(vm->spec, "memory")));
+	text_add(&t, "# HELP mabo_vm_restarts_total Restarts by policy since the last start.\n"
+		     "# TYPE mabo_vm_restarts_total counter\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		text_add(&t, "mabo_vm_restarts_total{vm=\"%s\"} %d\n", vm->name, vm->restarts);
+	double load[3] = { 0, 0, 0 };
+	getloadavg(load, 3);
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	text_add(&t,
+		 "# HELP mabo_host_vms VMs defined.\n# TYPE mabo_host_vms gauge\nmabo_host_vms %d\n"
+		 "# HELP mabo_host_vms_running VMs with a process.\n# TYPE mabo_host_vms_running "
+		 "gauge\nmabo_host_vms_running %d\n"
+		 "# HELP mabo_host_vm_cpu_seconds_total CPU time of all running VMs.\n# TYPE "
+		 "mabo_host_vm_cpu_seconds_total counter\nmabo_host_vm_cpu_seconds_total %.9f\n"
+		 "# HELP mabo_host_vm_memory_bytes Memory charged to all running VMs.\n# TYPE "
+		 "mabo_host_vm_memory_bytes gauge\nmabo_host_vm_memory_bytes %.0f\n"
+		 "# HELP mabo_host_cpus Online CPUs.\n# TYPE mabo_host_cpus gauge\nmabo_host_cpus "
+		 "%ld\n"
+		 "# HELP mabo_host_memory_bytes Physical memory.\n# TYPE mabo_host_memory_bytes "
+		 "gauge\nmabo_host_memory_bytes %lld\n"
+		 "# HELP mabo_host_load1 Load average over a minute.\n# TYPE mabo_host_load1 "
+		 "gauge\nmabo_host_load1 %.2f\n",
+		 n, running, cpu, mem, sysconf(_SC_NPROCESSORS_ONLN),
+		 (long long)pages * (long long)psize, load[0]);
+	if (!t.buf)
+		return send_error(c, 500, "out of memory");
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(t.len, t.buf, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(t.buf);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	enum MHD_Result ret = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ret;
 }
 
 static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const char *url,
@@ -394,6 +540,8 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 	     del = strcmp(method, "DELETE") == 0;
 	if (b->too_big)
 		return send_error(c, 413, "body: larger than %u bytes", HTTP_BODY_MAX);
+	if (strcmp(url, "/metrics") == 0)
+		return get ? send_metrics(d, c) : send_error(c, 405, "%s %s: use GET", method, url);
 	if (strcmp(url, "/v1/host") == 0)
 		return get ? host_info(d, c) : send_error(c, 405, "%s %s: use GET", method, url);
 	if (strcmp(url, "/v1/events") == 0) {

@@ -424,6 +424,12 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	vm->pid = vmm;
 	vm->pid_start = proc_start(vmm);
 	vm->vmm_fd = pidfd_open(vmm);
+	/* Its cgroup from its first moments (the VMM has not yet made its vCPU threads; those
+	 * made later are born in it). Accounting only: a VM runs without it. */
+	ret = cg_attach(&d->cg, vm->name, vmm);
+	if (ret < 0)
+		log_warn("vm '%s': not in a cgroup: %s", vm->name, strerror(-ret));
+	vm->usage_at = 0;
 	vm->state = VM_STARTING;
 	vm->want_running = true;
 	vm->started_at = wall_ms();
@@ -633,6 +639,8 @@ static void ended(struct mabod *d, struct vmrec *vm, bool failed, const char *ho
 	int64_t ran = wall_ms() - vm->started_at;
 	char why[256];
 	sup_release(vm);
+	cg_remove(&d->cg, vm->name);
+	vm->usage_at = 0;
 	vm->shim_pid = vm->pid = 0;
 	vm->shim_start = vm->pid_start = 0;
 	vm->stop_deadline = vm->starting_deadline = 0;
@@ -739,6 +747,9 @@ void sup_adopt(struct mabod *d, struct vmrec *vm)
 		ended(d, vm, failed, how);
 		return;
 	}
+	/* Its cgroup is the one by its name (created again if it went: the VMM joins it). */
+	if (vm->vmm_fd >= 0 && cg_attach(&d->cg, vm->name, vm->pid) < 0)
+		log_warn("vm '%s': pid %d not in its cgroup", vm->name, (int)vm->pid);
 	if (vm->vmm_fd >= 0 && probe(d, vm) < 0 && vm->state != VM_STOPPING)
 		vm->state = VM_STARTING;
 	if (vm->state == VM_STARTING)
