@@ -3,7 +3,7 @@
  *   mabo [--connect unix:PATH] vm create NAME [--autostart] [--restart POLICY] VMM-OPTIONS...
  *   mabo [--connect unix:PATH] vm list [--json] | info NAME [--json] | log NAME
  *   mabo [--connect unix:PATH] vm start|stop|kill|pause|resume|delete NAME
- *   mabo [--connect unix:PATH] host | events [--limit N]
+ *   mabo [--connect unix:PATH] host | events [--limit N] | events --follow
  *
  * HTTP/1.1 over the daemon's Unix socket, one request per connection. */
 #define _GNU_SOURCE
@@ -655,6 +655,83 @@ static int cmd_log(const char *sock, const char *name)
 	return fflush(stdout) == 0 ? 0 : EXIT_FAILED;
 }
 
+/* mabo events --follow: GET /v1/events as server-sent events, each event's data (a JSON
+ * object) printed on a line as it comes, until the daemon ends the stream. HTTP/1.0, so the
+ * body is not chunked and ends with the connection. */
+static int follow_events(const char *sock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof(sa.sun_path)) {
+		fail("'%s': socket path too long", sock);
+		return EXIT_FAILED;
+	}
+	strcpy(sa.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fail("cannot connect to mabod at '%s': %s", sock, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EXIT_FAILED;
+	}
+	static const char req[] = "GET /v1/events?follow=1 HTTP/1.0\r\nHost: mabod\r\n"
+				  "Accept: text/event-stream\r\n\r\n";
+	if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1) {
+		fail("mabod at '%s': %s", sock, strerror(errno));
+		close(fd);
+		return EXIT_FAILED;
+	}
+	char buf[65536];
+	size_t len = 0;
+	bool header = true;
+	int status = 0;
+	for (;;) {
+		ssize_t got = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		len += (size_t)got;
+		buf[len] = 0;
+		if (header) {
+			char *end = strstr(buf, "\r\n\r\n");
+			if (!end) {
+				if (len == sizeof(buf) - 1)
+					break;
+				continue;
+			}
+			if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || status != 200) {
+				close(fd);
+				fail("mabod: events: HTTP %d", status);
+				return EXIT_FAILED;
+			}
+			header = false;
+			len -= (size_t)(end + 4 - buf);
+			memmove(buf, end + 4, len + 1);
+		}
+		/* Whole lines: "data: {...}" is an event's object; the rest (id, event, comments,
+		 * blank separators) is framing. */
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			if (strncmp(line, "data: ", 6) == 0) {
+				puts(line + 6);
+				fflush(stdout);
+			}
+			line = nl + 1;
+		}
+		len -= (size_t)(line - buf);
+		memmove(buf, line, len + 1);
+		if (len == sizeof(buf) - 1)
+			len = 0; /* a line longer than the buffer: dropped */
+	}
+	close(fd);
+	if (header) {
+		fail("mabod at '%s': no answer to events", sock);
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
 bool mabo_daemon_command(int argc, char **argv)
 {
 	int i = 1;
@@ -704,6 +781,13 @@ int mabo_daemon_main(int argc, char **argv)
 				i += 2;
 			}
 			snprintf(path, sizeof(path), "/v1/events?limit=%ld", limit);
+			if (i < argc && strcmp(argv[i], "--follow") == 0) {
+				if (i + 1 < argc) {
+					fail("events: unexpected argument '%s'", argv[i + 1]);
+					return EXIT_USAGE;
+				}
+				return follow_events(sock);
+			}
 		}
 		if (i < argc) {
 			fail("%s: unexpected argument '%s'", group, argv[i]);

@@ -13,6 +13,7 @@
 #include "daemon/spec.h"
 
 struct sqlite3;
+struct sse_client;
 struct MHD_Daemon;
 
 /* What the daemon sees of a VM. Stored as text: the names are the API's. */
@@ -78,6 +79,11 @@ struct mabod {
 	int64_t console_cap; /* bytes per console log file */
 	struct cgroups cg;
 	int64_t sampled_at; /* monotonic ms of the last mabod_sample */
+	/* Clients following the events (http.c); http_wake: one was resumed and the HTTP
+	 * server must run before the next wait. */
+	struct sse_client *sse;
+	bool http_wake;
+	int64_t event_seq;
 };
 
 const char *vm_state_name(enum vm_state s);

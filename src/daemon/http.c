@@ -533,6 +533,124 @@ static enum MHD_Result send_metrics(struct mabod *d, struct MHD_Connection *c)
 	return ret;
 }
 
+/* A client following GET /v1/events (server-sent events). Its connection is suspended
+ * while nothing is pending and resumed by http_broadcast. */
+struct sse_client {
+	struct sse_client *next;
+	struct mabod *d;
+	struct MHD_Connection *conn;
+	char *buf; /* pending bytes */
+	size_t len, off;
+	bool suspended, closed;
+};
+
+/* Pending bytes a slow client may have before it is dropped. */
+#define SSE_PENDING_MAX (1u << 20)
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct sse_client *s = cls;
+	(void)pos;
+	if (s->off < s->len) {
+		size_t n = s->len - s->off < max ? s->len - s->off : max;
+		memcpy(out, s->buf + s->off, n);
+		s->off += n;
+		if (s->off == s->len)
+			s->off = s->len = 0;
+		return (ssize_t)n;
+	}
+	if (s->closed)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	MHD_suspend_connection(s->conn);
+	s->suspended = true;
+	return 0;
+}
+
+static void sse_free(void *cls)
+{
+	struct sse_client *s = cls;
+	for (struct sse_client **pp = &s->d->sse; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	free(s->buf);
+	free(s);
+}
+
+static void sse_wake(struct sse_client *s)
+{
+	if (s->suspended) {
+		s->suspended = false;
+		MHD_resume_connection(s->conn);
+		s->d->http_wake = true;
+	}
+}
+
+void http_broadcast(struct mabod *d, int64_t time_ms, const char *vm, const char *kind,
+		    const char *message)
+{
+	d->event_seq++;
+	if (!d->sse)
+		return;
+	json_t *o = json_pack("{s:I, s:s?, s:s, s:s}", "time_ms", (json_int_t)time_ms, "vm", vm,
+			      "kind", kind, "message", message);
+	char *data = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!data)
+		return;
+	char *msg = NULL;
+	int n = asprintf(&msg, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)d->event_seq, kind,
+			 data);
+	free(data);
+	if (n < 0)
+		return;
+	for (struct sse_client *s = d->sse; s; s = s->next) {
+		if (s->closed)
+			continue;
+		char *b = s->len + (size_t)n <= SSE_PENDING_MAX
+				  ? realloc(s->buf, s->len + (size_t)n)
+				  : NULL;
+		if (!b) {
+			/* A client that does not read: its stream ends (it may reconnect). */
+			s->closed = true;
+		} else {
+			s->buf = b;
+			memcpy(s->buf + s->len, msg, (size_t)n);
+			s->len += (size_t)n;
+		}
+		sse_wake(s);
+	}
+	free(msg);
+}
+
+static enum MHD_Result follow_events(struct mabod *d, struct MHD_Connection *c)
+{
+	struct sse_client *s = calloc(1, sizeof(*s));
+	if (!s)
+		return send_error(c, 500, "out of memory");
+	s->d = d;
+	s->conn = c;
+	/* A comment first, so the client sees the stream open at once. */
+	s->buf = strdup(": mabod events\n\n");
+	s->len = s->buf ? strlen(s->buf) : 0;
+	struct MHD_Response *r =
+		MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, s, sse_free);
+	if (!r) {
+		free(s->buf);
+		free(s);
+		return send_error(c, 500, "out of memory");
+	}
+	s->next = d->sse;
+	d->sse = s;
+	MHD_add_response_header(r, "Content-Type", "text/event-stream");
+	MHD_add_response_header(r, "Cache-Control", "no-cache");
+	enum MHD_Result ret = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
 static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const char *url,
 			     const char *method, struct body *b)
 {
@@ -547,6 +665,10 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 	if (strcmp(url, "/v1/events") == 0) {
 		if (!get)
 			return send_error(c, 405, "%s %s: use GET", method, url);
+		const char *acc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+		const char *fol = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
+		if ((acc && strstr(acc, "text/event-stream")) || (fol && strcmp(fol, "0") != 0))
+			return follow_events(d, c);
 		int limit = 100;
 		const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
 		if (l) {
@@ -693,11 +815,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 int http_start(struct mabod *d)
 {
-	d->http = MHD_start_daemon(
-		MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, d,
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_LISTEN_SOCKET, d->listen_fd,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+	d->http = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0,
+				   NULL, NULL, on_request, d, MHD_OPTION_EXTERNAL_LOGGER,
+				   on_mhd_log, d, MHD_OPTION_LISTEN_SOCKET, d->listen_fd,
+				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
 	if (!d->http) {
 		log_error("http server on '%s/mabod.sock': cannot start", d->run_dir);
 		return -EIO;
@@ -724,6 +847,13 @@ void http_run(struct mabod *d)
 
 void http_stop(struct mabod *d)
 {
+	/* No connection may stay suspended when the server stops: the streams end. */
+	for (struct sse_client *s = d->sse; s; s = s->next) {
+		s->closed = true;
+		sse_wake(s);
+	}
+	if (d->http && d->sse)
+		MHD_run(d->http);
 	if (d->http)
 		MHD_stop_daemon(d->http);
 	d->http = NULL;

@@ -43,8 +43,10 @@ void mabod_event(struct mabod *d, const struct vmrec *vm, const char *kind, cons
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_info("%s", msg);
+	int64_t t = wall_ms();
 	if (d->db)
-		store_event(d, wall_ms(), vm ? vm->name : NULL, kind, msg);
+		store_event(d, t, vm ? vm->name : NULL, kind, msg);
+	http_broadcast(d, t, vm ? vm->name : NULL, kind, msg);
 }
 
 void mabod_sample(struct mabod *d)
@@ -259,8 +261,9 @@ static void run(struct mabod *d)
 		/* The VMs' CPU shares are over about a second. */
 		if (timeout > 1000 - (now_ms() - d->sampled_at))
 			timeout = 1000 - (now_ms() - d->sampled_at);
-		if (timeout < 0)
+		if (timeout < 0 || d->http_wake)
 			timeout = 0;
+		d->http_wake = false;
 		if (poll(fds, n, (int)timeout) < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
 			break;

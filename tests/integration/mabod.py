@@ -484,6 +484,185 @@ def check_disk_shared(e):
     return "pid %d; cgroups removed: %d" % (pid, len(groups))
 
 
+def check_events_stream(e):
+    # Two followers: `mabo events --follow`, and an HTTP/1.1 client reading the chunked
+    # text/event-stream itself.
+    env = dict(os.environ, MABO_CONNECT="unix:" + e.sock)
+    follower = subprocess.Popen([os.path.join(e.build, "mabo"), "events", "--follow"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    c = UnixHTTP(e.sock, timeout=30)
+    c.request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
+    sock = c.sock
+    r = c.getresponse()
+    expect(r.status == 200 and r.getheader("Content-Type") == "text/event-stream",
+           "GET /v1/events as a stream: %s %s" % (r.status, r.getheader("Content-Type")))
+    seen = []
+
+    def reader():
+        kind = None
+        try:
+            for raw in r:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    seen.append((kind, json.loads(line[6:])))
+        except (OSError, ValueError):
+            pass
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.3)
+        rc, out, err = e.mabo(*e.create_args("ev"))
+        expect(rc == 0, "vm create ev: %s" % err)
+        rc, out, err = e.mabo("vm", "start", "ev")
+        expect(rc == 0, "vm start ev: %s" % err)
+        rc, out, err = e.mabo("vm", "stop", "ev")
+        expect(rc == 0, "vm stop ev: %s" % err)
+        want = ["define", "start", "running", "stop", "exit"]
+        deadline = time.monotonic() + 5
+        while [k for k, v in seen if v.get("vm") == "ev"] != want:
+            expect(time.monotonic() < deadline, "events on the stream: %s" % seen)
+            time.sleep(0.05)
+        expect(all(k == v["kind"] and v["time_ms"] > 0 for k, v in seen),
+               "event and data disagree: %s" % seen)
+    finally:
+        # The reader holds the response's buffer: the socket is shut first, so that it
+        # returns, then closed.
+        sock.shutdown(socket.SHUT_RDWR)
+        t.join(5)
+        c.close()
+        e.mabo("vm", "delete", "ev")
+        time.sleep(0.3)
+        follower.terminate()
+        out, err = follower.communicate(10)
+    lines = [json.loads(l) for l in out.splitlines()]
+    kinds = [x["kind"] for x in lines if x.get("vm") == "ev"]
+    expect(kinds == ["define", "start", "running", "stop", "exit", "delete"],
+           "mabo events --follow printed %r (stderr %r)" % (out, err))
+    return "%d events" % len(seen)
+
+
+class OpenAPI:
+    """Responses checked against docs/openapi.yaml: the path, method and status are
+    declared, and a JSON body matches the declared schema (types, required and enum members,
+    items, nullable, oneOf), with no member the schema does not declare."""
+
+    def __init__(self, path):
+        import yaml  # python3-yaml (scripts/install-deps.sh)
+        with open(path) as f:
+            self.doc = yaml.safe_load(f)
+
+    def resolve(self, node):
+        while isinstance(node, dict) and "$ref" in node:
+            target = self.doc
+            for part in node["$ref"].lstrip("#/").split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    def operation(self, method, path):
+        rel = path.split("?")[0]
+        if rel.startswith("/v1/"):
+            rel = rel[3:]
+        for tmpl, item in self.doc["paths"].items():
+            a, b = tmpl.strip("/").split("/"), rel.strip("/").split("/")
+            if len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b)):
+                op = item.get(method.lower())
+                expect(op is not None, "openapi: %s %s (as %s) not declared" % (
+                    method, path, tmpl))
+                return op
+        raise Failure("openapi: no path for %s" % path)
+
+    def validate(self, schema, value, where):
+        schema = self.resolve(schema)
+        if value is None:
+            expect(schema.get("nullable", False), "%s: null, not nullable" % where)
+            return
+        if "oneOf" in schema:
+            errors = []
+            for alt in schema["oneOf"]:
+                try:
+                    self.validate(alt, value, where)
+                    return
+                except Failure as ex:
+                    errors.append(str(ex))
+            raise Failure("%s: matches no alternative (%s)" % (where, errors))
+        t = schema.get("type")
+        types = {"object": dict, "array": list, "string": str, "boolean": bool,
+                 "integer": int, "number": (int, float)}
+        if t:
+            ok = isinstance(value, types[t]) and not (
+                t in ("integer", "number") and isinstance(value, bool))
+            expect(ok, "%s: %r is not of type %s" % (where, value, t))
+        if "enum" in schema:
+            expect(value in schema["enum"], "%s: %r not in %s" % (where, value, schema["enum"]))
+        if t == "object":
+            props = schema.get("properties", {})
+            for k in schema.get("required", []):
+                expect(k in value, "%s: required member %r missing" % (where, k))
+            for k, v in value.items():
+                expect(not props or k in props, "%s: member %r not declared" % (where, k))
+                if k in props:
+                    self.validate(props[k], v, "%s.%s" % (where, k))
+        if t == "array" and "items" in schema:
+            for i, v in enumerate(value):
+                self.validate(schema["items"], v, "%s[%d]" % (where, i))
+
+    def check(self, method, path, status, ctype, body):
+        op = self.operation(method, path)
+        resp = self.resolve(op["responses"].get(str(status)) or {})
+        expect(resp, "openapi: %s %s answered %d, not declared" % (method, path, status))
+        content = resp.get("content", {})
+        base = (ctype or "").split(";")[0].strip()
+        expect(base in content, "openapi: %s %s %d: content type %r, declared %s" % (
+            method, path, status, ctype, sorted(content)))
+        if base == "application/json":
+            self.validate(content[base]["schema"], body, "%s %s %d" % (method, path, status))
+
+
+def check_openapi(e):
+    try:
+        spec = OpenAPI(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "docs", "openapi.yaml"))
+    except ImportError:
+        return "SKIPPED: python3 yaml module missing (scripts/install-deps.sh)"
+    disk = os.path.join(e.tmp, "openapi.img")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    requests = [
+        ("GET", "/v1/vms", None), ("GET", "/v1/vms/vm1", None), ("GET", "/v1/host", None),
+        ("GET", "/v1/events?limit=5", None), ("GET", "/v1/vms/nosuchvm", None),
+        ("POST", "/v1/vms", {"name": "oa", "spec": e.spec(disks=[{"path": disk}])}),
+        ("POST", "/v1/vms", {"name": "oa", "spec": e.spec()}),
+        ("POST", "/v1/vms", {"name": "ob", "spec": e.spec(disks=[{"path": disk}])}),
+        ("POST", "/v1/vms", {"name": "oc", "spec": e.spec(kernal="x")}),
+        ("POST", "/v1/vms", {"name": "o c", "spec": e.spec()}),
+        ("POST", "/v1/vms/vm1/start", None), ("POST", "/v1/vms/oa/stop", None),
+        ("POST", "/v1/vms/oa/pause", None), ("GET", "/v1/vms/oa/console", None),
+        ("DELETE", "/v1/vms/vm1", None), ("DELETE", "/v1/vms/oa", None),
+        ("GET", "/metrics", None),
+    ]
+    seen = set()
+    for method, path, body in requests:
+        c = UnixHTTP(e.sock)
+        try:
+            data = json.dumps(body) if body is not None else None
+            c.request(method, path, body=data,
+                      headers={"Content-Type": "application/json"} if data else {})
+            r = c.getresponse()
+            raw = r.read()
+            ctype = r.getheader("Content-Type")
+        finally:
+            c.close()
+        value = json.loads(raw) if (ctype or "").startswith("application/json") else raw
+        spec.check(method, path, r.status, ctype, value)
+        seen.add(r.status)
+    expect({200, 201, 400, 404, 409, 423} <= seen, "statuses seen: %s" % sorted(seen))
+    return "%d responses, statuses %s" % (len(requests), sorted(seen))
+
+
 def check_adoption(e):
     rc, out, err = e.mabo(*e.create_args("vm2", "--restart", "on-failure", tick=True))
     expect(rc == 0, "vm create vm2: %s" % err)
@@ -883,6 +1062,9 @@ def main():
         ("cgroup accounting: the VMM in its group, vm list, /metrics",
          lambda: check_cgroup_accounting(e)),
         ("a disk used read-write by another VM: 423 naming it", lambda: check_disk_shared(e)),
+        ("real responses match docs/openapi.yaml", lambda: check_openapi(e)),
+        ("GET /v1/events as a stream, and mabo events --follow, while a VM starts and stops",
+         lambda: check_events_stream(e)),
         ("disks, nets, rng and cpus reach the VMM", lambda: check_devices(e)),
         ("kill -9 of mabod: two VMs run on and are re-adopted", lambda: check_adoption(e)),
         ("VMM killed, restart never: crashed", lambda: check_crash_never(e)),
