@@ -638,6 +638,75 @@ static int cmd_action(const char *sock, const char *action, const char *name, lo
 	return 0;
 }
 
+/* vm snapshot|restore NAME FILE: starts the operation and waits for its outcome, with a
+ * progress line on standard error when it is a terminal. */
+static int cmd_op(const char *sock, const char *cmd, const char *name, const char *file,
+		  bool as_json)
+{
+	char abs[PATH_MAX], path[192];
+	if (absolute(file, abs, sizeof(abs)) < 0) {
+		fail("vm %s: '%s': path too long", cmd, file);
+		return EXIT_USAGE;
+	}
+	struct json_writer w;
+	json_writer_init(&w);
+	json_begin_object(&w);
+	json_kv_string(&w, "path", abs);
+	json_end_object(&w);
+	if (json_writer_error(&w)) {
+		json_writer_free(&w);
+		fail("out of memory");
+		return EXIT_FAILED;
+	}
+	snprintf(path, sizeof(path), "/v1/vms/%s/%s", name, cmd);
+	struct json_value *v = call(sock, "POST", path, json_writer_str(&w));
+	json_writer_free(&w);
+	long long id;
+	if (!v)
+		return EXIT_FAILED;
+	if (!get_int(v, "id", &id)) {
+		json_free(v);
+		fail("mabod: %s: no operation id in the answer", cmd);
+		return EXIT_FAILED;
+	}
+	json_free(v);
+	bool tty = isatty(2);
+	snprintf(path, sizeof(path), "/v1/operations/%lld", id);
+	for (;;) {
+		v = call(sock, "GET", path, NULL);
+		if (!v)
+			return EXIT_FAILED;
+		const char *st = str(v, "state");
+		if (strcmp(st, "running") != 0) {
+			if (tty)
+				fputs("\r\033[K", stderr);
+			bool ok = strcmp(st, "succeeded") == 0;
+			int ret = as_json ? print_json(v) : 0;
+			if (!ok)
+				fail("vm '%s': %s failed: %s", name, cmd, str(v, "error"));
+			json_free(v);
+			return ok ? ret : EXIT_FAILED;
+		}
+		const struct json_value *p = json_get(v, "progress");
+		if (tty && p && p->type == JSON_NUMBER) {
+			int pct = (int)(p->number.d * 100), bar = pct * 30 / 100;
+			long long eta = -1;
+			get_int(v, "eta_ms", &eta);
+			fprintf(stderr, "\r%s %s: [%.*s%*s] %3d%%", cmd, name, bar,
+				"##############################", 30 - bar, "", pct);
+			if (eta >= 0)
+				fprintf(stderr, " %llds left", (eta + 999) / 1000);
+			fputs("\033[K", stderr);
+		} else if (tty) {
+			long long ms = 0;
+			get_int(v, "elapsed_ms", &ms);
+			fprintf(stderr, "\r%s %s: %.1f s\033[K", cmd, name, (double)ms / 1000);
+		}
+		json_free(v);
+		usleep(100 * 1000);
+	}
+}
+
 static int cmd_log(const char *sock, const char *name)
 {
 	char path[160];
@@ -802,7 +871,7 @@ int mabo_daemon_main(int argc, char **argv)
 	}
 	if (i >= argc) {
 		fail("vm: expected a command: create, list, info, start, stop, kill, pause, "
-		     "resume, delete, log (see mabo --help)");
+		     "resume, snapshot, restore, delete, log (see mabo --help)");
 		return EXIT_USAGE;
 	}
 	const char *cmd = argv[i++];
@@ -812,10 +881,11 @@ int mabo_daemon_main(int argc, char **argv)
 		return cmd_create(sock, nargs, args);
 	bool as_json = false;
 	long timeout = -1;
-	const char *name = NULL;
+	const char *name = NULL, *file = NULL;
+	bool op = strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "restore") == 0;
 	for (int k = 0; k < nargs; k++) {
 		if (strcmp(args[k], "--json") == 0 &&
-		    (strcmp(cmd, "list") == 0 || strcmp(cmd, "info") == 0)) {
+		    (strcmp(cmd, "list") == 0 || strcmp(cmd, "info") == 0 || op)) {
 			as_json = true;
 		} else if (strcmp(args[k], "--timeout") == 0 && strcmp(cmd, "stop") == 0 &&
 			   k + 1 < nargs) {
@@ -827,6 +897,8 @@ int mabo_daemon_main(int argc, char **argv)
 			}
 		} else if (args[k][0] != '-' && !name && strcmp(cmd, "list") != 0) {
 			name = args[k];
+		} else if (op && name && !file) {
+			file = args[k];
 		} else {
 			fail("vm %s: unexpected argument '%s'", cmd, args[k]);
 			return EXIT_USAGE;
@@ -834,8 +906,10 @@ int mabo_daemon_main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(sock, as_json);
-	static const char *const with_name[] = { "info",  "start",  "stop",   "kill",
-						 "pause", "resume", "delete", "log" };
+	static const char *const with_name[] = {
+		"info",	  "start",  "stop", "kill",	"pause",
+		"resume", "delete", "log",  "snapshot", "restore"
+	};
 	bool known = false;
 	for (size_t k = 0; k < sizeof(with_name) / sizeof(with_name[0]); k++)
 		known |= strcmp(cmd, with_name[k]) == 0;
@@ -855,6 +929,13 @@ int mabo_daemon_main(int argc, char **argv)
 		return cmd_info(sock, name, as_json);
 	if (strcmp(cmd, "log") == 0)
 		return cmd_log(sock, name);
+	if (op) {
+		if (!file) {
+			fail("vm %s: expected NAME FILE", cmd);
+			return EXIT_USAGE;
+		}
+		return cmd_op(sock, cmd, name, file, as_json);
+	}
 	if (strcmp(cmd, "delete") == 0) {
 		char path[160];
 		snprintf(path, sizeof(path), "/v1/vms/%s", name);

@@ -14,6 +14,7 @@
 
 struct sqlite3;
 struct sse_client;
+struct op;
 struct MHD_Daemon;
 
 /* What the daemon sees of a VM. Stored as text: the names are the API's. */
@@ -62,6 +63,8 @@ struct vmrec {
 	struct cg_stats usage;
 	int64_t usage_at; /* monotonic ms, 0 = none yet */
 	double cpu_percent;
+	/* The next start restores this snapshot (set by a restore operation for its start). */
+	char restore_from[PATH_MAX];
 };
 
 struct mabod {
@@ -84,6 +87,8 @@ struct mabod {
 	struct sse_client *sse;
 	bool http_wake;
 	int64_t event_seq;
+	struct op *ops; /* long operations, newest first (ops.h) */
+	int64_t op_seq;
 };
 
 const char *vm_state_name(enum vm_state s);

@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "daemon/http.h"
+#include "daemon/ops.h"
 #include "daemon/share.h"
 #include "daemon/store.h"
 #include "daemon/supervise.h"
@@ -651,6 +652,60 @@ static enum MHD_Result follow_events(struct mabod *d, struct MHD_Connection *c)
 	return ret;
 }
 
+/* POST /v1/vms/NAME/snapshot or /restore, body {"path": "/abs/file"}: 202 with the
+ * operation and its Location. */
+static enum MHD_Result start_op(struct mabod *d, struct MHD_Connection *c, struct vmrec *vm,
+				const char *action, struct body *b)
+{
+	json_error_t jerr;
+	char err[600] = "";
+	if (!b->len)
+		return send_error(c, 400, "body: missing (a JSON object with path)");
+	json_t *req = json_loadb(b->buf, b->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!req)
+		return send_error(c, 400, "body: not JSON: %s", jerr.text);
+	const char *key;
+	json_t *v;
+	json_object_foreach(req, key, v)
+	{
+		if (strcmp(key, "path") != 0) {
+			json_decref(req);
+			return send_error(c, 400, "unknown field '%s'", key);
+		}
+	}
+	json_t *p = json_object_get(req, "path");
+	if (!json_is_string(p) || strlen(json_string_value(p)) != json_string_length(p)) {
+		json_decref(req);
+		return send_error(c, 400, "path: %s", p ? "must be a string" : "missing");
+	}
+	int status = 500;
+	struct op *op =
+		action[0] == 's'
+			? ops_snapshot(d, vm, json_string_value(p), &status, err, sizeof(err))
+			: ops_restore(d, vm, json_string_value(p), &status, err, sizeof(err));
+	json_decref(req);
+	if (!op)
+		return send_error(c, (unsigned)status, "%s", err);
+	char loc[64];
+	snprintf(loc, sizeof(loc), "/v1/operations/%lld", (long long)op->id);
+	json_t *o = ops_json(op);
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!text)
+		return send_error(c, 500, "out of memory");
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Location", loc);
+	enum MHD_Result ret = MHD_queue_response(c, 202, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
 static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const char *url,
 			     const char *method, struct body *b)
 {
@@ -681,6 +736,17 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 		}
 		json_t *ev = store_events(d, limit);
 		return ev ? send_json(c, 200, ev) : send_error(c, 500, "events: database error");
+	}
+	if (strncmp(url, "/v1/operations/", 15) == 0) {
+		if (!get)
+			return send_error(c, 405, "%s %s: use GET", method, url);
+		char *end;
+		long long id = strtoll(url + 15, &end, 10);
+		struct op *op = url[15] && !*end && id > 0 ? ops_find(d, id) : NULL;
+		if (!op)
+			return send_error(c, 404, "operation '%s': no such operation", url + 15);
+		json_t *o = ops_json(op);
+		return o ? send_json(c, 200, o) : send_error(c, 500, "out of memory");
 	}
 	if (strcmp(url, "/v1/vms") == 0) {
 		if (post)
@@ -752,6 +818,8 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 			   : send_error(c, 405, "%s %s: use GET", method, url);
 	if (!post)
 		return send_error(c, 405, "%s %s: use POST", method, url);
+	if (strcmp(action, "snapshot") == 0 || strcmp(action, "restore") == 0)
+		return start_op(d, c, vm, action, b);
 	return vm_action(d, c, vm, action);
 }
 

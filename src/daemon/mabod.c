@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "daemon/daemon.h"
 #include "daemon/http.h"
+#include "daemon/ops.h"
 #include "daemon/store.h"
 #include "daemon/supervise.h"
 
@@ -47,6 +48,8 @@ void mabod_event(struct mabod *d, const struct vmrec *vm, const char *kind, cons
 	if (d->db)
 		store_event(d, t, vm ? vm->name : NULL, kind, msg);
 	http_broadcast(d, t, vm ? vm->name : NULL, kind, msg);
+	if (vm)
+		ops_vm_event(d, vm->name, kind, vm->reason);
 }
 
 void mabod_sample(struct mabod *d)
@@ -233,8 +236,9 @@ static void run(struct mabod *d)
 		size_t n = 0;
 		for (struct vmrec *vm = d->vms; vm; vm = vm->next)
 			n++;
-		if (n + 2 > cap) {
-			cap = (n + 2) * 2;
+		/* Each VM: its process, and at most one operation's socket. */
+		if (2 * n + 2 > cap) {
+			cap = (2 * n + 2) * 2;
 			struct pollfd *f = realloc(fds, cap * sizeof(*fds));
 			struct vmrec **o = realloc(owners, cap * sizeof(*owners));
 			if (f)
@@ -255,7 +259,14 @@ static void run(struct mabod *d)
 			owners[n] = vm;
 			fds[n++] = (struct pollfd){ .fd = sup_watch_fd(vm), .events = POLLIN };
 		}
-		int64_t timeout = sup_tick(d), ht = http_timeout(d);
+		size_t nvm = n;
+		int ofds[64];
+		size_t nops = ops_poll_fds(d, ofds, cap - n < 64 ? cap - n : 64);
+		for (size_t i = 0; i < nops; i++)
+			fds[n++] = (struct pollfd){ .fd = ofds[i], .events = POLLIN };
+		int64_t timeout = sup_tick(d), ht = http_timeout(d), ot = ops_tick(d);
+		if (ot >= 0 && ot < timeout)
+			timeout = ot;
 		if (ht >= 0 && ht < timeout)
 			timeout = ht;
 		/* The VMs' CPU shares are over about a second. */
@@ -269,9 +280,11 @@ static void run(struct mabod *d)
 			break;
 		}
 		/* VMs first: the list is the one polled until the HTTP handlers change it. */
-		for (size_t i = 2; i < n; i++)
+		for (size_t i = 2; i < nvm; i++)
 			if (fds[i].revents)
 				sup_on_exit(d, owners[i]);
+		if (nops)
+			ops_run(d);
 		if (fds[1].revents) {
 			struct signalfd_siginfo si;
 			if (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
@@ -408,6 +421,7 @@ int main(int argc, char **argv)
 	run(d);
 
 	http_stop(d);
+	ops_free_all(d);
 	for (struct vmrec *vm = d->vms, *next; vm; vm = next) {
 		next = vm->next;
 		sup_release(vm);

@@ -385,6 +385,8 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	unlink(sock);
 
 	char **argv = spec_argv(vm->spec, d->vmm, sock);
+	if (argv && vm->restore_from[0])
+		argv = spec_argv_add(argv, "--restore", vm->restore_from);
 	int rep[2];
 	if (!argv || pipe2(rep, O_CLOEXEC) < 0) {
 		ret = argv ? -errno : -ENOMEM;

@@ -643,6 +643,9 @@ def check_openapi(e):
         ("POST", "/v1/vms/oa/pause", None), ("GET", "/v1/vms/oa/console", None),
         ("DELETE", "/v1/vms/vm1", None), ("DELETE", "/v1/vms/oa", None),
         ("GET", "/metrics", None),
+        ("POST", "/v1/vms/vm1/snapshot", {"path": "relative.snap"}),
+        ("POST", "/v1/vms/vm1/snapshot", {"path": os.path.join(e.tmp, "openapi.snap")}),
+        ("GET", "/v1/operations/1", None), ("GET", "/v1/operations/99999", None),
     ]
     seen = set()
     for method, path, body in requests:
@@ -659,8 +662,82 @@ def check_openapi(e):
         value = json.loads(raw) if (ctype or "").startswith("application/json") else raw
         spec.check(method, path, r.status, ctype, value)
         seen.add(r.status)
-    expect({200, 201, 400, 404, 409, 423} <= seen, "statuses seen: %s" % sorted(seen))
+        if r.status == 202:
+            spec.check("GET", r.getheader("Location"), 200, "application/json",
+                       e.api("GET", r.getheader("Location"))[1])
+            # The snapshot ends before the next checks (one operation per VM at a time).
+            deadline = time.monotonic() + 30
+            while e.api("GET", r.getheader("Location"))[1]["state"] == "running":
+                expect(time.monotonic() < deadline, "the snapshot did not end")
+                time.sleep(0.05)
+    expect({200, 201, 202, 400, 404, 409, 423} <= seen, "statuses seen: %s" % sorted(seen))
     return "%d responses, statuses %s" % (len(requests), sorted(seen))
+
+
+def check_snapshot_restore(e):
+    snap = os.path.join(e.tmp, "vm1.snap")
+    t0 = time.monotonic()
+    rc, out, err = e.mabo("vm", "snapshot", "vm1", os.path.relpath(snap), "--json")
+    took = time.monotonic() - t0
+    expect(rc == 0, "vm snapshot vm1: %d %s" % (rc, err))
+    op = json.loads(out)
+    expect(op["state"] == "succeeded" and op["kind"] == "snapshot" and op["path"] == snap and
+           op["progress"] == 1 and os.path.getsize(snap) > (1 << 20),
+           "snapshot operation: %s, file %s" % (op, os.path.exists(snap)))
+    expect(e.vm("vm1")["state"] == "running", "vm1 after its snapshot: %s" % e.vm("vm1"))
+    # Through the API: 202, a Location, the operation found there.
+    c = UnixHTTP(e.sock)
+    c.request("POST", "/v1/vms/vm1/snapshot", body=json.dumps({"path": snap + "2"}),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    body = json.loads(r.read())
+    loc = r.getheader("Location")
+    c.close()
+    expect(r.status == 202 and loc == "/v1/operations/%d" % body["id"] and
+           body["state"] == "running", "POST snapshot: %s %s %s" % (r.status, loc, body))
+    deadline = time.monotonic() + 30
+    while True:
+        status, op2 = e.api("GET", loc)
+        expect(status == 200, "GET %s: %s %s" % (loc, status, op2))
+        if op2["state"] != "running":
+            break
+        expect(time.monotonic() < deadline, "snapshot still running: %s" % op2)
+        time.sleep(0.05)
+    expect(op2["state"] == "succeeded" and "finished_at_ms" in op2, "operation: %s" % op2)
+    # Refusals: a relative path, a stopped VM, an operation that does not exist.
+    status, r1 = e.api("POST", "/v1/vms/vm1/snapshot", {"path": "rel.snap"})
+    expect(status == 400 and "path" in error_of(status, r1), "relative path: %s %s" % (
+        status, r1))
+    rc, out, err = e.mabo(*e.create_args("rs"))
+    expect(rc == 0, "vm create rs: %s" % err)
+    status, r2 = e.api("POST", "/v1/vms/rs/snapshot", {"path": snap + "3"})
+    expect(status == 409, "snapshot of a stopped VM: %s %s" % (status, r2))
+    status, r3 = e.api("GET", "/v1/operations/999999")
+    expect(status == 404, "unknown operation: %s %s" % (status, r3))
+    # A restore of a running VM is refused; of the stopped rs, it runs vm1's guest on.
+    status, r4 = e.api("POST", "/v1/vms/vm1/restore", {"path": snap})
+    expect(status == 409, "restore of a running VM: %s %s" % (status, r4))
+    rc, out, err = e.mabo("vm", "restore", "rs", snap, "--json")
+    expect(rc == 0 and json.loads(out)["state"] == "succeeded", "vm restore rs: %d %s %s" % (
+        rc, out, err))
+    v = e.vm("rs")
+    expect(v["state"] == "running" and alive(v["pid"]), "rs after restore: %s" % v)
+    with open("/proc/%d/cmdline" % v["pid"], "rb") as f:
+        argv = f.read().decode().split("\0")
+    expect(["--restore", snap] == argv[argv.index("--restore"):argv.index("--restore") + 2]
+           if "--restore" in argv else False, "rs's VMM arguments: %s" % argv)
+    rc, out, err = e.mabo("vm", "kill", "rs")
+    expect(rc == 0, "vm kill rs: %s" % err)
+    # A file that is not a snapshot: the operation fails with the VMM's reason, one line.
+    bad = os.path.join(e.tmp, "bad.snap")
+    with open(bad, "wb") as f:
+        f.write(b"not a snapshot" * 100)
+    rc, out, err = e.mabo("vm", "restore", "rs", bad)
+    expect(rc == 1 and err.count("\n") == 1 and "restore failed" in err,
+           "restore of a bad file: %d %r" % (rc, err))
+    expect(e.vm("rs")["state"] == "crashed", "rs after a bad restore: %s" % e.vm("rs"))
+    rc, out, err = e.mabo("vm", "delete", "rs")
+    return "snapshot %.1f s, %d MiB" % (took, os.path.getsize(snap) >> 20)
 
 
 def check_adoption(e):
@@ -1063,6 +1140,7 @@ def main():
          lambda: check_cgroup_accounting(e)),
         ("a disk used read-write by another VM: 423 naming it", lambda: check_disk_shared(e)),
         ("real responses match docs/openapi.yaml", lambda: check_openapi(e)),
+        ("snapshot and restore: 202, an operation, its outcome", lambda: check_snapshot_restore(e)),
         ("GET /v1/events as a stream, and mabo events --follow, while a VM starts and stops",
          lambda: check_events_stream(e)),
         ("disks, nets, rng and cpus reach the VMM", lambda: check_devices(e)),
