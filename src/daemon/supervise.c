@@ -426,8 +426,8 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	vm->pid = vmm;
 	vm->pid_start = proc_start(vmm);
 	vm->vmm_fd = pidfd_open(vmm);
-	/* Its cgroup from its first moments (the VMM has not yet made its vCPU threads; those
-	 * made later are born in it). Accounting only: a VM runs without it. */
+	/* Into its cgroup as soon as its pid is known: cgroup.procs moves every thread it has
+	 * made so far, those made later are born there. Accounting only: a VM runs without. */
 	ret = cg_attach(&d->cg, vm->name, vmm);
 	if (ret < 0)
 		log_warn("vm '%s': not in a cgroup: %s", vm->name, strerror(-ret));
