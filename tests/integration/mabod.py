@@ -200,11 +200,16 @@ class Env:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
         # Monitors and VMMs under our run dir (their command lines name it), by pid.
-        for pid in list(self.pids) + pids_naming(self.run):
+        killed = list(self.pids) + pids_naming(self.run)
+        for pid in killed:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        # A cgroup can be removed once its processes are gone (reaped).
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
         shutil.rmtree(self.tmp, ignore_errors=True)
         for d in own_cgroups():
             parent = os.path.join(d, self.cgroup_parent)
@@ -217,8 +222,8 @@ class Env:
                             pass
                 try:
                     os.rmdir(parent)
-                except OSError:
-                    pass
+                except OSError as ex:
+                    print("note: cgroup %s not removed: %s" % (parent, ex), flush=True)
 
 
 def pids_naming(text):
