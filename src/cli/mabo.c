@@ -91,7 +91,8 @@ static void usage(FILE *f)
 		"       [--rng] [--console serial|virtio] [--no-reboot]\n"
 		"  mabo vm list [--json] | info NAME [--json] | log NAME\n"
 		"  mabo vm start|kill|pause|resume|delete NAME | stop NAME [--timeout SECONDS]\n"
-		"  mabo host | events [--limit N]\n"
+		"  mabo vm snapshot|restore NAME FILE [--json]\n"
+		"  mabo host | events [--limit N] | events --follow\n"
 		"--connect defaults to $MABO_CONNECT, else unix:/run/maboroshi/mabod.sock.\n");
 }
 

@@ -385,6 +385,8 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	unlink(sock);
 
 	char **argv = spec_argv(vm->spec, d->vmm, sock);
+	if (argv && vm->restore_from[0])
+		argv = spec_argv_add(argv, "--restore", vm->restore_from);
 	int rep[2];
 	if (!argv || pipe2(rep, O_CLOEXEC) < 0) {
 		ret = argv ? -errno : -ENOMEM;
@@ -424,6 +426,12 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	vm->pid = vmm;
 	vm->pid_start = proc_start(vmm);
 	vm->vmm_fd = pidfd_open(vmm);
+	/* Into its cgroup as soon as its pid is known: cgroup.procs moves every thread it has
+	 * made so far, those made later are born there. Accounting only: a VM runs without. */
+	ret = cg_attach(&d->cg, vm->name, vmm);
+	if (ret < 0)
+		log_warn("vm '%s': not in a cgroup: %s", vm->name, strerror(-ret));
+	vm->usage_at = 0;
 	vm->state = VM_STARTING;
 	vm->want_running = true;
 	vm->started_at = wall_ms();
@@ -633,6 +641,8 @@ static void ended(struct mabod *d, struct vmrec *vm, bool failed, const char *ho
 	int64_t ran = wall_ms() - vm->started_at;
 	char why[256];
 	sup_release(vm);
+	cg_remove(&d->cg, vm->name);
+	vm->usage_at = 0;
 	vm->shim_pid = vm->pid = 0;
 	vm->shim_start = vm->pid_start = 0;
 	vm->stop_deadline = vm->starting_deadline = 0;
@@ -739,6 +749,9 @@ void sup_adopt(struct mabod *d, struct vmrec *vm)
 		ended(d, vm, failed, how);
 		return;
 	}
+	/* Its cgroup is the one by its name (created again if it went: the VMM joins it). */
+	if (vm->vmm_fd >= 0 && cg_attach(&d->cg, vm->name, vm->pid) < 0)
+		log_warn("vm '%s': pid %d not in its cgroup", vm->name, (int)vm->pid);
 	if (vm->vmm_fd >= 0 && probe(d, vm) < 0 && vm->state != VM_STOPPING)
 		vm->state = VM_STARTING;
 	if (vm->state == VM_STARTING)
