@@ -218,6 +218,13 @@ static int virt_create_power_button(struct vm *vm, const struct mmio_region *whe
 	return err;
 }
 
+/* Every VM made by vm_init has its event loop; a machine assembled without one (to look at
+ * its memory map or device tree) cannot run a virtio device, and has no button. */
+static unsigned virt_power_button_used(const struct vm *vm)
+{
+	return vm->loop ? 1 : 0;
+}
+
 static void virt_destroy_power_button(struct vm *vm, void *opaque)
 {
 	vm->power_button = NULL;
@@ -290,6 +297,7 @@ static const struct virt_device virt_devices[] = {
 	  .size = 0x1000,
 	  .irq = 9,
 	  .ops = &virtio_mmio_ops,
+	  .used = virt_power_button_used,
 	  .create = virt_create_power_button,
 	  .destroy = virt_destroy_power_button,
 	  .logs_errors = true,
