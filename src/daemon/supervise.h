@@ -13,6 +13,8 @@
 #define SUP_START_TIMEOUT_MS 30000
 /* Default time a guest gets to stop before it is killed. */
 #define SUP_STOP_TIMEOUT_MS 60000
+/* While stopping, how often the power button is pressed again. */
+#define SUP_REPRESS_MS 5000
 /* Restart back-off: doubles from the first to the last; reset after a run this long. */
 #define SUP_BACKOFF_FIRST_MS 1000
 #define SUP_BACKOFF_MAX_MS 60000
