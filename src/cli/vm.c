@@ -634,7 +634,7 @@ static int cmd_action(const char *sock, const char *action, const char *name, lo
 	if (strcmp(action, "start") == 0)
 		return wait_state(sock, name, up, 60);
 	if (strcmp(action, "stop") == 0 || strcmp(action, "kill") == 0)
-		return wait_state(sock, name, down, (timeout >= 0 ? (int)timeout : 30) + 10);
+		return wait_state(sock, name, down, (timeout >= 0 ? (int)timeout : 60) + 10);
 	return 0;
 }
 

@@ -18,6 +18,7 @@ struct console;
 struct clint;
 struct plic;
 struct uart;
+struct virtio_dev;
 struct htif;
 struct migration;
 struct api;
@@ -75,6 +76,8 @@ struct vm {
 	void *wfi_opaque;
 	struct plic *plic;
 	struct uart *uart;
+	/* The power button (virtio-input), which "powerdown" presses; NULL: none. */
+	struct virtio_dev *power_button;
 	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */
 
 	/* Device work and (later) the control socket run on this loop's thread, started

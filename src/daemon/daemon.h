@@ -54,6 +54,7 @@ struct vmrec {
 	int64_t started_at;  /* wall clock, ms */
 	/* Timers (monotonic ms, 0 = none). */
 	int64_t stop_deadline;
+	int64_t pressed_at; /* stopping: when the power button was last pressed, 0 = not yet */
 	int64_t restart_at;
 	int64_t backoff_ms;
 	int64_t starting_deadline;

@@ -840,6 +840,55 @@ def check_stop_pause(e):
            (rc, err, v))
 
 
+def check_graceful_stop(e):
+    # The default guest acts on its power button: vm stop shuts it down cleanly, long
+    # before the (default, 60 s) timeout.
+    rc, out, err = e.mabo(*e.create_args("pw"))
+    expect(rc == 0, "vm create pw: %s" % err)
+    rc, out, err = e.mabo("vm", "start", "pw")
+    expect(rc == 0, "vm start pw: %s" % err)
+    e.wait_console("pw", PROMPT)
+    pid = e.vm("pw")["pid"]
+    t0 = time.monotonic()
+    rc, out, err = e.mabo("vm", "stop", "pw")
+    took = time.monotonic() - t0
+    v = e.vm("pw")
+    expect(rc == 0 and v["state"] == "stopped" and not alive(pid),
+           "stop: %d %r %s" % (rc, err, v))
+    expect("powered off" in v.get("reason", ""), "exit reason: %s" % v)
+    log = e.console("pw")
+    for line in ("mabo-powerkey: power button pressed, powering off",
+                 "Sent SIGTERM to all processes", "reboot: Power down"):
+        expect(line in log, "%r not on the console; tail: %r" % (line, log[-400:]))
+    expect(took < 30, "stop took %.1f s" % took)
+    rc, out, err = e.mabo("vm", "delete", "pw")
+    expect(rc == 0, "vm delete pw: %s" % err)
+    return "%.1f s" % took
+
+
+def check_stop_ignored(e):
+    # A guest that does not listen (busybox sleep as its init: no driver, no listener):
+    # the button is pressed in vain, the VMM is killed once --timeout has passed.
+    status, r = e.api("POST", "/v1/vms", {"name": "deaf", "spec": e.spec(
+        cmdline="console=ttyS0 rdinit=/bin/busybox -- sleep 600")})
+    expect(status == 201, "define deaf: %s %r" % (status, r))
+    rc, out, err = e.mabo("vm", "start", "deaf")
+    expect(rc == 0, "vm start deaf: %s" % err)
+    e.wait_console("deaf", "Run /bin/busybox as init process")
+    pid = e.vm("deaf")["pid"]
+    t0 = time.monotonic()
+    rc, out, err = e.mabo("vm", "stop", "deaf", "--timeout", "3")
+    took = time.monotonic() - t0
+    v = e.vm("deaf")
+    expect(rc == 0 and v["state"] == "stopped" and not alive(pid),
+           "stop: %d %r %s" % (rc, err, v))
+    expect(3 <= took < 15, "stop took %.1f s (timeout 3 s)" % took)
+    expect("signal 9" in v.get("reason", ""), "exit reason: %s" % v)
+    rc, out, err = e.mabo("vm", "delete", "deaf")
+    expect(rc == 0, "vm delete deaf: %s" % err)
+    return "killed after %.1f s" % took
+
+
 def check_burst(e):
     ok = []
     stop = threading.Event()
@@ -1154,7 +1203,10 @@ def main():
         ("VMM killed, restart on-failure: restarted", lambda: check_crash_on_failure(e)),
         ("vm kill and delete", lambda: check_kill_and_delete(e)),
         ("pause, resume, stop", lambda: check_stop_pause(e)),
-        ("stop of a VMM that does not answer quit: killed",
+        ("vm stop: the guest powers off on its power button", lambda: check_graceful_stop(e)),
+        ("vm stop: a guest that ignores the button is killed after --timeout",
+         lambda: check_stop_ignored(e)),
+        ("stop of a VMM that does not answer: killed",
          lambda: check_stop_unanswered(e)),
         ("power-off: restarted under always, not under on-failure",
          lambda: check_poweroff_policies(e)),
