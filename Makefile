@@ -12,8 +12,12 @@ CFLAGS += $(NBD_CFLAGS)
 TLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
 TLS_LIBS := $(shell pkg-config --libs gnutls 2>/dev/null || echo -lgnutls)
 CFLAGS += $(TLS_CFLAGS)
+# jansson: --config FILE (src/core/config_file.c).
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+CFLAGS += $(JANSSON_CFLAGS)
 # libslirp: user-mode networking (--net user); zstd: compressed migration.
-LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) $(TLS_LIBS) -pthread $(SAN)
+LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
@@ -70,7 +74,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmabo.a
 	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libmabo.a -lcmocka $(LDLIBS)
 
 # mabod's parts that need no daemon around them: the spec, the store, their names and log.
-DAEMON_UNIT_OBJS := $(addprefix $(BUILD)/obj/src/daemon/,spec.o store.o state.o dlog.o)
+DAEMON_UNIT_OBJS := $(addprefix $(BUILD)/obj/src/daemon/,spec.o store.o state.o dlog.o share.o)
 $(BUILD)/tests/test_daemon: tests/unit/test_daemon.c $(DAEMON_UNIT_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DAEMON_CFLAGS) -o $@ $< $(DAEMON_UNIT_OBJS) -lcmocka $(DAEMON_LIBS)
@@ -119,7 +123,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) $(TLS_CFLAGS) -lfdt -lslirp -lzstd -lm \
-		$(NBD_LIBS) $(TLS_LIBS) -pthread
+		$(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

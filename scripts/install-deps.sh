@@ -15,7 +15,7 @@ PACKAGES=(
 	libgnutls28-dev   # TLS 1.3 on migration connections (--migration-key, --migration-tls)
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	libsqlite3-dev    # mabod: VM definitions and state (SQLite, WAL)
-	libjansson-dev    # mabod: JSON for the REST API and stored VM specs
+	libjansson-dev    # JSON: mabod's REST API and VM specs, mabo-vmm --config FILE
 	libmicrohttpd-dev # mabod: the REST API's HTTP/1.1 server on a Unix socket
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
@@ -24,6 +24,7 @@ PACKAGES=(
 	opensbi
 	# tests
 	python3 device-tree-compiler
+	python3-yaml      # tests/integration/mabod.py: responses checked against docs/openapi.yaml
 	iproute2          # the TAP test: network namespace, bridge, TAP devices
 	nbdkit qemu-utils # NBD servers the NBD disk tests run (qemu-nbd, qemu-img)
 	gnutls-bin        # certtool: the migration tests' certificate authority

@@ -359,6 +359,7 @@ API_SIMPLE(resume, resume)
 API_SIMPLE(cancel, migrate_cancel)
 API_SIMPLE(postcopy, migrate_postcopy)
 API_SIMPLE(quit, quit)
+API_SIMPLE(powerdown, powerdown)
 
 static int api_cmd_info(struct api *api, struct api_client *c, const struct json_value *req,
 			char *err, size_t errlen)
@@ -466,6 +467,7 @@ static const struct api_command {
 	{ "postcopy", api_cmd_postcopy, api_no_fields, true },
 	{ "migrate-postcopy", api_cmd_postcopy, api_no_fields, true },
 	{ "quit", api_cmd_quit, api_no_fields, true },
+	{ "powerdown", api_cmd_powerdown, api_no_fields, false },
 };
 
 /* Runs one request line and queues its response. */
@@ -917,6 +919,21 @@ err_free:
 	free(api->path);
 	free(api);
 	return err;
+}
+
+void api_broadcast(struct api *api, const char *doc)
+{
+	if (!api)
+		return;
+	for (struct api_client *c = api->clients, *next; c; c = next) {
+		next = c->next;
+		/* A client still being turned away is told nothing more. */
+		if (c->rejecting)
+			continue;
+		api_client_send(c, doc);
+		if (c != api->current)
+			api_client_update(c);
+	}
 }
 
 /* Gives each client up to API_FLUSH_MS (in all) to take what is queued for it. */

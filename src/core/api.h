@@ -87,6 +87,9 @@ struct api_ops {
 	int (*migrate_postcopy)(void *opaque, char *err, size_t errlen);
 	int (*migrate_status)(void *opaque, struct api_migrate_status *st, char *err,
 			      size_t errlen);
+	/* Presses the guest's power button: the guest is asked to power off (the VMM exits
+	 * when it has). Answers once pressed, not once off. */
+	int (*powerdown)(void *opaque, char *err, size_t errlen);
 	/* Ends the VMM (the response is sent first). */
 	int (*quit)(void *opaque, char *err, size_t errlen);
 };
@@ -114,6 +117,11 @@ void api_complete(struct api_pending *p, int ret, const char *msg);
 /* Sends every subscribed client a "migration" event now (and the final one if the
  * migration is over). On the loop thread. */
 void api_migration_notify(struct api *api);
+
+/* Sends every connected client the line doc (a JSON document, without the newline): an
+ * event such as the VMM's "exit". On the loop thread, or once the loop is stopped (then
+ * api_destroy gives the clients a short bounded wait to read it). NULL api is fine. */
+void api_broadcast(struct api *api, const char *doc);
 
 /* Closes the socket and removes its file. Call once the loop is stopped (or on its
  * thread). Clients still waiting for a migration's outcome get a last "migration" event

@@ -18,6 +18,7 @@ struct console;
 struct clint;
 struct plic;
 struct uart;
+struct virtio_dev;
 struct htif;
 struct migration;
 struct api;
@@ -48,14 +49,20 @@ struct guest_ram {
 	uint8_t *host;
 };
 
-/* The machine's timer as a hart in WFI sees it: so that a sleeping hart waits for its own
- * next timer interrupt and no timer thread has to wake to deliver it. */
+/* The machine's timer as a hart sees it: so that a sleeping hart waits for its own next
+ * timer interrupt and no timer thread has to wake to deliver it, and so that the hart's own
+ * timer compare (Sstc's stimecmp) is kept with the machine's. */
 struct vm_wfi_ops {
 	/* The hart is about to sleep: returns the CLOCK_MONOTONIC ns at which its timer
 	 * fires (UINT64_MAX: none pending), which the hart now waits for itself. */
 	uint64_t (*sleep)(void *opaque, int hart);
 	/* The hart woke (at that time or earlier): raises its timer line if due. */
 	void (*wake)(void *opaque, int hart);
+	/* The hart's Sstc supervisor timer changed (a stimecmp or menvcfg.STCE write, a reset
+	 * or a restore): from now on the device drives the hart's STIP to (enabled && mtime >=
+	 * cmp), at once and when that time comes, and counts cmp among the deadlines above.
+	 * Called from the hart's own thread, or while it does not run. */
+	void (*stimer)(void *opaque, int hart, uint64_t cmp, bool enabled);
 };
 
 /* What snapshots and migration need from the machine, which sets it (the migration code
@@ -63,8 +70,9 @@ struct vm_wfi_ops {
  * quiesce and unquiesce, which run on the event loop. */
 struct vm_state_ops {
 	void (*save_cpu)(const struct hart *h, struct sbuf *b);
-	/* 0, or -EINVAL with r->err saying why. */
-	int (*load_cpu)(struct hart *h, struct sreader *r);
+	uint32_t cpu_version; /* the layout save_cpu writes */
+	/* Reads a layout from 1 to cpu_version; 0, or -EINVAL with r->err saying why. */
+	int (*load_cpu)(struct hart *h, struct sreader *r, uint32_t version);
 	void (*save_devices)(struct vm *vm, struct sbuf *b);
 	int (*load_devices)(struct vm *vm, struct sreader *r);
 	/* Asks the devices to take no more requests: how many are still busy (call again
@@ -88,6 +96,8 @@ struct vm {
 	void *wfi_opaque;
 	struct plic *plic;
 	struct uart *uart;
+	/* The power button (virtio-input), which "powerdown" presses; NULL: none. */
+	struct virtio_dev *power_button;
 	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */
 	/* Set by the machine (NULL: none): snapshots and migration reach the harts' and
 	 * devices' state through it. */

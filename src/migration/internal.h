@@ -23,8 +23,9 @@ struct mig_link;
 #define CONFIG_VERSION 1
 #define PAGES_VERSION 1
 #define CLOCK_VERSION 1
-#define CPU_VERSION 1
 #define DEVICES_VERSION 1
+/* A CPU record is a hart's state: its version is the layout the machine's save_cpu writes
+ * (vm_state_ops.cpu_version), and every older layout still loads. */
 
 #define PAGE_RAW 0
 #define PAGE_ZERO 1
@@ -95,6 +96,7 @@ struct loader {
 	bool have_config, have_clock, have_devices;
 	uint8_t *cpu[VM_MAX_CPUS];
 	uint32_t cpu_len[VM_MAX_CPUS];
+	uint32_t cpu_ver[VM_MAX_CPUS];
 	uint8_t *devices;
 	uint32_t devices_len;
 	uint64_t clock_mtime, clock_realtime, clock_pause_ns;

@@ -294,7 +294,8 @@ int write_final_state(struct vm *vm, struct stream *s, uint64_t t_pause)
 		sbuf_u32(&b, (uint32_t)i);
 		vm->state_ops->save_cpu(vm->harts[i], &b);
 		err = b.oom ? -ENOMEM
-			    : stream_write_record(s, REC_CPU, CPU_VERSION, b.data, (uint32_t)b.len);
+			    : stream_write_record(s, REC_CPU, vm->state_ops->cpu_version, b.data,
+						  (uint32_t)b.len);
 	}
 	if (!err) {
 		sbuf_reset(&b);
@@ -425,7 +426,8 @@ int loader_read(struct loader *l, struct stream *s)
 			break;
 		}
 		case REC_CPU: {
-			if (ver != CPU_VERSION || len < 4) {
+			/* Older layouts still load (hart_load knows each). */
+			if (ver < 1 || ver > vm->state_ops->cpu_version || len < 4) {
 				snprintf(l->why, n, "malformed CPU record");
 				return -EPROTO;
 			}
@@ -437,6 +439,7 @@ int loader_read(struct loader *l, struct stream *s)
 			}
 			l->cpu[id] = dup_bytes(p + 4, len - 4);
 			l->cpu_len[id] = len - 4;
+			l->cpu_ver[id] = ver;
 			if (!l->cpu[id]) {
 				snprintf(l->why, n, "out of memory");
 				return -ENOMEM;
@@ -483,7 +486,7 @@ int loader_apply(struct loader *l, uint64_t elapsed_ns)
 	for (int i = 0; i < vm->nharts; i++) {
 		struct sreader r;
 		sreader_init(&r, l->cpu[i], l->cpu_len[i]);
-		if (vm->state_ops->load_cpu(vm->harts[i], &r) || r.left) {
+		if (vm->state_ops->load_cpu(vm->harts[i], &r, l->cpu_ver[i]) || r.left) {
 			snprintf(l->why, n, "vCPU %d: %s", i, r.err ? r.err : "trailing bytes");
 			return -EPROTO;
 		}

@@ -35,9 +35,9 @@ void hart_save(const struct hart *h, struct sbuf *b)
 {
 	(void)h, (void)b;
 }
-int hart_load(struct hart *h, struct sreader *r)
+int hart_load(struct hart *h, struct sreader *r, uint32_t version)
 {
-	(void)h, (void)r;
+	(void)h, (void)r, (void)version;
 	return -EINVAL;
 }
 

@@ -52,14 +52,15 @@ void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t 
 void hart_kick(struct hart *h)
 {
 	(void)h;
-} /* The machine's state table names these; nothing here saves a fake hart. */
+}
+/* The machine's state table names these; nothing here saves a fake hart. */
 void hart_save(const struct hart *h, struct sbuf *b)
 {
 	(void)h, (void)b;
 }
-int hart_load(struct hart *h, struct sreader *r)
+int hart_load(struct hart *h, struct sreader *r, uint32_t version)
 {
-	(void)h, (void)r;
+	(void)h, (void)r, (void)version;
 	return -EINVAL;
 }
 struct htif *htif_create(struct vm *vm, uint64_t tohost)
