@@ -12,8 +12,9 @@ CFLAGS += $(NBD_CFLAGS)
 TLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
 TLS_LIBS := $(shell pkg-config --libs gnutls 2>/dev/null || echo -lgnutls)
 CFLAGS += $(TLS_CFLAGS)
-# libslirp: user-mode networking (--net user); zstd: compressed migration.
-LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) $(TLS_LIBS) -pthread $(SAN)
+# libslirp: user-mode networking (--net user); zstd: compressed migration; libseccomp:
+# --sandbox's system call filter (src/core/sandbox.c).
+LDLIBS += -lfdt -lslirp -lzstd -lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 

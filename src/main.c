@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/event.h"
 #include "core/log.h"
+#include "core/sandbox.h"
 #include "core/vm.h"
 #include "core/vmm_api.h"
 #include "cpu/riscv/cpu.h"
@@ -433,6 +434,9 @@ int main(int argc, char **argv)
 	if (cfg.dump_dtb)
 		return dump_dtb(&cfg) < 0 ? 1 : 0;
 
+	/* While the process has one thread: every thread inherits the filter. */
+	if (cfg.sandbox && sandbox_enter(&cfg) < 0)
+		return 1;
 	/* Before any other thread (the watchdog's too): all of them inherit the mask. */
 	struct signals sg;
 	if (signals_start(&sg) < 0)

@@ -127,6 +127,10 @@ static void usage(FILE *f)
 		"  --migration-insecure    allow migration over TCP in clear, unauthenticated\n"
 		"  --api-socket PATH   serve the control socket (JSON lines) at PATH, mode 0600;\n"
 		"                      build/mabo is its client (docs/api.md)\n"
+		"  --sandbox           allow only the system calls a VMM needs (seccomp); any\n"
+		"                      other kills the process with SIGSYS\n"
+		"  --sandbox-user USER (as root; implies --sandbox) run as USER, without\n"
+		"                      capabilities, seeing only the files the VM uses\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
 		"Devices (--rng, --console virtio, --disk, --net) take virtio-mmio slots in\n"
@@ -484,7 +488,9 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		O_CODE_CACHE,
 		O_MIGKEY,
 		O_MIGTLS,
-		O_MIGINSECURE
+		O_MIGINSECURE,
+		O_SANDBOX,
+		O_SANDBOX_USER
 	};
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -510,6 +516,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "migration-key", required_argument, NULL, O_MIGKEY },
 		{ "migration-tls", required_argument, NULL, O_MIGTLS },
 		{ "migration-insecure", no_argument, NULL, O_MIGINSECURE },
+		{ "sandbox", no_argument, NULL, O_SANDBOX },
+		{ "sandbox-user", required_argument, NULL, O_SANDBOX_USER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -633,6 +641,14 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		case O_MIGKEY: cfg->migration_key = optarg; break;
 		case O_MIGTLS: cfg->migration_tls = optarg; break;
 		case O_MIGINSECURE: cfg->migration_insecure = true; break;
+		case O_SANDBOX: cfg->sandbox = true; break;
+		case O_SANDBOX_USER:
+			if (!*optarg) {
+				log_error("--sandbox-user: needs a user name");
+				return -EINVAL;
+			}
+			cfg->sandbox_user = optarg;
+			break;
 		case O_NET: {
 			struct vm_net_config net;
 			if (config_parse_net(optarg, nnets, &net) < 0 ||
@@ -681,6 +697,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		log_error("no kernel given: use --kernel FILE (see --help)");
 		return -EINVAL;
 	}
+	if (cfg->sandbox_user)
+		cfg->sandbox = true;
 	if (!cfg->firmware)
 		cfg->firmware = DEFAULT_FIRMWARE;
 	cfg->bare_metal = strcmp(cfg->firmware, "none") == 0;
