@@ -7,6 +7,8 @@
   Unix sockets: the guest runs on at the destination;
 - a forbidden system call is caught: the test hook MABO_SANDBOX_SELFTEST=execve makes the
   VMM call execve once the filter is loaded, and the process dies by SIGSYS;
+- mabod runs its VMMs with --sandbox, and reports one killed by a forbidden call as crashed
+  (killed by signal 31);
 - with --sandbox-user (as root): the VMM runs as that user, without capabilities, in a mount
   tree of its own (its root holds its files, not the host's /etc/shadow), and still boots,
   and reboots.
@@ -229,6 +231,48 @@ def main():
                    "/etc/shadow); boots, reboots, powers off" % (user.pw_uid, seen))
             except (console.ConsoleError, OSError) as e:
                 bad("--sandbox-user: %s" % str(e).splitlines()[0])
+
+        # 5. mabod starts its VMMs with --sandbox; one that makes a forbidden call (the
+        # hook, in the daemon's environment, which its VMMs inherit) is reported crashed,
+        # killed by SIGSYS.
+        mabod_bin = os.path.join(os.path.dirname(mabo_bin), "mabod")
+        if not os.access(mabod_bin, os.X_OK):
+            print("SKIP: mabod: no %s" % mabod_bin, flush=True)
+        else:
+            import mabod
+            e = mabod.Env(os.path.dirname(mabo_bin), guest,
+                          os.path.join(args.log_dir, "mabod"), vmm)
+            try:
+                e.start_daemon()
+                rc, out, err = e.mabo(*e.create_args("vm1"))
+                mabod.expect(rc == 0, "vm create vm1: %d %s" % (rc, err.strip()))
+                rc, out, err = e.mabo("vm", "start", "vm1")
+                v = e.wait_vm("vm1", lambda v: v["state"] == "running" and v["pid"],
+                              "running")
+                st = proc_status(v["pid"])
+                mabod.expect(st.get("Seccomp") == "2" and st.get("NoNewPrivs") == "1",
+                             "vm1's VMM: Seccomp %s, NoNewPrivs %s" %
+                             (st.get("Seccomp"), st.get("NoNewPrivs")))
+                e.daemon.send_signal(signal.SIGTERM)
+                e.daemon.wait(30)
+                os.environ["MABO_SANDBOX_SELFTEST"] = "execve"
+                try:
+                    e.start_daemon()
+                finally:
+                    del os.environ["MABO_SANDBOX_SELFTEST"]
+                rc, out, err = e.mabo(*e.create_args("vm2"))
+                mabod.expect(rc == 0, "vm create vm2: %d %s" % (rc, err.strip()))
+                e.mabo("vm", "start", "vm2")
+                v = e.wait_vm("vm2", lambda v: v["state"] in ("crashed", "stopped"),
+                              "ended")
+                mabod.expect(v["state"] == "crashed" and "signal 31" in v.get("reason", ""),
+                             "vm2: %s" % v)
+                ok("mabod runs its VMMs sandboxed (Seccomp 2); a forbidden call: vm "
+                   "crashed, %r" % v["reason"])
+            except (mabod.Failure, OSError, subprocess.SubprocessError) as ex:
+                bad("mabod: %s" % str(ex).splitlines()[0])
+            finally:
+                e.cleanup()
     finally:
         for s in sessions:
             s.close()
