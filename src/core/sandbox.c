@@ -15,23 +15,24 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pwd.h>
+#include <sched.h>
+#include <seccomp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <termios.h>
+#include <unistd.h>
+
 #include <linux/fs.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <linux/userfaultfd.h>
-#include <sched.h>
-#include <seccomp.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <termios.h>
-#include <unistd.h>
 
 #include "core/log.h"
 
@@ -183,15 +184,17 @@ static const int allowed[] = {
 };
 
 /* ioctl requests, the only ones allowed. */
+/* clang-format off */
 static const unsigned long allowed_ioctls[] = {
-	TUNSETIFF,					  /* net/tap.c */
-	BLKGETSIZE64,					  /* block/file.c: a block device's size */
-	UFFDIO_API,   UFFDIO_REGISTER, UFFDIO_UNREGISTER, /* migration: post-copy */
-	UFFDIO_COPY,  UFFDIO_ZEROPAGE, UFFDIO_WAKE,	  USERFAULTFD_IOC_NEW,
-	SIOCOUTQ,     FIONREAD,	       FIONBIO, /* sockets */
-	TCGETS,	      TCSETS,	       TCSETSW,		  TCSETSF,
-	TIOCGWINSZ,   TIOCGPGRP, /* the console's terminal */
+	TUNSETIFF,					/* net/tap.c */
+	BLKGETSIZE64,					/* block/file.c: a block device's size */
+	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER,	/* migration: post-copy */
+	UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, USERFAULTFD_IOC_NEW,
+	SIOCOUTQ, FIONREAD, FIONBIO,			/* sockets */
+	TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ,	/* the console's terminal */
+	TIOCGPGRP,
 };
+/* clang-format on */
 
 /* Address families socket() may make; others fail with EAFNOSUPPORT (a library probing for
  * one, say netlink, gets an answer it handles, not a killed process). */
@@ -227,10 +230,13 @@ static int load_filter(void)
 		r = add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 			SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL,
 				allowed_ioctls[i] & 0xffffffffUL));
-	for (size_t i = 0; i < sizeof(allowed_families) / sizeof(allowed_families[0]) && r == 0;
-	     i++)
-		r = add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-			SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)allowed_families[i]));
+	for (int f = 0; f <= AF_INET6 && r == 0; f++) {
+		bool ok = false;
+		for (size_t i = 0; i < sizeof(allowed_families) / sizeof(allowed_families[0]); i++)
+			ok |= allowed_families[i] == f;
+		r = add(ctx, ok ? SCMP_ACT_ALLOW : SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket),
+			1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)f));
+	}
 	if (r == 0)
 		r = add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
 			SCMP_A0(SCMP_CMP_GT, (scmp_datum_t)AF_INET6));
@@ -432,7 +438,9 @@ static int confine(const struct vm_config *cfg)
 	if (r < 0) {
 		if (*what)
 			log_error("sandbox: %s: %s", what, strerror(-r));
-		/* The namespace is this process's alone: it goes with it. */
+		/* The mounts are this namespace's alone; the host's directory goes. */
+		umount2(t.root, MNT_DETACH);
+		rmdir(t.root);
 		return r;
 	}
 	/* The directory the tmpfs was mounted on is an empty one of the host's again. */
