@@ -7,11 +7,11 @@
   Unix sockets: the guest runs on at the destination;
 - a forbidden system call is caught: the test hook MABO_SANDBOX_SELFTEST=execve makes the
   VMM call execve once the filter is loaded, and the process dies by SIGSYS;
-- mabod runs its VMMs with --sandbox, and reports one killed by a forbidden call as crashed
-  (killed by signal 31);
 - with --sandbox-user (as root): the VMM runs as that user, without capabilities, in a mount
   tree of its own (its root holds its files, not the host's /etc/shadow), and still boots,
-  and reboots.
+  and reboots;
+- mabod runs its VMMs with --sandbox, and reports one killed by a forbidden call as crashed
+  (killed by signal 31).
 
     python3 tests/integration/sandbox.py --vmm build/mabo-vmm --mabo build/mabo \\
         --guest build/guest --log-dir build/sandbox-logs
