@@ -119,7 +119,7 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) -lfdt -lslirp -lzstd -lm $(NBD_LIBS) -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) -lfdt -lslirp -lzstd -lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

@@ -203,6 +203,12 @@ static const int allowed_families[] = { AF_UNIX, AF_INET, AF_INET6 };
 /* prctl options: thread names. */
 static const int allowed_prctls[] = { PR_SET_NAME, PR_GET_NAME };
 
+/* A comparison on argument n; every field set (the library's SCMP_A* leave datum_b out). */
+static struct scmp_arg_cmp arg(unsigned n, enum scmp_compare op, scmp_datum_t a, scmp_datum_t b)
+{
+	return (struct scmp_arg_cmp){ .arg = n, .op = op, .datum_a = a, .datum_b = b };
+}
+
 static int add(scmp_filter_ctx ctx, uint32_t action, int nr, unsigned n, struct scmp_arg_cmp c)
 {
 	int r = n ? seccomp_rule_add(ctx, action, nr, 1, c) : seccomp_rule_add(ctx, action, nr, 0);
@@ -228,26 +234,25 @@ static int load_filter(void)
 	/* The kernel takes ioctl's request as 32 bits: compare only those. */
 	for (size_t i = 0; i < sizeof(allowed_ioctls) / sizeof(allowed_ioctls[0]) && r == 0; i++)
 		r = add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-			SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL,
-				allowed_ioctls[i] & 0xffffffffUL));
+			arg(1, SCMP_CMP_MASKED_EQ, 0xffffffffUL, allowed_ioctls[i] & 0xffffffffUL));
 	for (int f = 0; f <= AF_INET6 && r == 0; f++) {
 		bool ok = false;
 		for (size_t i = 0; i < sizeof(allowed_families) / sizeof(allowed_families[0]); i++)
 			ok |= allowed_families[i] == f;
 		r = add(ctx, ok ? SCMP_ACT_ALLOW : SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket),
-			1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)f));
+			1, arg(0, SCMP_CMP_EQ, (scmp_datum_t)f, 0));
 	}
 	if (r == 0)
 		r = add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
-			SCMP_A0(SCMP_CMP_GT, (scmp_datum_t)AF_INET6));
+			arg(0, SCMP_CMP_GT, (scmp_datum_t)AF_INET6, 0));
 	for (size_t i = 0; i < sizeof(allowed_prctls) / sizeof(allowed_prctls[0]) && r == 0; i++)
 		r = add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
-			SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)allowed_prctls[i]));
+			arg(0, SCMP_CMP_EQ, (scmp_datum_t)allowed_prctls[i], 0));
 	/* Threads only: clone with CLONE_THREAD. clone3 passes its flags in memory, out of the
 	 * filter's sight; ENOSYS makes the C library fall back to clone. */
 	if (r == 0)
 		r = add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-			SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+			arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
 	if (r == 0)
 		r = add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0, none);
 	if (r == 0) {
