@@ -71,7 +71,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmabo.a
 	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(BUILD)/libmabo.a -lcmocka $(LDLIBS)
 
 # mabod's parts that need no daemon around them: the spec, the store, their names and log.
-DAEMON_UNIT_OBJS := $(addprefix $(BUILD)/obj/src/daemon/,spec.o store.o state.o dlog.o)
+DAEMON_UNIT_OBJS := $(addprefix $(BUILD)/obj/src/daemon/,spec.o store.o state.o dlog.o share.o)
 $(BUILD)/tests/test_daemon: tests/unit/test_daemon.c $(DAEMON_UNIT_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DAEMON_CFLAGS) -o $@ $< $(DAEMON_UNIT_OBJS) -lcmocka $(DAEMON_LIBS)
@@ -119,7 +119,8 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) -lfdt -lslirp -lzstd -lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) $(TLS_CFLAGS) -lfdt -lslirp -lzstd \
+		-lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

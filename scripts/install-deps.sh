@@ -25,6 +25,7 @@ PACKAGES=(
 	opensbi
 	# tests
 	python3 device-tree-compiler
+	python3-yaml      # tests/integration/mabod.py: responses checked against docs/openapi.yaml
 	iproute2          # the TAP test: network namespace, bridge, TAP devices
 	nbdkit qemu-utils # NBD servers the NBD disk tests run (qemu-nbd, qemu-img)
 	gnutls-bin        # certtool: the migration tests' certificate authority

@@ -1,6 +1,6 @@
 /* mabo: the command-line client of mabo-vmm's control socket (docs/api.md).
  *
- *   mabo --api-socket PATH info|pause|resume|cancel|postcopy|quit|migrate-status
+ *   mabo --api-socket PATH info|pause|resume|cancel|postcopy|powerdown|quit|migrate-status
  *   mabo --api-socket PATH snapshot FILE
  *   mabo --api-socket PATH migrate URI [--downtime-ms N] [--bandwidth MIBPS] [--postcopy]
  *        [--compress]
@@ -72,7 +72,10 @@ static void usage(FILE *f)
 		"  migrate-status       print the migration's status as one JSON object\n"
 		"  cancel               cancel the running migration\n"
 		"  postcopy             switch the running migration to post-copy now\n"
-		"  quit                 stop the VM and end mabo-vmm\n\n"
+		"  powerdown            press the guest's power button: the guest powers off\n"
+		"                       (mabo-vmm ends when it has)\n"
+		"  quit                 stop the VM and end mabo-vmm (a power cut for the "
+		"guest)\n\n"
 		"Options:\n"
 		"  --api-socket PATH    the control socket (or $MABO_API_SOCKET)\n"
 		"  -h, --help           this help\n\n"
@@ -91,7 +94,8 @@ static void usage(FILE *f)
 		"       [--rng] [--console serial|virtio] [--no-reboot]\n"
 		"  mabo vm list [--json] | info NAME [--json] | log NAME\n"
 		"  mabo vm start|kill|pause|resume|delete NAME | stop NAME [--timeout SECONDS]\n"
-		"  mabo host | events [--limit N]\n"
+		"  mabo vm snapshot|restore NAME FILE [--json]\n"
+		"  mabo host | events [--limit N] | events --follow\n"
 		"--connect defaults to $MABO_CONNECT, else unix:/run/maboroshi/mabod.sock.\n");
 }
 
@@ -563,7 +567,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind++];
 	int nargs = argc - optind;
 	static const char *const simple[] = {
-		"info", "pause", "resume", "cancel", "postcopy", "quit", "migrate-status",
+		"info",	    "pause",	 "resume", "cancel",
+		"postcopy", "powerdown", "quit",   "migrate-status",
 	};
 	bool is_simple = false;
 	for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++)

@@ -3,7 +3,7 @@
  *   mabo [--connect unix:PATH] vm create NAME [--autostart] [--restart POLICY] VMM-OPTIONS...
  *   mabo [--connect unix:PATH] vm list [--json] | info NAME [--json] | log NAME
  *   mabo [--connect unix:PATH] vm start|stop|kill|pause|resume|delete NAME
- *   mabo [--connect unix:PATH] host | events [--limit N]
+ *   mabo [--connect unix:PATH] host | events [--limit N] | events --follow
  *
  * HTTP/1.1 over the daemon's Unix socket, one request per connection. */
 #define _GNU_SOURCE
@@ -495,6 +495,17 @@ static void fmt_uptime(const struct json_value *vm, char *buf, size_t len)
 		snprintf(buf, len, "%lldd%02lldh", s / 86400, s / 3600 % 24);
 }
 
+/* A byte count in the table's short form (1023K, 12.5M, 3.2G). */
+static void fmt_bytes(long long b, char *buf, size_t len)
+{
+	if (b < (1LL << 20))
+		snprintf(buf, len, "%lldK", (b + 1023) >> 10);
+	else if (b < (1LL << 30))
+		snprintf(buf, len, "%.1fM", (double)b / (1 << 20));
+	else
+		snprintf(buf, len, "%.1fG", (double)b / (1 << 30));
+}
+
 /* One JSON document on one line. */
 static int print_json(const struct json_value *v)
 {
@@ -518,18 +529,26 @@ static int cmd_list(const char *sock, bool as_json)
 		json_free(v);
 		return r;
 	}
-	printf("%-24s %-10s %5s %7s %8s %9s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID", "UPTIME");
+	/* CPU: the share of one host CPU over the last second; RSS: the memory its cgroup is
+	 * charged (or the VMM's resident set without cgroups). */
+	printf("%-24s %-10s %5s %7s %6s %8s %8s %9s\n", "NAME", "STATE", "CPUS", "MEMORY", "CPU%",
+	       "RSS", "PID", "UPTIME");
 	for (size_t i = 0; i < v->array.n; i++) {
 		const struct json_value *vm = &v->array.items[i];
-		char mem[32], up[32], pid[24] = "-";
+		char mem[32], up[32], pid[24] = "-", cpu[24] = "-", rss[24] = "-";
 		long long n = 0, cpus = 0;
 		fmt_mem(vm, mem, sizeof(mem));
 		fmt_uptime(vm, up, sizeof(up));
 		if (get_int(vm, "pid", &n))
 			snprintf(pid, sizeof(pid), "%lld", n);
+		if (get_int(vm, "memory_used", &n))
+			fmt_bytes(n, rss, sizeof(rss));
+		const struct json_value *pc = json_get(vm, "cpu_percent");
+		if (pc && pc->type == JSON_NUMBER)
+			snprintf(cpu, sizeof(cpu), "%.1f", pc->number.d);
 		get_int(vm, "cpus", &cpus);
-		printf("%-24s %-10s %5lld %7s %8s %9s\n", str(vm, "name"), str(vm, "state"), cpus,
-		       mem, pid, up);
+		printf("%-24s %-10s %5lld %7s %6s %8s %8s %9s\n", str(vm, "name"), str(vm, "state"),
+		       cpus, mem, cpu, rss, pid, up);
 	}
 	json_free(v);
 	return 0;
@@ -615,8 +634,77 @@ static int cmd_action(const char *sock, const char *action, const char *name, lo
 	if (strcmp(action, "start") == 0)
 		return wait_state(sock, name, up, 60);
 	if (strcmp(action, "stop") == 0 || strcmp(action, "kill") == 0)
-		return wait_state(sock, name, down, (timeout >= 0 ? (int)timeout : 30) + 10);
+		return wait_state(sock, name, down, (timeout >= 0 ? (int)timeout : 60) + 10);
 	return 0;
+}
+
+/* vm snapshot|restore NAME FILE: starts the operation and waits for its outcome, with a
+ * progress line on standard error when it is a terminal. */
+static int cmd_op(const char *sock, const char *cmd, const char *name, const char *file,
+		  bool as_json)
+{
+	char abs[PATH_MAX], path[192];
+	if (absolute(file, abs, sizeof(abs)) < 0) {
+		fail("vm %s: '%s': path too long", cmd, file);
+		return EXIT_USAGE;
+	}
+	struct json_writer w;
+	json_writer_init(&w);
+	json_begin_object(&w);
+	json_kv_string(&w, "path", abs);
+	json_end_object(&w);
+	if (json_writer_error(&w)) {
+		json_writer_free(&w);
+		fail("out of memory");
+		return EXIT_FAILED;
+	}
+	snprintf(path, sizeof(path), "/v1/vms/%s/%s", name, cmd);
+	struct json_value *v = call(sock, "POST", path, json_writer_str(&w));
+	json_writer_free(&w);
+	long long id;
+	if (!v)
+		return EXIT_FAILED;
+	if (!get_int(v, "id", &id)) {
+		json_free(v);
+		fail("mabod: %s: no operation id in the answer", cmd);
+		return EXIT_FAILED;
+	}
+	json_free(v);
+	bool tty = isatty(2);
+	snprintf(path, sizeof(path), "/v1/operations/%lld", id);
+	for (;;) {
+		v = call(sock, "GET", path, NULL);
+		if (!v)
+			return EXIT_FAILED;
+		const char *st = str(v, "state");
+		if (strcmp(st, "running") != 0) {
+			if (tty)
+				fputs("\r\033[K", stderr);
+			bool ok = strcmp(st, "succeeded") == 0;
+			int ret = as_json ? print_json(v) : 0;
+			if (!ok)
+				fail("vm '%s': %s failed: %s", name, cmd, str(v, "error"));
+			json_free(v);
+			return ok ? ret : EXIT_FAILED;
+		}
+		const struct json_value *p = json_get(v, "progress");
+		if (tty && p && p->type == JSON_NUMBER) {
+			int pct = (int)(p->number.d * 100), bar = pct * 30 / 100;
+			long long eta = -1;
+			get_int(v, "eta_ms", &eta);
+			fprintf(stderr, "\r%s %s: [%.*s%*s] %3d%%", cmd, name, bar,
+				"##############################", 30 - bar, "", pct);
+			if (eta >= 0)
+				fprintf(stderr, " %llds left", (eta + 999) / 1000);
+			fputs("\033[K", stderr);
+		} else if (tty) {
+			long long ms = 0;
+			get_int(v, "elapsed_ms", &ms);
+			fprintf(stderr, "\r%s %s: %.1f s\033[K", cmd, name, (double)ms / 1000);
+		}
+		json_free(v);
+		usleep(100 * 1000);
+	}
 }
 
 static int cmd_log(const char *sock, const char *name)
@@ -634,6 +722,83 @@ static int cmd_log(const char *sock, const char *name)
 	fwrite(r.body, 1, r.len, stdout);
 	free(r.body);
 	return fflush(stdout) == 0 ? 0 : EXIT_FAILED;
+}
+
+/* mabo events --follow: GET /v1/events as server-sent events, each event's data (a JSON
+ * object) printed on a line as it comes, until the daemon ends the stream. HTTP/1.0, so the
+ * body is not chunked and ends with the connection. */
+static int follow_events(const char *sock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof(sa.sun_path)) {
+		fail("'%s': socket path too long", sock);
+		return EXIT_FAILED;
+	}
+	strcpy(sa.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fail("cannot connect to mabod at '%s': %s", sock, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EXIT_FAILED;
+	}
+	static const char req[] = "GET /v1/events?follow=1 HTTP/1.0\r\nHost: mabod\r\n"
+				  "Accept: text/event-stream\r\n\r\n";
+	if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1) {
+		fail("mabod at '%s': %s", sock, strerror(errno));
+		close(fd);
+		return EXIT_FAILED;
+	}
+	char buf[65536];
+	size_t len = 0;
+	bool header = true;
+	int status = 0;
+	for (;;) {
+		ssize_t got = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		len += (size_t)got;
+		buf[len] = 0;
+		if (header) {
+			char *end = strstr(buf, "\r\n\r\n");
+			if (!end) {
+				if (len == sizeof(buf) - 1)
+					break;
+				continue;
+			}
+			if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || status != 200) {
+				close(fd);
+				fail("mabod: events: HTTP %d", status);
+				return EXIT_FAILED;
+			}
+			header = false;
+			len -= (size_t)(end + 4 - buf);
+			memmove(buf, end + 4, len + 1);
+		}
+		/* Whole lines: "data: {...}" is an event's object; the rest (id, event, comments,
+		 * blank separators) is framing. */
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			if (strncmp(line, "data: ", 6) == 0) {
+				puts(line + 6);
+				fflush(stdout);
+			}
+			line = nl + 1;
+		}
+		len -= (size_t)(line - buf);
+		memmove(buf, line, len + 1);
+		if (len == sizeof(buf) - 1)
+			len = 0; /* a line longer than the buffer: dropped */
+	}
+	close(fd);
+	if (header) {
+		fail("mabod at '%s': no answer to events", sock);
+		return EXIT_FAILED;
+	}
+	return 0;
 }
 
 bool mabo_daemon_command(int argc, char **argv)
@@ -685,6 +850,13 @@ int mabo_daemon_main(int argc, char **argv)
 				i += 2;
 			}
 			snprintf(path, sizeof(path), "/v1/events?limit=%ld", limit);
+			if (i < argc && strcmp(argv[i], "--follow") == 0) {
+				if (i + 1 < argc) {
+					fail("events: unexpected argument '%s'", argv[i + 1]);
+					return EXIT_USAGE;
+				}
+				return follow_events(sock);
+			}
 		}
 		if (i < argc) {
 			fail("%s: unexpected argument '%s'", group, argv[i]);
@@ -699,7 +871,7 @@ int mabo_daemon_main(int argc, char **argv)
 	}
 	if (i >= argc) {
 		fail("vm: expected a command: create, list, info, start, stop, kill, pause, "
-		     "resume, delete, log (see mabo --help)");
+		     "resume, snapshot, restore, delete, log (see mabo --help)");
 		return EXIT_USAGE;
 	}
 	const char *cmd = argv[i++];
@@ -709,10 +881,11 @@ int mabo_daemon_main(int argc, char **argv)
 		return cmd_create(sock, nargs, args);
 	bool as_json = false;
 	long timeout = -1;
-	const char *name = NULL;
+	const char *name = NULL, *file = NULL;
+	bool op = strcmp(cmd, "snapshot") == 0 || strcmp(cmd, "restore") == 0;
 	for (int k = 0; k < nargs; k++) {
 		if (strcmp(args[k], "--json") == 0 &&
-		    (strcmp(cmd, "list") == 0 || strcmp(cmd, "info") == 0)) {
+		    (strcmp(cmd, "list") == 0 || strcmp(cmd, "info") == 0 || op)) {
 			as_json = true;
 		} else if (strcmp(args[k], "--timeout") == 0 && strcmp(cmd, "stop") == 0 &&
 			   k + 1 < nargs) {
@@ -724,6 +897,8 @@ int mabo_daemon_main(int argc, char **argv)
 			}
 		} else if (args[k][0] != '-' && !name && strcmp(cmd, "list") != 0) {
 			name = args[k];
+		} else if (op && name && !file) {
+			file = args[k];
 		} else {
 			fail("vm %s: unexpected argument '%s'", cmd, args[k]);
 			return EXIT_USAGE;
@@ -731,8 +906,10 @@ int mabo_daemon_main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(sock, as_json);
-	static const char *const with_name[] = { "info",  "start",  "stop",   "kill",
-						 "pause", "resume", "delete", "log" };
+	static const char *const with_name[] = {
+		"info",	  "start",  "stop", "kill",	"pause",
+		"resume", "delete", "log",  "snapshot", "restore"
+	};
 	bool known = false;
 	for (size_t k = 0; k < sizeof(with_name) / sizeof(with_name[0]); k++)
 		known |= strcmp(cmd, with_name[k]) == 0;
@@ -752,6 +929,13 @@ int mabo_daemon_main(int argc, char **argv)
 		return cmd_info(sock, name, as_json);
 	if (strcmp(cmd, "log") == 0)
 		return cmd_log(sock, name);
+	if (op) {
+		if (!file) {
+			fail("vm %s: expected NAME FILE", cmd);
+			return EXIT_USAGE;
+		}
+		return cmd_op(sock, cmd, name, file, as_json);
+	}
 	if (strcmp(cmd, "delete") == 0) {
 		char path[160];
 		snprintf(path, sizeof(path), "/v1/vms/%s", name);

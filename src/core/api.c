@@ -359,6 +359,7 @@ API_SIMPLE(resume, resume)
 API_SIMPLE(cancel, migrate_cancel)
 API_SIMPLE(postcopy, migrate_postcopy)
 API_SIMPLE(quit, quit)
+API_SIMPLE(powerdown, powerdown)
 
 static int api_cmd_info(struct api *api, struct api_client *c, const struct json_value *req,
 			char *err, size_t errlen)
@@ -466,6 +467,7 @@ static const struct api_command {
 	{ "postcopy", api_cmd_postcopy, api_no_fields, true },
 	{ "migrate-postcopy", api_cmd_postcopy, api_no_fields, true },
 	{ "quit", api_cmd_quit, api_no_fields, true },
+	{ "powerdown", api_cmd_powerdown, api_no_fields, false },
 };
 
 /* Runs one request line and queues its response. */

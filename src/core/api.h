@@ -87,6 +87,9 @@ struct api_ops {
 	int (*migrate_postcopy)(void *opaque, char *err, size_t errlen);
 	int (*migrate_status)(void *opaque, struct api_migrate_status *st, char *err,
 			      size_t errlen);
+	/* Presses the guest's power button: the guest is asked to power off (the VMM exits
+	 * when it has). Answers once pressed, not once off. */
+	int (*powerdown)(void *opaque, char *err, size_t errlen);
 	/* Ends the VMM (the response is sent first). */
 	int (*quit)(void *opaque, char *err, size_t errlen);
 };

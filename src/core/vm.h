@@ -18,6 +18,7 @@ struct console;
 struct clint;
 struct plic;
 struct uart;
+struct virtio_dev;
 struct htif;
 struct migration;
 struct api;
@@ -46,14 +47,20 @@ struct guest_ram {
 	uint8_t *host;
 };
 
-/* The machine's timer as a hart in WFI sees it: so that a sleeping hart waits for its own
- * next timer interrupt and no timer thread has to wake to deliver it. */
+/* The machine's timer as a hart sees it: so that a sleeping hart waits for its own next
+ * timer interrupt and no timer thread has to wake to deliver it, and so that the hart's own
+ * timer compare (Sstc's stimecmp) is kept with the machine's. */
 struct vm_wfi_ops {
 	/* The hart is about to sleep: returns the CLOCK_MONOTONIC ns at which its timer
 	 * fires (UINT64_MAX: none pending), which the hart now waits for itself. */
 	uint64_t (*sleep)(void *opaque, int hart);
 	/* The hart woke (at that time or earlier): raises its timer line if due. */
 	void (*wake)(void *opaque, int hart);
+	/* The hart's Sstc supervisor timer changed (a stimecmp or menvcfg.STCE write, a reset
+	 * or a restore): from now on the device drives the hart's STIP to (enabled && mtime >=
+	 * cmp), at once and when that time comes, and counts cmp among the deadlines above.
+	 * Called from the hart's own thread, or while it does not run. */
+	void (*stimer)(void *opaque, int hart, uint64_t cmp, bool enabled);
 };
 
 struct vm {
@@ -69,6 +76,8 @@ struct vm {
 	void *wfi_opaque;
 	struct plic *plic;
 	struct uart *uart;
+	/* The power button (virtio-input), which "powerdown" presses; NULL: none. */
+	struct virtio_dev *power_button;
 	struct htif *htif; /* bare-metal mode with a tohost symbol, else NULL */
 
 	/* Device work and (later) the control socket run on this loop's thread, started

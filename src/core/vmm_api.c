@@ -1,6 +1,7 @@
 /* The control socket's callbacks for a VM (core/api.h): info, pause and resume, snapshots,
- * live migration (migration/migration.h) and quit. Every callback runs on the VM's event
- * loop; a snapshot, which needs the loop to drain the disks, answers later (api_defer). */
+ * live migration (migration/migration.h), the power button and quit. Every callback runs on
+ * the VM's event loop; a snapshot, which needs the loop to drain the disks, answers later
+ * (api_defer). */
 #include "core/vmm_api.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include "core/json.h"
 #include "core/vm.h"
 #include "migration/migration.h"
+#include "virtio/input.h"
 
 static int vmm_api_info(void *opaque, struct json_writer *w, char *err, size_t errlen)
 {
@@ -231,6 +233,24 @@ static int vmm_api_quit(void *opaque, char *err, size_t errlen)
 	return 0;
 }
 
+static int vmm_api_powerdown(void *opaque, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+
+	if (refuse_incoming(vm, err, errlen))
+		return -EBUSY;
+	if (!vm->power_button) {
+		snprintf(err, errlen, "this machine has no power button");
+		return -ENOTSUP;
+	}
+	int ret = virtio_input_press(vm->power_button, VIRTIO_INPUT_KEY_POWER);
+	if (ret == -ENODEV)
+		snprintf(err, errlen, "the guest has no driver for its power button (yet)");
+	else if (ret == -EBUSY)
+		snprintf(err, errlen, "the guest has not taken the last power button presses");
+	return ret;
+}
+
 static const struct api_ops vmm_api_ops = {
 	.info = vmm_api_info,
 	.pause = vmm_api_pause,
@@ -241,6 +261,7 @@ static const struct api_ops vmm_api_ops = {
 	.migrate_postcopy = vmm_api_postcopy,
 	.migrate_status = vmm_api_migrate_status,
 	.quit = vmm_api_quit,
+	.powerdown = vmm_api_powerdown,
 };
 
 int vmm_api_create(struct vm *vm, const char *path, struct api **out)

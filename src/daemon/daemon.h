@@ -9,9 +9,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "daemon/cgroup.h"
 #include "daemon/spec.h"
 
 struct sqlite3;
+struct sse_client;
+struct op;
 struct MHD_Daemon;
 
 /* What the daemon sees of a VM. Stored as text: the names are the API's. */
@@ -51,10 +54,18 @@ struct vmrec {
 	int64_t started_at;  /* wall clock, ms */
 	/* Timers (monotonic ms, 0 = none). */
 	int64_t stop_deadline;
+	int64_t pressed_at; /* stopping: when the power button was last pressed, 0 = not yet */
 	int64_t restart_at;
 	int64_t backoff_ms;
 	int64_t starting_deadline;
 	int restarts;
+	/* The last figures of its cgroup (mabod_sample, about once a second), and the share
+	 * of one host CPU it used between the last two. */
+	struct cg_stats usage;
+	int64_t usage_at; /* monotonic ms, 0 = none yet */
+	double cpu_percent;
+	/* The next start restores this snapshot (set by a restore operation for its start). */
+	char restore_from[PATH_MAX];
 };
 
 struct mabod {
@@ -70,6 +81,15 @@ struct mabod {
 	struct vmrec *vms;
 	int64_t started_at;  /* wall clock, ms */
 	int64_t console_cap; /* bytes per console log file */
+	struct cgroups cg;
+	int64_t sampled_at; /* monotonic ms of the last mabod_sample */
+	/* Clients following the events (http.c); http_wake: one was resumed and the HTTP
+	 * server must run before the next wait. */
+	struct sse_client *sse;
+	bool http_wake;
+	int64_t event_seq;
+	struct op *ops; /* long operations, newest first (ops.h) */
+	int64_t op_seq;
 };
 
 const char *vm_state_name(enum vm_state s);
@@ -83,6 +103,9 @@ int64_t wall_ms(void); /* realtime */
 /* Appends to the event log (bounded) and logs the line on stderr. */
 void mabod_event(struct mabod *d, const struct vmrec *vm, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* Reads every running VM's cgroup figures (CPU time, memory, tasks) and its CPU share. */
+void mabod_sample(struct mabod *d);
 
 struct vmrec *mabod_find(struct mabod *d, const char *name);
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,8 @@
 
 #include "core/log.h"
 #include "daemon/http.h"
+#include "daemon/ops.h"
+#include "daemon/share.h"
 #include "daemon/store.h"
 #include "daemon/supervise.h"
 
@@ -70,6 +73,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
 	case 405: code = "method_not_allowed"; break;
 	case 409: code = "conflict"; break;
 	case 413: code = "too_large"; break;
+	case 423: code = "disk_in_use"; break;
 	default: code = "internal"; break;
 	}
 	return send_json(c, status,
@@ -94,6 +98,19 @@ static json_t *vm_json(struct mabod *d, const struct vmrec *vm, bool full)
 		json_object_set_new(o, "uptime_s",
 				    json_integer((wall_ms() - vm->started_at) / 1000));
 	}
+	/* Accounting (its cgroup, else the VMM's /proc figures), as last sampled: null
+	 * until the first sample of a run. */
+	bool u = live && vm->usage_at;
+	json_object_set_new(o, "cpu_seconds",
+			    u && vm->usage.cpu_ns >= 0 ? json_real((double)vm->usage.cpu_ns / 1e9)
+						       : json_null());
+	json_object_set_new(o, "cpu_percent",
+			    u && vm->usage.cpu_ns >= 0 ? json_real(vm->cpu_percent) : json_null());
+	json_object_set_new(o, "memory_used",
+			    u && vm->usage.memory >= 0 ? json_integer(vm->usage.memory)
+						       : json_null());
+	json_object_set_new(o, "tasks",
+			    u && vm->usage.pids >= 0 ? json_integer(vm->usage.pids) : json_null());
 	if (vm->reason[0])
 		json_object_set_new(o, "reason", json_string(vm->reason));
 	if (vm->restart_at)
@@ -105,6 +122,8 @@ static json_t *vm_json(struct mabod *d, const struct vmrec *vm, bool full)
 		json_object_set(o, "spec", spec);
 		if (sup_path(d, vm, NULL, path, sizeof(path)) == 0)
 			json_object_set_new(o, "run_dir", json_string(path));
+		cg_path(&d->cg, vm->name, path, sizeof(path));
+		json_object_set_new(o, "cgroup", live && path[0] ? json_string(path) : json_null());
 	}
 	return o;
 }
@@ -182,6 +201,12 @@ static enum MHD_Result create_vm(struct mabod *d, struct MHD_Connection *c, stru
 	}
 	if (mabod_find(d, n)) {
 		ret = send_error(c, 409, "vm '%s': already exists", n);
+		goto out;
+	}
+	/* Another definition using one of its disks read-write (or using read-write one of
+	 * its disks) is refused now rather than at the second start. */
+	if (share_conflict(d->vms, NULL, spec, false, err, sizeof(err)) < 0) {
+		ret = send_error(c, 423, "%s", err);
 		goto out;
 	}
 	struct vmrec *vm = calloc(1, sizeof(*vm));
@@ -297,6 +322,10 @@ static enum MHD_Result vm_action(struct mabod *d, struct MHD_Connection *c, stru
 		if (is_live(vm))
 			return send_error(c, 409, "vm '%s': already %s", vm->name,
 					  vm_state_name(vm->state));
+		/* The definitions were checked when made, but a file may since have been
+		 * replaced by a link to another VM's disk. */
+		if (share_conflict(d->vms, vm, vm->spec, true, err, sizeof(err)) < 0)
+			return send_error(c, 423, "vm '%s': %s", vm->name, err);
 		vm->restarts = 0;
 		vm->backoff_ms = 0;
 		r = sup_start(d, vm, err, sizeof(err));
@@ -365,14 +394,316 @@ static enum MHD_Result host_info(struct mabod *d, struct MHD_Connection *c)
 		running += is_live(vm);
 	}
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	return send_json(c, 200,
-			 json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:i, s:I, s:s, s:s}", "hostname",
-				   u.nodename, "kernel", u.release, "arch", u.machine, "cpus",
-				   (int)sysconf(_SC_NPROCESSORS_ONLN), "memory",
-				   (json_int_t)pages * (json_int_t)psize, "vms", n, "vms_running",
-				   running, "uptime_s",
-				   (json_int_t)((wall_ms() - d->started_at) / 1000), "state_dir",
-				   d->state_dir, "run_dir", d->run_dir));
+	json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:i, s:I, s:s, s:s}", "hostname",
+			      u.nodename, "kernel", u.release, "arch", u.machine, "cpus",
+			      (int)sysconf(_SC_NPROCESSORS_ONLN), "memory",
+			      (json_int_t)pages * (json_int_t)psize, "vms", n, "vms_running",
+			      running, "uptime_s", (json_int_t)((wall_ms() - d->started_at) / 1000),
+			      "state_dir", d->state_dir, "run_dir", d->run_dir);
+	double load[3] = { 0, 0, 0 };
+	getloadavg(load, 3);
+	json_object_set_new(o, "load", json_pack("[f, f, f]", load[0], load[1], load[2]));
+	json_object_set_new(o, "cgroups", json_string(d->cg.ops ? d->cg.ops->name : "none"));
+	json_object_set_new(o, "versions",
+			    json_pack("{s:s, s:s, s:s}", "sqlite", sqlite3_libversion(),
+				      "microhttpd", MHD_get_version(), "jansson", JANSSON_VERSION));
+	return o ? send_json(c, 200, o) : send_error(c, 500, "out of memory");
+}
+
+/* Text appended to a growing buffer; on failure the buffer is freed and stays NULL. */
+struct text {
+	char *buf;
+	size_t len, cap;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	if (!t->buf && t->cap)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0,
+				  fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			free(t->buf);
+			t->buf = NULL;
+			t->cap = 1;
+			return;
+		}
+		if (t->buf && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = (t->cap ? t->cap * 2 : 4096) + (size_t)n;
+		char *b = realloc(t->buf, cap);
+		if (!b) {
+			free(t->buf);
+			t->buf = NULL;
+			t->cap = 1;
+			return;
+		}
+		t->buf = b;
+		t->cap = cap;
+	}
+}
+
+/* GET /metrics: the Prometheus text format (version 0.0.4). The VMs' figures are those of
+ * the last sample (about once a second). */
+static enum MHD_Result send_metrics(struct mabod *d, struct MHD_Connection *c)
+{
+	static const enum vm_state states[] = { VM_STOPPED,  VM_STARTING, VM_RUNNING,  VM_PAUSED,
+						VM_STOPPING, VM_CRASHED,  VM_MIGRATING };
+	struct text t = { 0 };
+	int n = 0, running = 0;
+	double cpu = 0, mem = 0;
+	text_add(&t, "# HELP mabo_vm_state Whether the VM is in this state (1) or not (0).\n"
+		     "# TYPE mabo_vm_state gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+			text_add(&t, "mabo_vm_state{vm=\"%s\",state=\"%s\"} %d\n", vm->name,
+				 vm_state_name(states[i]), vm->state == states[i]);
+	text_add(&t, "# HELP mabo_vm_cpu_seconds_total CPU time the VM's processes used.\n"
+		     "# TYPE mabo_vm_cpu_seconds_total counter\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next) {
+		n++;
+		if (!is_live(vm))
+			continue;
+		running++;
+		if (vm->usage_at && vm->usage.cpu_ns >= 0) {
+			text_add(&t, "mabo_vm_cpu_seconds_total{vm=\"%s\"} %.9f\n", vm->name,
+				 (double)vm->usage.cpu_ns / 1e9);
+			cpu += (double)vm->usage.cpu_ns / 1e9;
+		}
+	}
+	text_add(&t, "# HELP mabo_vm_memory_bytes Memory charged to the VM's cgroup (or the "
+		     "VMM's resident set).\n# TYPE mabo_vm_memory_bytes gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		if (is_live(vm) && vm->usage_at && vm->usage.memory >= 0) {
+			text_add(&t, "mabo_vm_memory_bytes{vm=\"%s\"} %lld\n", vm->name,
+				 (long long)vm->usage.memory);
+			mem += (double)vm->usage.memory;
+		}
+	text_add(&t, "# HELP mabo_vm_tasks Threads of the VM's processes.\n"
+		     "# TYPE mabo_vm_tasks gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		if (is_live(vm) && vm->usage_at && vm->usage.pids >= 0)
+			text_add(&t, "mabo_vm_tasks{vm=\"%s\"} %lld\n", vm->name,
+				 (long long)vm->usage.pids);
+	text_add(&t, "# HELP mabo_vm_memory_configured_bytes The guest's memory.\n"
+		     "# TYPE mabo_vm_memory_configured_bytes gauge\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		text_add(&t, "mabo_vm_memory_configured_bytes{vm=\"%s\"} %lld\n", vm->name,
+			 (long long)json_integer_value(json_object_get(vm->spec, "memory")));
+	text_add(&t, "# HELP mabo_vm_restarts_total Restarts by policy since the last start.\n"
+		     "# TYPE mabo_vm_restarts_total counter\n");
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+		text_add(&t, "mabo_vm_restarts_total{vm=\"%s\"} %d\n", vm->name, vm->restarts);
+	double load[3] = { 0, 0, 0 };
+	getloadavg(load, 3);
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	text_add(&t,
+		 "# HELP mabo_host_vms VMs defined.\n# TYPE mabo_host_vms gauge\nmabo_host_vms %d\n"
+		 "# HELP mabo_host_vms_running VMs with a process.\n# TYPE mabo_host_vms_running "
+		 "gauge\nmabo_host_vms_running %d\n"
+		 "# HELP mabo_host_vm_cpu_seconds_total CPU time of all running VMs.\n# TYPE "
+		 "mabo_host_vm_cpu_seconds_total counter\nmabo_host_vm_cpu_seconds_total %.9f\n"
+		 "# HELP mabo_host_vm_memory_bytes Memory charged to all running VMs.\n# TYPE "
+		 "mabo_host_vm_memory_bytes gauge\nmabo_host_vm_memory_bytes %.0f\n"
+		 "# HELP mabo_host_cpus Online CPUs.\n# TYPE mabo_host_cpus gauge\nmabo_host_cpus "
+		 "%ld\n"
+		 "# HELP mabo_host_memory_bytes Physical memory.\n# TYPE mabo_host_memory_bytes "
+		 "gauge\nmabo_host_memory_bytes %lld\n"
+		 "# HELP mabo_host_load1 Load average over a minute.\n# TYPE mabo_host_load1 "
+		 "gauge\nmabo_host_load1 %.2f\n",
+		 n, running, cpu, mem, sysconf(_SC_NPROCESSORS_ONLN),
+		 (long long)pages * (long long)psize, load[0]);
+	if (!t.buf)
+		return send_error(c, 500, "out of memory");
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(t.len, t.buf, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(t.buf);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	enum MHD_Result ret = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A client following GET /v1/events (server-sent events). Its connection is suspended
+ * while nothing is pending and resumed by http_broadcast. */
+struct sse_client {
+	struct sse_client *next;
+	struct mabod *d;
+	struct MHD_Connection *conn;
+	char *buf; /* pending bytes */
+	size_t len, off;
+	bool suspended, closed;
+};
+
+/* Pending bytes a slow client may have before it is dropped. */
+#define SSE_PENDING_MAX (1u << 20)
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct sse_client *s = cls;
+	(void)pos;
+	if (s->off < s->len) {
+		size_t n = s->len - s->off < max ? s->len - s->off : max;
+		memcpy(out, s->buf + s->off, n);
+		s->off += n;
+		if (s->off == s->len)
+			s->off = s->len = 0;
+		return (ssize_t)n;
+	}
+	if (s->closed)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	MHD_suspend_connection(s->conn);
+	s->suspended = true;
+	return 0;
+}
+
+static void sse_free(void *cls)
+{
+	struct sse_client *s = cls;
+	for (struct sse_client **pp = &s->d->sse; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	free(s->buf);
+	free(s);
+}
+
+static void sse_wake(struct sse_client *s)
+{
+	if (s->suspended) {
+		s->suspended = false;
+		MHD_resume_connection(s->conn);
+		s->d->http_wake = true;
+	}
+}
+
+void http_broadcast(struct mabod *d, int64_t time_ms, const char *vm, const char *kind,
+		    const char *message)
+{
+	d->event_seq++;
+	if (!d->sse)
+		return;
+	json_t *o = json_pack("{s:I, s:s?, s:s, s:s}", "time_ms", (json_int_t)time_ms, "vm", vm,
+			      "kind", kind, "message", message);
+	char *data = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!data)
+		return;
+	char *msg = NULL;
+	int n = asprintf(&msg, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)d->event_seq, kind,
+			 data);
+	free(data);
+	if (n < 0)
+		return;
+	for (struct sse_client *s = d->sse; s; s = s->next) {
+		if (s->closed)
+			continue;
+		char *b = s->len + (size_t)n <= SSE_PENDING_MAX
+				  ? realloc(s->buf, s->len + (size_t)n)
+				  : NULL;
+		if (!b) {
+			/* A client that does not read: its stream ends (it may reconnect). */
+			s->closed = true;
+		} else {
+			s->buf = b;
+			memcpy(s->buf + s->len, msg, (size_t)n);
+			s->len += (size_t)n;
+		}
+		sse_wake(s);
+	}
+	free(msg);
+}
+
+static enum MHD_Result follow_events(struct mabod *d, struct MHD_Connection *c)
+{
+	struct sse_client *s = calloc(1, sizeof(*s));
+	if (!s)
+		return send_error(c, 500, "out of memory");
+	s->d = d;
+	s->conn = c;
+	/* A comment first, so the client sees the stream open at once. */
+	s->buf = strdup(": mabod events\n\n");
+	s->len = s->buf ? strlen(s->buf) : 0;
+	struct MHD_Response *r =
+		MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, s, sse_free);
+	if (!r) {
+		free(s->buf);
+		free(s);
+		return send_error(c, 500, "out of memory");
+	}
+	s->next = d->sse;
+	d->sse = s;
+	MHD_add_response_header(r, "Content-Type", "text/event-stream");
+	MHD_add_response_header(r, "Cache-Control", "no-cache");
+	enum MHD_Result ret = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* POST /v1/vms/NAME/snapshot or /restore, body {"path": "/abs/file"}: 202 with the
+ * operation and its Location. */
+static enum MHD_Result start_op(struct mabod *d, struct MHD_Connection *c, struct vmrec *vm,
+				const char *action, struct body *b)
+{
+	json_error_t jerr;
+	char err[600] = "";
+	if (!b->len)
+		return send_error(c, 400, "body: missing (a JSON object with path)");
+	json_t *req = json_loadb(b->buf, b->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!req)
+		return send_error(c, 400, "body: not JSON: %s", jerr.text);
+	const char *key;
+	json_t *v;
+	json_object_foreach(req, key, v)
+	{
+		if (strcmp(key, "path") != 0) {
+			json_decref(req);
+			return send_error(c, 400, "unknown field '%s'", key);
+		}
+	}
+	json_t *p = json_object_get(req, "path");
+	if (!json_is_string(p) || strlen(json_string_value(p)) != json_string_length(p)) {
+		json_decref(req);
+		return send_error(c, 400, "path: %s", p ? "must be a string" : "missing");
+	}
+	int status = 500;
+	struct op *op =
+		action[0] == 's'
+			? ops_snapshot(d, vm, json_string_value(p), &status, err, sizeof(err))
+			: ops_restore(d, vm, json_string_value(p), &status, err, sizeof(err));
+	json_decref(req);
+	if (!op)
+		return send_error(c, (unsigned)status, "%s", err);
+	char loc[64];
+	snprintf(loc, sizeof(loc), "/v1/operations/%lld", (long long)op->id);
+	json_t *o = ops_json(op);
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!text)
+		return send_error(c, 500, "out of memory");
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Location", loc);
+	enum MHD_Result ret = MHD_queue_response(c, 202, r);
+	MHD_destroy_response(r);
+	return ret;
 }
 
 static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const char *url,
@@ -382,11 +713,17 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 	     del = strcmp(method, "DELETE") == 0;
 	if (b->too_big)
 		return send_error(c, 413, "body: larger than %u bytes", HTTP_BODY_MAX);
+	if (strcmp(url, "/metrics") == 0)
+		return get ? send_metrics(d, c) : send_error(c, 405, "%s %s: use GET", method, url);
 	if (strcmp(url, "/v1/host") == 0)
 		return get ? host_info(d, c) : send_error(c, 405, "%s %s: use GET", method, url);
 	if (strcmp(url, "/v1/events") == 0) {
 		if (!get)
 			return send_error(c, 405, "%s %s: use GET", method, url);
+		const char *acc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+		const char *fol = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
+		if ((acc && strstr(acc, "text/event-stream")) || (fol && strcmp(fol, "0") != 0))
+			return follow_events(d, c);
 		int limit = 100;
 		const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
 		if (l) {
@@ -399,6 +736,17 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 		}
 		json_t *ev = store_events(d, limit);
 		return ev ? send_json(c, 200, ev) : send_error(c, 500, "events: database error");
+	}
+	if (strncmp(url, "/v1/operations/", 15) == 0) {
+		if (!get)
+			return send_error(c, 405, "%s %s: use GET", method, url);
+		char *end;
+		long long id = strtoll(url + 15, &end, 10);
+		struct op *op = url[15] && !*end && id > 0 ? ops_find(d, id) : NULL;
+		if (!op)
+			return send_error(c, 404, "operation '%s': no such operation", url + 15);
+		json_t *o = ops_json(op);
+		return o ? send_json(c, 200, o) : send_error(c, 500, "out of memory");
 	}
 	if (strcmp(url, "/v1/vms") == 0) {
 		if (post)
@@ -470,6 +818,8 @@ static enum MHD_Result route(struct mabod *d, struct MHD_Connection *c, const ch
 			   : send_error(c, 405, "%s %s: use GET", method, url);
 	if (!post)
 		return send_error(c, 405, "%s %s: use POST", method, url);
+	if (strcmp(action, "snapshot") == 0 || strcmp(action, "restore") == 0)
+		return start_op(d, c, vm, action, b);
 	return vm_action(d, c, vm, action);
 }
 
@@ -533,11 +883,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 int http_start(struct mabod *d)
 {
-	d->http = MHD_start_daemon(
-		MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, d,
-		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_LISTEN_SOCKET, d->listen_fd,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+	d->http = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0,
+				   NULL, NULL, on_request, d, MHD_OPTION_EXTERNAL_LOGGER,
+				   on_mhd_log, d, MHD_OPTION_LISTEN_SOCKET, d->listen_fd,
+				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
 	if (!d->http) {
 		log_error("http server on '%s/mabod.sock': cannot start", d->run_dir);
 		return -EIO;
@@ -564,6 +915,13 @@ void http_run(struct mabod *d)
 
 void http_stop(struct mabod *d)
 {
+	/* No connection may stay suspended when the server stops: the streams end. */
+	for (struct sse_client *s = d->sse; s; s = s->next) {
+		s->closed = true;
+		sse_wake(s);
+	}
+	if (d->http && d->sse)
+		MHD_run(d->http);
 	if (d->http)
 		MHD_stop_daemon(d->http);
 	d->http = NULL;

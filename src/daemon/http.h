@@ -15,5 +15,8 @@ int64_t http_timeout(struct mabod *d);
 /* Serves what is ready. */
 void http_run(struct mabod *d);
 void http_stop(struct mabod *d);
+/* Sends an event to every client following GET /v1/events as server-sent events. */
+void http_broadcast(struct mabod *d, int64_t time_ms, const char *vm, const char *kind,
+		    const char *message);
 
 #endif

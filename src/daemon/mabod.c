@@ -3,7 +3,8 @@
  * path, so VMs run on while it is stopped, killed or upgraded, and the next one re-adopts
  * them.
  *
- *   mabod [--state-dir DIR] [--run-dir DIR] [--vmm PATH] [--console-log-max SIZE] [-v]
+ *   mabod [--state-dir DIR] [--run-dir DIR] [--vmm PATH] [--console-log-max SIZE]
+ *         [--cgroup-parent NAME|none] [-v]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include "core/log.h"
 #include "daemon/daemon.h"
 #include "daemon/http.h"
+#include "daemon/ops.h"
 #include "daemon/store.h"
 #include "daemon/supervise.h"
 
@@ -42,8 +44,33 @@ void mabod_event(struct mabod *d, const struct vmrec *vm, const char *kind, cons
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_info("%s", msg);
+	int64_t t = wall_ms();
 	if (d->db)
-		store_event(d, wall_ms(), vm ? vm->name : NULL, kind, msg);
+		store_event(d, t, vm ? vm->name : NULL, kind, msg);
+	http_broadcast(d, t, vm ? vm->name : NULL, kind, msg);
+	if (vm)
+		ops_vm_event(d, vm->name, kind, vm->reason);
+}
+
+void mabod_sample(struct mabod *d)
+{
+	int64_t now = now_ms();
+	d->sampled_at = now;
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next) {
+		if (vm->vmm_fd < 0 || !vm->pid) {
+			vm->usage_at = 0;
+			vm->cpu_percent = 0;
+			continue;
+		}
+		struct cg_stats s;
+		cg_stats(&d->cg, vm->name, vm->pid, &s);
+		if (vm->usage_at && now > vm->usage_at && s.cpu_ns >= 0 && vm->usage.cpu_ns >= 0 &&
+		    s.cpu_ns >= vm->usage.cpu_ns)
+			vm->cpu_percent = (double)(s.cpu_ns - vm->usage.cpu_ns) / 1e4 /
+					  (double)(now - vm->usage_at);
+		vm->usage = s;
+		vm->usage_at = now;
+	}
 }
 
 struct vmrec *mabod_find(struct mabod *d, const char *name)
@@ -63,6 +90,9 @@ static void usage(FILE *f)
 		"  --state-dir DIR  the database (default " DEFAULT_STATE_DIR ")\n"
 		"  --run-dir DIR    sockets, console logs (default " DEFAULT_RUN_DIR ")\n"
 		"  --vmm PATH       the mabo-vmm binary (default: beside mabod, else $PATH)\n"
+		"  --console-log-max SIZE  a console log's size before rotation (default 1M)\n"
+		"  --cgroup-parent NAME    the VMs' cgroups: NAME/VM in mabod's own cgroup\n"
+		"                   (default maboroshi; none: no cgroups)\n"
 		"  -v               debug lines on stderr\n");
 }
 
@@ -206,8 +236,9 @@ static void run(struct mabod *d)
 		size_t n = 0;
 		for (struct vmrec *vm = d->vms; vm; vm = vm->next)
 			n++;
-		if (n + 2 > cap) {
-			cap = (n + 2) * 2;
+		/* Each VM: its process, and at most one operation's socket. */
+		if (2 * n + 2 > cap) {
+			cap = (2 * n + 2) * 2;
 			struct pollfd *f = realloc(fds, cap * sizeof(*fds));
 			struct vmrec **o = realloc(owners, cap * sizeof(*owners));
 			if (f)
@@ -228,17 +259,32 @@ static void run(struct mabod *d)
 			owners[n] = vm;
 			fds[n++] = (struct pollfd){ .fd = sup_watch_fd(vm), .events = POLLIN };
 		}
-		int64_t timeout = sup_tick(d), ht = http_timeout(d);
+		size_t nvm = n;
+		int ofds[64];
+		size_t nops = ops_poll_fds(d, ofds, cap - n < 64 ? cap - n : 64);
+		for (size_t i = 0; i < nops; i++)
+			fds[n++] = (struct pollfd){ .fd = ofds[i], .events = POLLIN };
+		int64_t timeout = sup_tick(d), ht = http_timeout(d), ot = ops_tick(d);
+		if (ot >= 0 && ot < timeout)
+			timeout = ot;
 		if (ht >= 0 && ht < timeout)
 			timeout = ht;
+		/* The VMs' CPU shares are over about a second. */
+		if (timeout > 1000 - (now_ms() - d->sampled_at))
+			timeout = 1000 - (now_ms() - d->sampled_at);
+		if (timeout < 0 || d->http_wake)
+			timeout = 0;
+		d->http_wake = false;
 		if (poll(fds, n, (int)timeout) < 0 && errno != EINTR) {
 			log_error("poll: %s", strerror(errno));
 			break;
 		}
 		/* VMs first: the list is the one polled until the HTTP handlers change it. */
-		for (size_t i = 2; i < n; i++)
+		for (size_t i = 2; i < nvm; i++)
 			if (fds[i].revents)
 				sup_on_exit(d, owners[i]);
+		if (nops)
+			ops_run(d);
 		if (fds[1].revents) {
 			struct signalfd_siginfo si;
 			if (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
@@ -247,6 +293,8 @@ static void run(struct mabod *d)
 				d->quit = true;
 			}
 		}
+		if (now_ms() - d->sampled_at >= 1000)
+			mabod_sample(d);
 		http_run(d);
 	}
 	free(fds);
@@ -260,6 +308,7 @@ int main(int argc, char **argv)
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ "vmm", required_argument, NULL, 'm' },
 		{ "console-log-max", required_argument, NULL, 'c' },
+		{ "cgroup-parent", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -269,12 +318,14 @@ int main(int argc, char **argv)
 	struct mabod *d = &daemon;
 	d->console_cap = CONSOLE_CAP;
 	const char *state = DEFAULT_STATE_DIR, *rundir = DEFAULT_RUN_DIR, *vmm = NULL;
+	const char *cgparent = "maboroshi";
 	int verbose = 0, c;
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': state = optarg; break;
 		case 'r': rundir = optarg; break;
 		case 'm': vmm = optarg; break;
+		case 'g': cgparent = optarg; break;
 		case 'c': {
 			uint64_t v;
 			if (spec_parse_size(optarg, &v) < 0 || v < 4096 || v > (1ULL << 30)) {
@@ -294,6 +345,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_verbose(verbose);
+	if (cg_init(&d->cg, "/sys/fs/cgroup", cgparent) < 0) {
+		log_error("--cgroup-parent '%s': a name (no '/'), or none", cgparent);
+		return 2;
+	}
 	d->listen_fd = d->lock_fd = d->signal_fd = -1;
 	d->started_at = wall_ms();
 	if (absolute("--state-dir", state, d->state_dir, sizeof(d->state_dir)) < 0 ||
@@ -354,14 +409,19 @@ int main(int argc, char **argv)
 		return 1;
 	log_info("started: state %s, run %s, vmm %s, api %s/mabod.sock", d->state_dir, d->run_dir,
 		 d->vmm, d->run_dir);
-	for (struct vmrec *vm = d->vms; vm; vm = vm->next)
+	for (struct vmrec *vm = d->vms; vm; vm = vm->next) {
 		sup_adopt(d, vm);
+		/* A group left by a VM that ended while no daemon watched. */
+		if (sup_watch_fd(vm) < 0)
+			cg_remove(&d->cg, vm->name);
+	}
 	autostart(d);
 	if (http_start(d) < 0)
 		return 1;
 	run(d);
 
 	http_stop(d);
+	ops_free_all(d);
 	for (struct vmrec *vm = d->vms, *next; vm; vm = next) {
 		next = vm->next;
 		sup_release(vm);

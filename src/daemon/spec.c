@@ -484,6 +484,26 @@ char **spec_argv(const json_t *spec, const char *vmm, const char *api_socket)
 	return a.v;
 }
 
+char **spec_argv_add(char **argv, const char *a, const char *b)
+{
+	size_t n = 0;
+	while (argv && argv[n])
+		n++;
+	char **v = argv ? realloc(argv, (n + 3) * sizeof(*v)) : NULL;
+	if (!v) {
+		spec_argv_free(argv);
+		return NULL;
+	}
+	v[n] = strdup(a);
+	v[n + 1] = strdup(b);
+	v[n + 2] = NULL;
+	if (!v[n] || !v[n + 1]) {
+		spec_argv_free(v);
+		return NULL;
+	}
+	return v;
+}
+
 void spec_argv_free(char **argv)
 {
 	if (!argv)

@@ -28,5 +28,7 @@ json_t *spec_check(const json_t *spec, char *err, size_t errlen);
  * the control socket's path. Free with spec_argv_free. Returns NULL when out of memory. */
 char **spec_argv(const json_t *spec, const char *vmm, const char *api_socket);
 void spec_argv_free(char **argv);
+/* argv with two more arguments at its end (argv is freed); NULL when out of memory. */
+char **spec_argv_add(char **argv, const char *a, const char *b);
 
 #endif

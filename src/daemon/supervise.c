@@ -385,6 +385,8 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	unlink(sock);
 
 	char **argv = spec_argv(vm->spec, d->vmm, sock);
+	if (argv && vm->restore_from[0])
+		argv = spec_argv_add(argv, "--restore", vm->restore_from);
 	int rep[2];
 	if (!argv || pipe2(rep, O_CLOEXEC) < 0) {
 		ret = argv ? -errno : -ENOMEM;
@@ -424,6 +426,12 @@ int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 	vm->pid = vmm;
 	vm->pid_start = proc_start(vmm);
 	vm->vmm_fd = pidfd_open(vmm);
+	/* Into its cgroup as soon as its pid is known: cgroup.procs moves every thread it has
+	 * made so far, those made later are born there. Accounting only: a VM runs without. */
+	ret = cg_attach(&d->cg, vm->name, vmm);
+	if (ret < 0)
+		log_warn("vm '%s': not in a cgroup: %s", vm->name, strerror(-ret));
+	vm->usage_at = 0;
 	vm->state = VM_STARTING;
 	vm->want_running = true;
 	vm->started_at = wall_ms();
@@ -533,6 +541,20 @@ static int probe(struct mabod *d, struct vmrec *vm)
 	return 0;
 }
 
+/* Presses the guest's power button ("powerdown" on the VMM's control socket). 0, -EINVAL
+ * when the VMM refused (its guest has no driver for the button yet, it is incoming), or
+ * another -errno when it did not answer. */
+static int press_power_button(struct mabod *d, struct vmrec *vm)
+{
+	char err[512];
+	int ret = sup_vmm_request(d, vm, "powerdown", NULL, err, sizeof(err));
+	if (!ret)
+		vm->pressed_at = now_ms();
+	else
+		log_debug("%s", err);
+	return ret;
+}
+
 int sup_stop(struct mabod *d, struct vmrec *vm, int64_t timeout_ms, char *err, size_t len)
 {
 	vm->want_running = false;
@@ -542,15 +564,19 @@ int sup_stop(struct mabod *d, struct vmrec *vm, int64_t timeout_ms, char *err, s
 		save(d, vm);
 		return 0;
 	}
-	/* The riscv virt machine has no power button the guest listens to: "quit" ends the
-	 * VMM at once, as a power cut would. A guest-side shutdown request is future work
-	 * (docs/mabod.md). */
-	int ret = sup_vmm_request(d, vm, "quit", NULL, err, len);
+	/* A paused guest cannot act on its power button. */
+	if (vm->state == VM_PAUSED && sup_vmm_request(d, vm, "resume", NULL, err, len) < 0)
+		log_warn("%s", err);
+	vm->pressed_at = 0;
+	int ret = press_power_button(d, vm);
 	vm->state = VM_STOPPING;
-	vm->stop_deadline = now_ms() + (ret < 0 ? 0 : timeout_ms);
+	/* No answer at all: the VMM cannot be asked anything, so waiting is pointless. */
+	vm->stop_deadline = now_ms() + (ret < 0 && ret != -EINVAL ? 0 : timeout_ms);
 	save(d, vm);
 	mabod_event(d, vm, "stop", "vm '%s': stopping%s", vm->name,
-		    ret < 0 ? " (no answer on its control socket: killing it)" : "");
+		    ret == -EINVAL ? " (the guest cannot take the power button yet: retrying)"
+		    : ret < 0	   ? " (no answer on its control socket: killing it)"
+				   : " (power button pressed)");
 	return 0;
 }
 
@@ -633,6 +659,8 @@ static void ended(struct mabod *d, struct vmrec *vm, bool failed, const char *ho
 	int64_t ran = wall_ms() - vm->started_at;
 	char why[256];
 	sup_release(vm);
+	cg_remove(&d->cg, vm->name);
+	vm->usage_at = 0;
 	vm->shim_pid = vm->pid = 0;
 	vm->shim_start = vm->pid_start = 0;
 	vm->stop_deadline = vm->starting_deadline = 0;
@@ -739,6 +767,9 @@ void sup_adopt(struct mabod *d, struct vmrec *vm)
 		ended(d, vm, failed, how);
 		return;
 	}
+	/* Its cgroup is the one by its name (created again if it went: the VMM joins it). */
+	if (vm->vmm_fd >= 0 && cg_attach(&d->cg, vm->name, vm->pid) < 0)
+		log_warn("vm '%s': pid %d not in its cgroup", vm->name, (int)vm->pid);
 	if (vm->vmm_fd >= 0 && probe(d, vm) < 0 && vm->state != VM_STOPPING)
 		vm->state = VM_STARTING;
 	if (vm->state == VM_STARTING)
@@ -781,7 +812,19 @@ int64_t sup_tick(struct mabod *d)
 				pidfd_kill(vm->vmm_fd, SIGKILL);
 			}
 		} else if (vm->state == VM_STOPPING && vm->stop_deadline) {
+			/* Refused so far (a guest still booting has no driver yet): again, soon.
+			 * Pressed and still running: again now and then, as a person would; a
+			 * guest whose driver had just loaded may have had no listener yet. */
+			int64_t again = vm->pressed_at ? vm->pressed_at + SUP_REPRESS_MS : 0;
+			if (now >= again && sup_watch_fd(vm) >= 0) {
+				bool first = !vm->pressed_at;
+				if (press_power_button(d, vm) == 0 && first)
+					mabod_event(d, vm, "stop", "vm '%s': power button pressed",
+						    vm->name);
+			}
 			next = next > vm->stop_deadline - now ? vm->stop_deadline - now : next;
+			int64_t wait = vm->pressed_at ? vm->pressed_at + SUP_REPRESS_MS - now : 500;
+			next = next > wait ? (wait > 0 ? wait : 0) : next;
 		}
 		if (vm->restart_at && sup_watch_fd(vm) < 0) {
 			if (now >= vm->restart_at) {

@@ -12,7 +12,9 @@
 /* Time the VMM's control socket gets to answer once started before the VMM is killed. */
 #define SUP_START_TIMEOUT_MS 30000
 /* Default time a guest gets to stop before it is killed. */
-#define SUP_STOP_TIMEOUT_MS 30000
+#define SUP_STOP_TIMEOUT_MS 60000
+/* While stopping, how often the power button is pressed again. */
+#define SUP_REPRESS_MS 5000
 /* Restart back-off: doubles from the first to the last; reset after a run this long. */
 #define SUP_BACKOFF_FIRST_MS 1000
 #define SUP_BACKOFF_MAX_MS 60000
@@ -23,7 +25,8 @@ int sup_path(const struct mabod *d, const struct vmrec *vm, const char *file, ch
 	     size_t len);
 /* Starts the VM's VMM. Returns 0 (state starting) or -errno with a message in err. */
 int sup_start(struct mabod *d, struct vmrec *vm, char *err, size_t len);
-/* Asks the VMM to stop (quit on its control socket); killed after timeout_ms. */
+/* Asks the guest to power off (the VMM's "powerdown": its power button), resuming a paused
+ * guest first; the VMM is killed after timeout_ms if it has not ended by then. */
 int sup_stop(struct mabod *d, struct vmrec *vm, int64_t timeout_ms, char *err, size_t len);
 /* SIGKILL to the VMM. */
 int sup_kill(struct mabod *d, struct vmrec *vm, char *err, size_t len);

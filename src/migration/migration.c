@@ -63,7 +63,7 @@
 #define CONFIG_VERSION 1
 #define PAGES_VERSION 1
 #define CLOCK_VERSION 1
-#define CPU_VERSION 1
+#define CPU_VERSION HART_STATE_VERSION /* a CPU record is a hart's state */
 #define DEVICES_VERSION 1
 
 #define PAGE_RAW 0
@@ -535,6 +535,7 @@ struct loader {
 	bool have_config, have_clock, have_devices;
 	uint8_t *cpu[VM_MAX_CPUS];
 	uint32_t cpu_len[VM_MAX_CPUS];
+	uint32_t cpu_ver[VM_MAX_CPUS];
 	uint8_t *devices;
 	uint32_t devices_len;
 	uint64_t clock_mtime, clock_realtime, clock_pause_ns;
@@ -656,7 +657,8 @@ static int loader_read(struct loader *l, struct stream *s)
 			break;
 		}
 		case REC_CPU: {
-			if (ver != CPU_VERSION || len < 4) {
+			/* Older layouts still load (hart_load knows each). */
+			if (ver < 1 || ver > CPU_VERSION || len < 4) {
 				snprintf(l->why, n, "malformed CPU record");
 				return -EPROTO;
 			}
@@ -668,6 +670,7 @@ static int loader_read(struct loader *l, struct stream *s)
 			}
 			l->cpu[id] = dup_bytes(p + 4, len - 4);
 			l->cpu_len[id] = len - 4;
+			l->cpu_ver[id] = ver;
 			if (!l->cpu[id]) {
 				snprintf(l->why, n, "out of memory");
 				return -ENOMEM;
@@ -714,7 +717,7 @@ static int loader_apply(struct loader *l, uint64_t elapsed_ns)
 	for (int i = 0; i < vm->nharts; i++) {
 		struct sreader r;
 		sreader_init(&r, l->cpu[i], l->cpu_len[i]);
-		if (hart_load(vm->harts[i], &r) || r.left) {
+		if (hart_load(vm->harts[i], &r, l->cpu_ver[i]) || r.left) {
 			snprintf(l->why, n, "vCPU %d: %s", i, r.err ? r.err : "trailing bytes");
 			return -EPROTO;
 		}

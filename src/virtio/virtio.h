@@ -50,6 +50,7 @@ struct sreader;
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_INPUT 18
 
 /* Queues per device: the notification bitmap is one 64-bit word. */
 #define VIRTIO_MAX_QUEUES 64
@@ -233,5 +234,6 @@ extern const struct virtio_device_ops virtio_rng_ops;	  /* virtio/rng.c */
 extern const struct virtio_device_ops virtio_console_ops; /* virtio/console.c */
 extern const struct virtio_device_ops virtio_blk_ops;	  /* virtio/blk.c */
 extern const struct virtio_device_ops virtio_net_ops;	  /* virtio/net.c */
+extern const struct virtio_device_ops virtio_input_ops;	  /* virtio/input.c */
 
 #endif

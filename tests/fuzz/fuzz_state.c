@@ -349,7 +349,7 @@ static void check_hart(struct hart *h, const char *when)
 	sbuf_init(&b);
 	hart_save(h, &b);
 	sreader_init(&r, b.data, b.len);
-	if (b.oom || hart_load(h, &r) || r.left) {
+	if (b.oom || hart_load(h, &r, HART_STATE_VERSION) || r.left) {
 		fprintf(stderr, "fuzz_state: hart %d %s: its own state is refused: %s\n",
 			(int)h->mhartid, when, r.err ? r.err : "trailing bytes");
 		abort();

@@ -4,7 +4,8 @@
 # connect fails and leaves the VM running, errors are one line with a non-zero exit, bad
 # requests do not hurt
 # the VMM, a second VMM cannot take a live socket but replaces a stale one, and quit ends
-# the VMM with status 0 and removes its socket; snapshots back to back both succeed; while
+# the VMM with status 0 and removes its socket; powerdown makes the guest shut down and the
+# VMM exit 0 (refused while the guest has no driver for the button); snapshots back to back both succeed; while
 # a VM is incoming, pause, resume, snapshot and migrate are refused. Boots the default guest
 # (build/guest).
 #   usage: tests/integration/api.sh [VMM] [GUEST_DIR] [MABO]
@@ -243,8 +244,40 @@ if wait_socket "$sock" && "$mabo" --api-socket "$sock" info >/dev/null 2>&1; the
 else
 	bad "stale socket: $(cat "$tmp/vmm2.log")"
 fi
-"$mabo" --api-socket "$sock" quit >/dev/null 2>&1
-wait "$vmm_pid"
+
+# powerdown: refused while the guest has no driver for the button (it is still booting);
+# once its shell runs, the guest takes the press, shuts down cleanly (init's shutdown
+# entries) and the VMM exits 0 within seconds.
+mabo_fails "powerdown before the guest's driver: refused" \
+	"^mabo: powerdown: the guest has no driver for its power button" -- powerdown
+for _ in $(seq 1800); do
+	grep -aq '~ # ' "$tmp/vmm2.log" && break
+	sleep 0.1
+done
+t0=$SECONDS
+"$mabo" --api-socket "$sock" powerdown 2>"$tmp/err"
+status=$?
+for _ in $(seq 150); do
+	kill -0 "$vmm_pid" 2>/dev/null || break
+	sleep 0.1
+done
+took=$((SECONDS - t0))
+if kill -0 "$vmm_pid" 2>/dev/null; then
+	bad "powerdown: the VMM still runs after $took s: $(tail -5 "$tmp/vmm2.log")"
+	"$mabo" --api-socket "$sock" quit >/dev/null 2>&1
+	wait "$vmm_pid"
+else
+	wait "$vmm_pid"
+	vstatus=$?
+	if [ "$status" -eq 0 ] && [ "$vstatus" -eq 0 ] && [ ! -e "$sock" ] &&
+		grep -aq 'mabo-powerkey: power button pressed, powering off' "$tmp/vmm2.log" &&
+		grep -aq 'Sent SIGTERM to all processes' "$tmp/vmm2.log" &&
+		grep -aq 'reboot: Power down' "$tmp/vmm2.log"; then
+		ok "powerdown: the guest shut down and the VMM exited 0 ($took s)"
+	else
+		bad "powerdown: mabo $status ($(cat "$tmp/err")), vmm $vstatus: $(tail -8 "$tmp/vmm2.log")"
+	fi
+fi
 
 # Paths that cannot be a socket: one line, status 1, nothing removed.
 echo keep >"$tmp/file"

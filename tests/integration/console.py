@@ -440,8 +440,8 @@ def main(argv=None):
                            args.qemu, args.log, args.timeout, args.verbose)
             return "at %.1f s" % session.boot_time
 
-        names = ["uname -m", "cpu count", "shell arithmetic", "/proc/cmdline", "Ctrl-C",
-                 "poweroff"]
+        names = ["uname -m", "cpu count", "Sstc timer", "shell arithmetic", "/proc/cmdline",
+                 "Ctrl-C", "poweroff"]
         if not c.check("boot to prompt (%s, %d cpus)" % (os.path.basename(vmm_name), args.cpus),
                        do_boot):
             c.skip(names, "no prompt")
@@ -449,6 +449,11 @@ def main(argv=None):
             c.check("uname -m", expect_output("uname -m", r"riscv64"))
             c.check("cpu count", expect_output("grep -c ^processor /proc/cpuinfo",
                                                str(args.cpus)))
+            # Every hart offers Sstc and the kernel programs its tick with it (stimecmp),
+            # not through the firmware.
+            c.check("Sstc timer", expect_output(
+                "echo $(grep -c '^isa.*_sstc' /proc/cpuinfo) $(dmesg|grep -c 'via sstc')",
+                "%d 1" % args.cpus))
             c.check("shell arithmetic", expect_output("echo $((6*7))", r"42"))
             c.check("/proc/cmdline", expect_output(
                 "cat /proc/cmdline", r"(.* )?" + re.escape(args.cmdline) + r"( .*)?"))

@@ -55,6 +55,10 @@ def dtb_checks(c, args, guest):
                 raise ConsoleError("dtc cannot read the tree: %s" % r.stderr)
             return r.stdout
 
+    # The power button: on every machine, outside the slots.
+    POWER_BUTTON = ("virtio_mmio@10009000",
+                    ("virtio,mmio", "0x00 0x10009000 0x00 0x1000", "0x09", True))
+
     def nodes(dts):
         # name -> (reg, interrupts)
         out = {}
@@ -73,16 +77,17 @@ def dtb_checks(c, args, guest):
         want = {
             "virtio_mmio@10001000": ("virtio,mmio", "0x00 0x10001000 0x00 0x1000", "0x01", True),
             "virtio_mmio@10002000": ("virtio,mmio", "0x00 0x10002000 0x00 0x1000", "0x02", True),
+            POWER_BUTTON[0]: POWER_BUTTON[1],
         }
         if got != want:
             raise ConsoleError("virtio_mmio nodes %r, expected %r" % (got, want))
-        return "2 slots, in order"
+        return "2 slots, in order, and the power button"
 
     def without_devices():
         got = nodes(dump([]))
-        if got:
+        if got != dict([POWER_BUTTON]):
             raise ConsoleError("virtio_mmio nodes %r without devices" % got)
-        return "none"
+        return "the power button alone"
 
     c.check("device tree with --console virtio --rng", with_devices)
     c.check("device tree without devices", without_devices)
@@ -126,8 +131,10 @@ def hvc0_boot(c, args):
             return expect_output(
                 s, "for d in /sys/bus/virtio/devices/*;do readlink -f $d;cat $d/device;done",
                 r"/sys/devices/platform/soc/10001000\.virtio_mmio/virtio0\r?\n0x0004\r?\n"
-                r"/sys/devices/platform/soc/10002000\.virtio_mmio/virtio1\r?\n0x0003") and \
-                "virtio0 = rng at 0x10001000, virtio1 = console at 0x10002000"
+                r"/sys/devices/platform/soc/10002000\.virtio_mmio/virtio1\r?\n0x0003\r?\n"
+                r"/sys/devices/platform/soc/10009000\.virtio_mmio/virtio2\r?\n0x0012") and \
+                "virtio0 = rng at 0x10001000, virtio1 = console at 0x10002000, " \
+                "virtio2 = input (the power button) at 0x10009000"
         c.check("virtio devices", devices)
         c.check("hwrng is virtio_rng", lambda: expect_output(
             s, "cat /sys/class/misc/hw_random/rng_current", r"virtio_rng\.\d+"))
@@ -183,7 +190,7 @@ def serial_boot(c, args):
     try:
         c.check("UART input with --rng", lambda: (
             expect_output(s, "tty", r"/dev/ttyS0"),
-            expect_output(s, "ls /sys/bus/virtio/devices", r"virtio0"))[0])
+            expect_output(s, "ls /sys/bus/virtio/devices", r"virtio0 +virtio1"))[0])
         c.check("long hwrng read", lambda: expect_output(
             s, "head -c 262144 /dev/hwrng | wc -c", r"262144", 60))
 

@@ -33,6 +33,7 @@ enum {
 	CSR_SCAUSE = 0x142,
 	CSR_STVAL = 0x143,
 	CSR_SIP = 0x144,
+	CSR_STIMECMP = 0x14d,
 	CSR_SATP = 0x180,
 	CSR_MVENDORID = 0xf11,
 	CSR_MHARTID = 0xf14,
@@ -43,6 +44,7 @@ enum {
 	CSR_MIE = 0x304,
 	CSR_MTVEC = 0x305,
 	CSR_MCOUNTEREN = 0x306,
+	CSR_MENVCFG = 0x30a,
 	CSR_MSCRATCH = 0x340,
 	CSR_MEPC = 0x341,
 	CSR_MCAUSE = 0x342,
@@ -837,6 +839,143 @@ static void test_interrupt_masking(void **state)
 	hart_set_irq(h, MIP_MSIP, false);
 }
 
+/* ---- Sstc ---- */
+
+/* A timer device that records what the hart tells it. */
+struct stimer_log {
+	int calls;
+	int hart;
+	uint64_t cmp;
+	bool enabled;
+};
+
+static void log_stimer(void *opaque, int hart, uint64_t cmp, bool enabled)
+{
+	struct stimer_log *l = opaque;
+	l->calls++;
+	l->hart = hart;
+	l->cmp = cmp;
+	l->enabled = enabled;
+}
+
+/* Who may reach stimecmp: M always; S only with menvcfg.STCE and mcounteren.TM; U never. */
+static void test_stimecmp_access(void **state)
+{
+	struct fix *f = *state;
+	struct hart *h = f->h;
+	uint64_t v;
+
+	/* Reset: STCE off, no compare pending. menvcfg keeps FIOM and STCE only. */
+	assert_int_equal(get(h, CSR_MENVCFG), 0);
+	assert_int_equal(get(h, CSR_STIMECMP), UINT64_MAX);
+	put(h, CSR_MENVCFG, ~0ULL);
+	assert_int_equal(get(h, CSR_MENVCFG), MENVCFG_FIOM | MENVCFG_STCE);
+	put(h, CSR_MENVCFG, 0);
+
+	put(h, CSR_STIMECMP, 0x1234);
+	assert_int_equal(get(h, CSR_STIMECMP), 0x1234);
+
+	const uint64_t cases[][2] = {
+		/* menvcfg, mcounteren: S may access only in the last row */
+		{ 0, 0 },
+		{ 0, 2 },
+		{ MENVCFG_STCE, 0 },
+		{ MENVCFG_STCE, 1 | 4 },
+		{ MENVCFG_STCE, 2 },
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		hart_set_priv(h, PRV_M);
+		put(h, CSR_MENVCFG, cases[k][0]);
+		put(h, CSR_MCOUNTEREN, cases[k][1]);
+		bool allowed = k == 4;
+		hart_set_priv(h, PRV_S);
+		assert_int_equal(rd(h, CSR_STIMECMP, &v), allowed);
+		assert_int_equal(wr(h, CSR_STIMECMP, 0x5678 + k), allowed);
+		hart_set_priv(h, PRV_U);
+		assert_false(rd(h, CSR_STIMECMP, &v));
+		/* M: always, whatever the enables. */
+		hart_set_priv(h, PRV_M);
+		assert_int_equal(get(h, CSR_STIMECMP), allowed ? 0x5678 + k : 0x1234);
+	}
+	/* menvcfg itself is M-only. */
+	hart_set_priv(h, PRV_S);
+	assert_false(rd(h, CSR_MENVCFG, &v));
+	hart_set_priv(h, PRV_M);
+}
+
+/* With STCE on, STIP is (time >= stimecmp), told to the timer device on every change and
+ * read-only to mip writes; with it off, STIP is software's bit again. */
+static void test_sstc_stip(void **state)
+{
+	struct fix *f = *state;
+	struct hart *h = f->h;
+
+	/* No timer device: the level is computed at the write. */
+	put(h, CSR_MIP, MIP_STIP); /* software's bit, STCE off */
+	assert_true(get(h, CSR_MIP) & MIP_STIP);
+	put(h, CSR_STIMECMP, 0);
+	put(h, CSR_MIP, 0);
+	assert_false(get(h, CSR_MIP) & MIP_STIP); /* compare passed, but STCE is off */
+	put(h, CSR_MENVCFG, MENVCFG_STCE);
+	assert_true(get(h, CSR_MIP) & MIP_STIP); /* time >= 0 */
+	put(h, CSR_MIP, 0);			 /* read-only now */
+	assert_true(get(h, CSR_MIP) & MIP_STIP);
+	put(h, CSR_STIMECMP, vm_mtime(&f->vm) + 100000000); /* 10 s ahead */
+	assert_false(get(h, CSR_MIP) & MIP_STIP);
+	put(h, CSR_MIP, MIP_STIP); /* ignored: the timer's level */
+	assert_false(get(h, CSR_MIP) & MIP_STIP);
+	put(h, CSR_MENVCFG, 0); /* software's bit again: as before STCE (the write missed it) */
+	assert_false(get(h, CSR_MIP) & MIP_STIP);
+	put(h, CSR_MIP, MIP_STIP);
+	assert_true(get(h, CSR_MIP) & MIP_STIP);
+	put(h, CSR_MENVCFG, MENVCFG_STCE); /* and hidden by the timer's level */
+	assert_false(get(h, CSR_MIP) & MIP_STIP);
+
+	/* The Sstc STIP is a supervisor timer interrupt like any: taken in S when delegated. */
+	put(h, CSR_MIDELEG, MIP_STIP);
+	put(h, CSR_MIE, MIP_STIP);
+	put(h, CSR_STVEC, 0x80002000);
+	put(h, CSR_MCOUNTEREN, 2);
+	hart_set_priv(h, PRV_S);
+	h->mstatus |= MSTATUS_SIE;
+	h->pc = 0x1000;
+	assert_false(hart_check_interrupts(h));
+	put(h, CSR_STIMECMP, vm_mtime(&f->vm)); /* S programs its own tick: due now */
+	assert_true(hart_check_interrupts(h));
+	assert_int_equal(h->priv, PRV_S);
+	assert_int_equal(h->scause, IRQ_FLAG | 5);
+	assert_int_equal(h->pc, 0x80002000);
+	put(h, CSR_STIMECMP, UINT64_MAX); /* the handler moves it on: the line drops */
+	assert_false(get(h, CSR_SIP) & MIP_STIP);
+
+	/* With a timer device, each change is told to it (which then drives the line). */
+	struct stimer_log log = { 0 };
+	const struct vm_wfi_ops ops = { .stimer = log_stimer };
+	f->vm.wfi_ops = &ops;
+	f->vm.wfi_opaque = &log;
+	put(h, CSR_STIMECMP, 777);
+	assert_int_equal(log.calls, 1);
+	assert_int_equal(log.hart, h->id);
+	assert_int_equal(log.cmp, 777);
+	assert_true(log.enabled);
+	hart_set_priv(h, PRV_M);
+	put(h, CSR_MENVCFG, MENVCFG_FIOM); /* STCE off */
+	assert_int_equal(log.calls, 2);
+	assert_false(log.enabled);
+	put(h, CSR_MENVCFG, MENVCFG_FIOM); /* no change: nothing to tell */
+	assert_int_equal(log.calls, 2);
+	put(h, CSR_MENVCFG, MENVCFG_STCE);
+	assert_int_equal(log.calls, 3);
+	assert_true(log.enabled);
+	assert_int_equal(log.cmp, 777);
+	hart_reset(h, 0x80000000, 0, 0, 0); /* a reset turns it off */
+	assert_int_equal(log.calls, 4);
+	assert_false(log.enabled);
+	assert_int_equal(log.cmp, UINT64_MAX);
+	f->vm.wfi_ops = NULL;
+	f->vm.wfi_opaque = NULL;
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, hart_fixture_teardown)
 
 int main(void)
@@ -858,6 +997,8 @@ int main(void)
 		T(test_mret_sret),
 		T(test_interrupt_priority),
 		T(test_interrupt_masking),
+		T(test_stimecmp_access),
+		T(test_sstc_stip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "daemon/share.h"
 #include "daemon/spec.h"
 #include "daemon/store.h"
 
@@ -221,6 +222,78 @@ static void free_vms(struct mabod *d)
 	d->vms = NULL;
 }
 
+/* A VM record named `name` with the disks given as JSON (not checked: the test names files
+ * that exist). */
+static struct vmrec *share_vm(const char *name, bool running, const char *disks)
+{
+	struct vmrec *vm = calloc(1, sizeof(*vm));
+	assert_non_null(vm);
+	snprintf(vm->name, sizeof(vm->name), "%s", name);
+	vm->spec = spec_of("{\"disks\":%s}", disks);
+	vm->shim_fd = running ? 100 : -1;
+	vm->vmm_fd = -1;
+	return vm;
+}
+
+static void test_share(void **state)
+{
+	char a[128], b[128], link[128], err[512];
+	(void)state;
+	snprintf(a, sizeof(a), "%s/a.img", dir);
+	snprintf(b, sizeof(b), "%s/b.img", dir);
+	snprintf(link, sizeof(link), "%s/link.img", dir);
+	fclose(fopen(a, "w"));
+	fclose(fopen(b, "w"));
+	assert_int_equal(symlink(a, link), 0);
+	char d1[512];
+	snprintf(d1, sizeof(d1), "[{\"path\":\"%s\",\"readonly\":false}]", a);
+	struct vmrec *one = share_vm("one", true, d1);
+	struct vmrec *two = share_vm("two", false, "[{\"path\":\"nbd://host:10809/exp\"}]");
+	one->next = two;
+
+	/* The same file through a symbolic link, read-write: refused, naming vm 'one'. */
+	json_t *s = spec_of("{\"disks\":[{\"path\":\"%s\",\"readonly\":false}]}", link);
+	err[0] = 0;
+	assert_int_equal(share_conflict(one, NULL, s, false, err, sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "vm 'one'"));
+	assert_non_null(strstr(err, link));
+	json_decref(s);
+	/* Read-only beside a read-write user: refused too (the other writes under it). */
+	s = spec_of("{\"disks\":[{\"path\":\"%s\",\"readonly\":true}]}", a);
+	assert_int_equal(share_conflict(one, NULL, s, false, err, sizeof(err)), -EBUSY);
+	json_decref(s);
+	/* Another file: fine. */
+	s = spec_of("{\"disks\":[{\"path\":\"%s\"}]}", b);
+	assert_int_equal(share_conflict(one, NULL, s, false, err, sizeof(err)), 0);
+	json_decref(s);
+	/* The VM itself is not a conflict with its own disks. */
+	assert_int_equal(share_conflict(one, one, one->spec, false, err, sizeof(err)), 0);
+	/* An NBD export, the scheme in another case and a trailing slash: the same one, but
+	 * only among live VMs when live_only (vm 'two' does not run). */
+	s = spec_of("{\"disks\":[{\"path\":\"NBD://host:10809/exp/\"}]}");
+	assert_int_equal(share_conflict(one, NULL, s, false, err, sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "vm 'two'"));
+	assert_int_equal(share_conflict(one, NULL, s, true, err, sizeof(err)), 0);
+	json_decref(s);
+
+	/* Both read-only: shared. */
+	json_decref(one->spec);
+	one->spec = spec_of("{\"disks\":[{\"path\":\"%s\",\"readonly\":true}]}", a);
+	s = spec_of("{\"disks\":[{\"path\":\"%s\",\"readonly\":true}]}", link);
+	assert_int_equal(share_conflict(one, NULL, s, false, err, sizeof(err)), 0);
+	json_decref(s);
+	/* Read-write beside a read-only user: refused. */
+	s = spec_of("{\"disks\":[{\"path\":\"%s\"}]}", link);
+	assert_int_equal(share_conflict(one, NULL, s, false, err, sizeof(err)), -EBUSY);
+	json_decref(s);
+
+	for (struct vmrec *vm = one, *next; vm; vm = next) {
+		next = vm->next;
+		json_decref(vm->spec);
+		free(vm);
+	}
+}
+
 static void test_store(void **state)
 {
 	char path[128], err[SPEC_ERR_MAX];
@@ -338,7 +411,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names),	      cmocka_unit_test(test_check_normalises),
 		cmocka_unit_test(test_check_refuses), cmocka_unit_test(test_argv),
-		cmocka_unit_test(test_store),	      cmocka_unit_test(test_store_upgrade),
+		cmocka_unit_test(test_store),	      cmocka_unit_test(test_share),
+		cmocka_unit_test(test_store_upgrade),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

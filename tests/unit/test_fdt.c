@@ -183,12 +183,12 @@ static void check_machine(int nharts)
 		assert_prop_str(fdt, child, "device_type", "cpu");
 		assert_prop_str(fdt, child, "status", "okay");
 		assert_prop_str(fdt, child, "compatible", "riscv");
-		assert_prop_str(fdt, child, "riscv,isa", "rv64imafdc_zicntr_zicsr_zifencei");
+		assert_prop_str(fdt, child, "riscv,isa", "rv64imafdc_zicntr_zicsr_zifencei_sstc");
 		assert_prop_str(fdt, child, "riscv,isa-base", "rv64i");
 		assert_prop_str(fdt, child, "mmu-type", "riscv,sv48");
-		static const char *const exts[] = { "i", "m",	   "a",	    "f",       "d",
-						    "c", "zicntr", "zicsr", "zifencei" };
-		assert_int_equal(fdt_stringlist_count(fdt, child, "riscv,isa-extensions"), 9);
+		static const char *const exts[] = { "i", "m",	   "a",	    "f",	"d",
+						    "c", "zicntr", "zicsr", "zifencei", "sstc" };
+		assert_int_equal(fdt_stringlist_count(fdt, child, "riscv,isa-extensions"), 10);
 		for (size_t k = 0; k < sizeof(exts) / sizeof(exts[0]); k++)
 			assert_true(prop_has_string(fdt, child, "riscv,isa-extensions", exts[k]));
 		int intc = fdt_subnode_offset(fdt, child, "interrupt-controller");

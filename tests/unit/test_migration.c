@@ -23,6 +23,7 @@
 #include "core/event.h"
 #include "core/vm.h"
 #include "cpu/riscv/hart.h"
+#include "cpu/riscv/state.h"
 #include "machine/riscv-virt/plic.h"
 #include "machine/riscv-virt/virt.h"
 #include "migration/migration.h"
@@ -624,6 +625,65 @@ static void test_state_refused_records(void **state)
 	machine_free(&b);
 }
 
+/* Sstc: stimecmp and menvcfg.STCE travel with the hart and the restored CLINT drives STIP
+ * from them; a version 1 CPU record (from before Sstc) still loads, with no compare pending,
+ * but not with STCE set; a version from the future is refused. */
+static void test_snapshot_sstc(void **state)
+{
+	struct machine a, b;
+	size_t size;
+	uint32_t len;
+	char old[80];
+
+	(void)state;
+	snprintf(old, sizeof(old), "%s.v1", snap_path);
+	machine_make(&a, disk_path);
+	const uint64_t later = vm_mtime(&a.vm) + 1000 * VM_TIMEBASE_HZ;
+	a.vm.harts[0]->menvcfg = a.vm.harts[1]->menvcfg = MENVCFG_STCE;
+	a.vm.harts[0]->stimecmp = 0; /* due */
+	a.vm.harts[1]->stimecmp = later;
+	write_snapshot(&a);
+	machine_free(&a);
+
+	machine_make(&b, disk_path);
+	assert_int_equal(migration_restore(&b.vm, snap_path), 0);
+	struct hart *h0 = b.vm.harts[0], *h1 = b.vm.harts[1];
+	assert_true(h0->menvcfg == MENVCFG_STCE && h1->menvcfg == MENVCFG_STCE);
+	assert_true(h0->stimecmp == 0 && h1->stimecmp == later);
+	assert_true(hart_read_mip(h0) & MIP_STIP);
+	assert_false(hart_read_mip(h1) & MIP_STIP);
+
+	/* Hart 0's record made version 1: the spare slot where stimecmp now goes was zero. The
+	 * payload: the hart id (4 bytes), x (256), pc, instret, priv (1), f (256), fflags,
+	 * frm, lr_addr, lr_val, lr_valid (1), then the CSRs: menvcfg 19th, stimecmp 31st. */
+	uint8_t *img = read_snapshot(&size);
+	uint8_t *p = find_record(img, size, REC_CPU, 0, &len);
+	assert_non_null(p);
+	const uint32_t csrs = 4 + 256 + 8 + 8 + 1 + 256 + 4 + 4 + 8 + 8 + 1;
+	uint8_t *menvcfg = p + csrs + 8 * 19, *stimecmp = p + csrs + 8 * 31;
+	assert_int_equal(menvcfg[7], 0x80); /* STCE, bit 63: the offsets are right */
+	p[-6] = 1;
+	put64(stimecmp, 0);
+	put64(menvcfg, 0);
+	write_image(old, img, size, p, len);
+	assert_int_equal(migration_restore(&b.vm, old), 0);
+	assert_true(h0->menvcfg == 0);
+	assert_true(h0->stimecmp == UINT64_MAX);
+	assert_false(hart_read_mip(h0) & MIP_STIP);
+	put64(menvcfg, MENVCFG_STCE);
+	write_image(old, img, size, p, len);
+	if (migration_restore(&b.vm, old) == 0)
+		fail_msg("a version 1 CPU record with menvcfg.STCE was loaded");
+	p[-6] = HART_STATE_VERSION + 1;
+	write_image(old, img, size, p, len);
+	if (migration_restore(&b.vm, old) == 0)
+		fail_msg("a CPU record of version %d was loaded", HART_STATE_VERSION + 1);
+
+	unlink(old);
+	free(img);
+	machine_free(&b);
+}
+
 /* A job is over (a new one may start) before its caller hears that it ended: a client
  * that takes a snapshot right after the answer to the last one is not told "busy". */
 struct chain {
@@ -689,6 +749,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_wrong_shape),
 		cmocka_unit_test(test_state_refused_cpu),
 		cmocka_unit_test(test_state_refused_records),
+		cmocka_unit_test(test_snapshot_sstc),
 		cmocka_unit_test(test_snapshot_back_to_back),
 	};
 	return cmocka_run_group_tests(tests, setup_files, remove_files);

@@ -323,6 +323,80 @@ static void test_clint_wfi(void **state)
 	assert_null(vm.wfi_ops);
 }
 
+/* Sstc: the CLINT drives each hart's STIP from the stimecmp the hart tells it, as it drives
+ * MTIP from mtimecmp, and counts it among the hart's WFI deadlines. */
+static void test_clint_sstc(void **state)
+{
+	(void)state;
+	struct clint *c;
+	assert_int_equal(clint_create(&vm, &clint_where, &c), 0);
+	const struct vm_wfi_ops *ops = vm.wfi_ops;
+	assert_non_null(ops->stimer);
+
+	/* A compare already passed raises STIP at once, only while enabled; a future one
+	 * lowers it at once. */
+	ops->stimer(c, 1, 0, false);
+	assert_false(line(1, MIP_STIP));
+	ops->stimer(c, 1, 0, true);
+	assert_true(line(1, MIP_STIP));
+	assert_false(line(1, MIP_MTIP));
+	ops->stimer(c, 1, vm_mtime(&vm) + 100000000, true);
+	assert_false(line(1, MIP_STIP));
+	ops->stimer(c, 1, 0, true);
+	ops->stimer(c, 1, 0, false); /* STCE cleared: the line drops */
+	assert_false(line(1, MIP_STIP));
+
+	/* A compare 30 ms ahead fires from the timer thread, not before. */
+	uint64_t t0 = host_now_ns();
+	ops->stimer(c, 2, vm_mtime(&vm) + 300000, true);
+	assert_false(line(2, MIP_STIP));
+	assert_true(wait_line(2, MIP_STIP, true, 2000));
+	uint64_t ms = ms_since(t0);
+	assert_true(ms >= 29 && ms < 1000);
+	assert_false(line(2, MIP_MTIP));
+	ops->stimer(c, 2, UINT64_MAX, true);
+	assert_false(line(2, MIP_STIP));
+
+	/* Disabled, a compare never fires. */
+	ops->stimer(c, 0, vm_mtime(&vm) + 100000, false);
+	assert_false(wait_line(0, MIP_STIP, true, 50));
+
+	/* WFI: the hart waits for the earlier of its two compares... */
+	uint64_t mt = vm_mtime(&vm) + 50000000, st = vm_mtime(&vm) + 300000;
+	clint_ops.write(c, CLINT_MTIMECMP + 8 * 3, mt, 8);
+	ops->stimer(c, 3, st, true);
+	assert_int_equal(ops->sleep(c, 3), vm_mtime_to_ns(&vm, st));
+	/* ...which the thread leaves to it; the line rises when it wakes past it. */
+	assert_false(wait_line(3, MIP_STIP, true, 100));
+	ops->wake(c, 3);
+	assert_true(line(3, MIP_STIP));
+	assert_false(line(3, MIP_MTIP));
+	/* With the supervisor compare passed (or disabled), mtimecmp is the deadline. */
+	assert_int_equal(ops->sleep(c, 3), vm_mtime_to_ns(&vm, mt));
+	ops->wake(c, 3);
+	ops->stimer(c, 3, vm_mtime(&vm) + 1000, false);
+	assert_false(line(3, MIP_STIP));
+	assert_int_equal(ops->sleep(c, 3), vm_mtime_to_ns(&vm, mt));
+	ops->wake(c, 3);
+	/* Neither pending: no deadline. */
+	clint_ops.write(c, CLINT_MTIMECMP + 8 * 3, UINT64_MAX, 8);
+	assert_int_equal(ops->sleep(c, 3), UINT64_MAX);
+	ops->wake(c, 3);
+
+	/* A new supervisor compare for a sleeping hart wakes it to wait anew. */
+	ops->stimer(c, 3, vm_mtime(&vm) + 100000000, true);
+	assert_true(ops->sleep(c, 3) != UINT64_MAX);
+	int k = atomic_load(&kicks[3]);
+	ops->stimer(c, 3, vm_mtime(&vm) + 50000000, true);
+	assert_int_equal(atomic_load(&kicks[3]), k + 1);
+	ops->wake(c, 3);
+
+	/* Harts the machine does not have are ignored. */
+	ops->stimer(c, VM_MAX_CPUS, 0, true);
+	ops->stimer(c, -1, 0, true);
+	clint_destroy(c);
+}
+
 /* ---- UART ---- */
 
 static const struct mmio_region uart_where = { .base = 0x10000000, .size = 0x100, .irq = 10 };
@@ -607,6 +681,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_clint_ipi, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_clint_timer, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_clint_wfi, setup_vm, teardown_vm),
+		cmocka_unit_test_setup_teardown(test_clint_sstc, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_uart_registers, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_uart_input_flow, setup_vm, teardown_vm),
 		cmocka_unit_test_setup_teardown(test_uart_no_input, setup_vm, teardown_vm),

@@ -1,7 +1,8 @@
 /* The virtio-mmio transport driven through its registers as a guest driver would, with the
  * devices behind it running on a real event loop: feature negotiation (VERSION_1 required),
  * queue setup, notifications, interrupts through the PLIC, DEVICE_NEEDS_RESET on a bad
- * ring and recovery by reset; virtio-rng filling buffers; virtio-console input and output. */
+ * ring and recovery by reset; virtio-rng filling buffers; virtio-console input and output;
+ * the virtio-input power button (configuration queries, presses, its saved state). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,6 +21,8 @@
 
 #include "core/console.h"
 #include "fake_guest.h"
+#include "migration/sbuf.h"
+#include "virtio/input.h"
 
 #define RAM_SIZE (1ULL << 20)
 #define QSIZE 8
@@ -278,6 +281,114 @@ static void test_console(void **state)
 	close(out[1]);
 }
 
+static uint8_t cfg8(uint32_t off)
+{
+	return (uint8_t)virtio_mmio_ops.read(fg.mmio, VIRTIO_MMIO_CONFIG + off, 1);
+}
+
+/* The driver's configuration query (5.8.5): select and subsel, then size and the union. */
+static uint8_t cfg_select(uint8_t sel, uint8_t subsel)
+{
+	virtio_mmio_ops.write(fg.mmio, VIRTIO_MMIO_CONFIG, sel, 1);
+	virtio_mmio_ops.write(fg.mmio, VIRTIO_MMIO_CONFIG + 1, subsel, 1);
+	return cfg8(2);
+}
+
+static void test_input(void **state)
+{
+	(void)state;
+	create(&virtio_input_ops);
+	struct virtio_dev *vdev = virtio_mmio_dev(fg.mmio);
+	assert_int_equal(rd(VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_INPUT);
+
+	/* Its name, and one key: KEY_POWER (116: byte 14, bit 4) under EV_KEY (1). */
+	assert_int_equal(cfg_select(0x01, 0), 17);
+	char name[18] = "";
+	for (int i = 0; i < 17; i++)
+		name[i] = (char)cfg8(8 + (uint32_t)i);
+	assert_string_equal(name, "mabo power button");
+	assert_int_equal(cfg_select(0x11, 1), 15);
+	for (uint32_t i = 0; i < 15; i++)
+		assert_int_equal(cfg8(8 + i), i == 14 ? 0x10 : 0);
+	/* Nothing else: no relative axes, no serial, no absolute axes, ids or properties. */
+	assert_int_equal(cfg_select(0x11, 2), 0);
+	assert_int_equal(cfg8(8 + 14), 0);
+	assert_int_equal(cfg_select(0x02, 0), 0);
+	assert_int_equal(cfg_select(0x12, 0), 0);
+	assert_int_equal(cfg_select(0x00, 0), 0);
+	/* Only select and subsel are writable. */
+	virtio_mmio_ops.write(fg.mmio, VIRTIO_MMIO_CONFIG + 2, 99, 1);
+	assert_int_equal(cfg8(2), 0);
+
+	/* No driver yet: the press is refused, not kept. */
+	assert_int_equal(virtio_input_press(vdev, VIRTIO_INPUT_KEY_POWER), -ENODEV);
+
+	assert_int_equal(negotiate(ALL_FEATURES) & VIRTIO_STATUS_FEATURES_OK,
+			 VIRTIO_STATUS_FEATURES_OK);
+	setup_queue(0, QSIZE);
+	setup_queue(1, QSIZE);
+	driver_ok();
+	/* Pressed before the driver gave buffers: the events wait, up to 4 presses. */
+	for (int i = 0; i < VIRTIO_INPUT_MAX_PENDING / 4; i++)
+		assert_int_equal(virtio_input_press(vdev, VIRTIO_INPUT_KEY_POWER), 0);
+	assert_int_equal(virtio_input_press(vdev, VIRTIO_INPUT_KEY_POWER), -EBUSY);
+
+	/* The waiting events travel with the saved state; a state with too many is refused. */
+	struct sbuf b;
+	sbuf_init(&b);
+	pthread_mutex_lock(&vdev->lock);
+	virtio_input_ops.save(vdev, &b);
+	struct sreader r;
+	sreader_init(&r, b.data, b.len);
+	assert_int_equal(virtio_input_ops.load(vdev, &r), 0);
+	assert_int_equal(r.left, 0);
+	uint8_t bad[6] = { 0, 0, 100, 0, 0, 0 };
+	sreader_init(&r, bad, sizeof(bad));
+	assert_int_equal(virtio_input_ops.load(vdev, &r), -EINVAL);
+	pthread_mutex_unlock(&vdev->lock);
+	sbuf_free(&b);
+	assert_int_equal(virtio_input_press(vdev, VIRTIO_INPUT_KEY_POWER), -EBUSY);
+
+	/* Four buffers: the first press and release, each followed by a SYN_REPORT. */
+	for (unsigned i = 0; i < 4; i++) {
+		set_desc(0, i, BUF + 16 * i, 8, VIRTQ_DESC_F_WRITE, 0);
+		avail_add(0, (uint16_t)i);
+	}
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	assert_true(wait_used(0, 4, 2000));
+	static const uint8_t want[4][8] = {
+		{ 1, 0, 116, 0, 1, 0, 0, 0 },
+		{ 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ 1, 0, 116, 0, 0, 0, 0, 0 },
+		{ 0, 0, 0, 0, 0, 0, 0, 0 },
+	};
+	for (unsigned i = 0; i < 4; i++) {
+		uint32_t id, len;
+		used_elem(0, (uint16_t)i, &id, &len);
+		assert_int_equal(id, i);
+		assert_int_equal(len, 8);
+		assert_memory_equal(gp(BUF + 16 * i), want[i], 8);
+	}
+	/* Room again for one press. */
+	assert_int_equal(virtio_input_press(vdev, VIRTIO_INPUT_KEY_POWER), 0);
+
+	/* A status buffer (an LED request) is given back unread. */
+	set_desc(1, 0, BUF + 0x1000, 8, 0, 0);
+	avail_add(1, 0);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 1);
+	assert_true(wait_used(1, 1, 2000));
+
+	/* A reset forgets the waiting presses: a next kernel must not see them. */
+	wr(VIRTIO_MMIO_STATUS, 0);
+	pthread_mutex_lock(&vdev->lock);
+	sbuf_init(&b);
+	virtio_input_ops.save(vdev, &b);
+	pthread_mutex_unlock(&vdev->lock);
+	assert_int_equal(b.len, 6);
+	assert_int_equal(b.data[2], 0);
+	sbuf_free(&b);
+}
+
 int main(void)
 {
 	fg.ram_size = RAM_SIZE;
@@ -289,6 +400,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_needs_reset, fg_setup, fg_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_queue_setup, fg_setup, fg_teardown),
 		cmocka_unit_test_setup_teardown(test_console, fg_setup, fg_teardown),
+		cmocka_unit_test_setup_teardown(test_input, fg_setup, fg_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

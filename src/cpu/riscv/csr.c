@@ -68,7 +68,31 @@ void hart_set_priv(struct hart *h, int priv)
 
 uint64_t hart_read_mip(struct hart *h)
 {
-	return h->mip_sw | atomic_load_explicit(&h->mip_hw, memory_order_acquire);
+	uint64_t hw = atomic_load_explicit(&h->mip_hw, memory_order_acquire);
+	/* With Sstc on, STIP is the timer's level alone (software's writes no longer reach
+	 * it); off, it is software's bit alone, whatever the timer last drove. */
+	if (h->menvcfg & MENVCFG_STCE)
+		return (h->mip_sw & ~MIP_STIP) | hw;
+	return h->mip_sw | (hw & ~MIP_STIP);
+}
+
+void hart_stimer_update(struct hart *h)
+{
+	const struct vm_wfi_ops *ops = h->vm->wfi_ops;
+	bool enabled = h->menvcfg & MENVCFG_STCE;
+
+	if (ops && ops->stimer) {
+		ops->stimer(h->vm->wfi_opaque, h->id, h->stimecmp, enabled);
+		return;
+	}
+	/* No timer device: the level as of now (nothing raises it later). On the hart's own
+	 * thread, so a kick is all the interrupt check needs. */
+	if (enabled && vm_mtime(h->vm) >= h->stimecmp) {
+		atomic_fetch_or(&h->mip_hw, MIP_STIP);
+		h->kick = 1;
+	} else {
+		atomic_fetch_and(&h->mip_hw, ~MIP_STIP);
+	}
 }
 
 static uint64_t read_mstatus(const struct hart *h)
@@ -258,6 +282,16 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 			h->kick = 1;
 		}
 		break;
+	case 0x14d:
+		/* Sstc: below M only while menvcfg.STCE and mcounteren.TM allow. */
+		if (h->priv < PRV_M && (!(h->menvcfg & MENVCFG_STCE) || !(h->mcounteren & 2)))
+			return false;
+		old = h->stimecmp;
+		if (write) {
+			h->stimecmp = (old & ~wmask) | (wval & wmask);
+			hart_stimer_update(h);
+		}
+		break;
 	case 0x180:
 		if (h->priv == PRV_S && (h->mstatus & MSTATUS_TVM))
 			return false;
@@ -318,8 +352,13 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 		break;
 	case 0x30a:
 		old = h->menvcfg;
-		if (write)
-			h->menvcfg = ((old & ~wmask) | (wval & wmask)) & 1;
+		if (write) {
+			h->menvcfg = ((old & ~wmask) | (wval & wmask)) & MENVCFG_WMASK;
+			if ((old ^ h->menvcfg) & MENVCFG_STCE) {
+				hart_stimer_update(h);
+				h->kick = 1; /* STIP's source changed */
+			}
+		}
 		break;
 	case 0x320:
 		old = h->mcountinhibit;
@@ -351,6 +390,8 @@ bool csr_access(struct hart *h, uint32_t csr, uint64_t *oldp, bool write, uint64
 		old = hart_read_mip(h);
 		if (write) {
 			uint64_t m = wmask & MIP_S_MASK;
+			if (h->menvcfg & MENVCFG_STCE)
+				m &= ~MIP_STIP; /* read-only: the timer's level */
 			h->mip_sw = (h->mip_sw & ~m) | (wval & m);
 			h->kick = 1;
 		}

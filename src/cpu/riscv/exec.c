@@ -1215,6 +1215,8 @@ void hart_reset(struct hart *h, uint64_t pc, uint64_t a0, uint64_t a1, uint64_t 
 	h->mepc = h->sepc = h->mcause = h->scause = h->mtval = h->stval = 0;
 	h->satp = h->mcounteren = h->scounteren = h->menvcfg = h->senvcfg = 0;
 	h->mcountinhibit = 0;
+	h->stimecmp = UINT64_MAX;
+	hart_stimer_update(h); /* STCE is off */
 	h->instret = 0;
 	h->cycle_delta = 0;
 	memset(h->pmpcfg, 0, sizeof(h->pmpcfg));

@@ -57,6 +57,11 @@ enum {
 #define MSTATUS_SXL (3ULL << 34)
 #define MSTATUS_SD (1ULL << 63)
 
+/* menvcfg fields: FIOM (no effect here: fences order all I/O anyway) and Sstc's STCE. */
+#define MENVCFG_FIOM (1ULL << 0)
+#define MENVCFG_STCE (1ULL << 63)
+#define MENVCFG_WMASK (MENVCFG_FIOM | MENVCFG_STCE)
+
 /* What the guest can write (csr.c) and so what a saved hart may hold (state.c). */
 #define MIP_S_MASK (MIP_SSIP | MIP_STIP | MIP_SEIP)
 #define MIE_MASK (MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP)
@@ -121,6 +126,9 @@ struct hart {
 	uint64_t satp;
 	uint64_t mcounteren, scounteren;
 	uint64_t menvcfg, senvcfg;
+	/* Sstc: STIP is (time >= stimecmp) while menvcfg.STCE is set. The timer device
+	 * drives that level into mip_hw (vm_wfi_ops.stimer), as it drives MTIP. */
+	uint64_t stimecmp;
 	uint64_t mcountinhibit;
 	int64_t cycle_delta;			 /* mcycle = instret + cycle_delta */
 	uint64_t minstret_frozen, mcycle_frozen; /* values held while mcountinhibit stops them */
@@ -169,6 +177,8 @@ void hart_trap(struct hart *h, uint64_t cause, uint64_t tval);
 /* Delivers the highest-priority pending enabled interrupt; true if one was taken. */
 bool hart_check_interrupts(struct hart *h);
 uint64_t hart_read_mip(struct hart *h);
+/* Tells the timer device the hart's stimecmp and menvcfg.STCE (after either changed). */
+void hart_stimer_update(struct hart *h);
 void hart_do_mret(struct hart *h);
 void hart_do_sret(struct hart *h);
 void hart_set_priv(struct hart *h, int priv);

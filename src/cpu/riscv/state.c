@@ -62,7 +62,7 @@ void hart_save(const struct hart *h, struct sbuf *b)
 		h->tdata1,
 		h->tdata2,
 		h->mhartid,
-		0,
+		h->stimecmp, /* version 2; a spare zero in version 1 */
 	};
 	for (int i = 0; i < HART_STATE_CSRS; i++)
 		sbuf_u64(b, csrs[i]);
@@ -74,8 +74,8 @@ void hart_save(const struct hart *h, struct sbuf *b)
  * values its CSR writes and traps can produce (anything else, e.g. a privilege mode or a
  * paging scheme it does not have, would run as something no guest asked for). NULL, or
  * the reason. csrs[] is in hart_save's order. */
-static const char *hart_state_check(const struct hart *h, uint64_t pc, uint8_t priv,
-				    const uint64_t *x, uint32_t fflags, uint32_t frm,
+static const char *hart_state_check(const struct hart *h, uint32_t version, uint64_t pc,
+				    uint8_t priv, const uint64_t *x, uint32_t fflags, uint32_t frm,
 				    const uint64_t *csrs)
 {
 	uint64_t mstatus = csrs[0], misa = csrs[1], medeleg = csrs[2], mideleg = csrs[3];
@@ -108,12 +108,15 @@ static const char *hart_state_check(const struct hart *h, uint64_t pc, uint8_t p
 	 * the source); an odd one is not. */
 	if ((mepc & 1) || (sepc & 1) || (pc & 1))
 		return "misaligned pc or exception pc";
-	if ((mcounteren | scounteren) >> 32 || (menvcfg | senvcfg) & ~1ULL || mcountinhibit & ~5ULL)
+	/* Sstc's menvcfg.STCE came with version 2: before, no hart could set it. */
+	uint64_t menvcfg_mask = version >= 2 ? MENVCFG_WMASK : MENVCFG_FIOM;
+	if ((mcounteren | scounteren) >> 32 || menvcfg & ~menvcfg_mask || senvcfg & ~1ULL ||
+	    mcountinhibit & ~5ULL)
 		return "counter or environment CSRs hold reserved bits";
 	return NULL;
 }
 
-int hart_load(struct hart *h, struct sreader *r)
+int hart_load(struct hart *h, struct sreader *r, uint32_t version)
 {
 	uint64_t x[32], f[32], csrs[HART_STATE_CSRS], pmpaddr[16];
 
@@ -135,7 +138,11 @@ int hart_load(struct hart *h, struct sreader *r)
 		pmpaddr[i] = sreader_u64(r);
 	if (!sreader_ok(r))
 		return -EINVAL;
-	const char *why = hart_state_check(h, pc, priv, x, fflags, frm, csrs);
+	if (version < 1 || version > HART_STATE_VERSION) {
+		sreader_fail(r, "unknown hart state version");
+		return -EINVAL;
+	}
+	const char *why = hart_state_check(h, version, pc, priv, x, fflags, frm, csrs);
 	if (why) {
 		sreader_fail(r, why);
 		return -EINVAL;
@@ -182,10 +189,14 @@ int hart_load(struct hart *h, struct sreader *r)
 	h->tselect = csrs[k++];
 	h->tdata1 = csrs[k++];
 	h->tdata2 = csrs[k++];
+	k++; /* mhartid: checked, not loaded */
+	/* Version 1 came from a hart without stimecmp (and so with STCE off): none pending. */
+	h->stimecmp = version >= 2 ? csrs[k] : UINT64_MAX;
 	memcpy(h->pmpaddr, pmpaddr, sizeof(pmpaddr));
 
 	/* Caches start empty; device lines are driven again by the restored devices. */
 	atomic_store(&h->mip_hw, 0);
+	hart_stimer_update(h); /* the timer device drives STIP from the restored compare */
 	memset(h->tlbs, 0xff, sizeof(h->tlbs));
 	memset(h->tlb_super, 0, sizeof(h->tlb_super));
 	h->priv = priv;

@@ -7,7 +7,11 @@
  * guest programming its next tick (every tick, on an idle guest) wakes no thread; a compare
  * moved later leaves the earlier deadline armed, and the thread re-arms when it fires. One
  * mutex covers all the state; hart_set_irq is called with it held so that the order in which
- * lines change always matches the order of the writes that caused it. */
+ * lines change always matches the order of the writes that caused it.
+ *
+ * Each hart's Sstc compare (stimecmp, a CSR of the hart) is kept here too, told by the hart
+ * whenever it changes (clint_stimer): STIP is then a level (mtime >= stimecmp[h]) driven the
+ * same way, and a hart's deadline is the earlier of its two compares. */
 #include "machine/riscv-virt/clint.h"
 
 #include <errno.h>
@@ -40,6 +44,10 @@ struct clint {
 
 	uint64_t mtimecmp[VM_MAX_CPUS];
 	bool mtip[VM_MAX_CPUS]; /* level last driven on each hart */
+	/* Sstc: the hart's stimecmp and menvcfg.STCE as it last told, and STIP as driven. */
+	uint64_t stimecmp[VM_MAX_CPUS];
+	bool stce[VM_MAX_CPUS];
+	bool stip[VM_MAX_CPUS];
 	/* The hart sleeps in WFI until its own compare (clint_wfi_sleep): the thread leaves
 	 * that deadline to it. */
 	bool wfi_owned[VM_MAX_CPUS];
@@ -59,8 +67,29 @@ static uint64_t clint_merge(uint64_t reg, unsigned shift, unsigned size, uint64_
 	return (reg & ~(mask << (8 * shift))) | ((val & mask) << (8 * shift));
 }
 
-/* Recomputes every MTIP line for mtime `now`; returns the earliest compare still in the
- * future (UINT64_MAX when none). Caller holds the lock. */
+/* Hart h's earliest compare still in the future at mtime `now` (UINT64_MAX: none). */
+static uint64_t clint_hart_next(const struct clint *c, int h, uint64_t now)
+{
+	uint64_t next = now < c->mtimecmp[h] ? c->mtimecmp[h] : UINT64_MAX;
+	if (c->stce[h] && now < c->stimecmp[h] && c->stimecmp[h] < next)
+		next = c->stimecmp[h];
+	return next;
+}
+
+/* Drives hart h's STIP to its Sstc level at mtime `now`, if that changed. Caller holds the
+ * lock. */
+static void clint_drive_stip_locked(struct clint *c, int h, uint64_t now)
+{
+	bool level = c->stce[h] && now >= c->stimecmp[h];
+	if (level != c->stip[h]) {
+		c->stip[h] = level;
+		hart_set_irq(c->vm->harts[h], MIP_STIP, level);
+	}
+}
+
+/* Recomputes every MTIP and STIP line for mtime `now`; returns the earliest compare still
+ * in the future among the harts not waiting for their own (UINT64_MAX when none). Caller
+ * holds the lock. */
 static uint64_t clint_update_timers_locked(struct clint *c, uint64_t now)
 {
 	uint64_t next = UINT64_MAX;
@@ -71,8 +100,12 @@ static uint64_t clint_update_timers_locked(struct clint *c, uint64_t now)
 			c->mtip[h] = level;
 			hart_set_irq(c->vm->harts[h], MIP_MTIP, level);
 		}
-		if (!level && !c->wfi_owned[h] && c->mtimecmp[h] < next)
-			next = c->mtimecmp[h];
+		clint_drive_stip_locked(c, h, now);
+		if (!c->wfi_owned[h]) {
+			uint64_t n = clint_hart_next(c, h, now);
+			if (n < next)
+				next = n;
+		}
 	}
 	return next;
 }
@@ -186,9 +219,10 @@ static uint64_t clint_wfi_sleep(void *opaque, int h)
 		return UINT64_MAX;
 	pthread_mutex_lock(&c->lock);
 	uint64_t now = vm_mtime(c->vm);
-	if (now < c->mtimecmp[h]) {
+	uint64_t cmp = clint_hart_next(c, h, now);
+	if (cmp != UINT64_MAX) {
 		c->wfi_owned[h] = true;
-		ns = vm_mtime_to_ns(c->vm, c->mtimecmp[h]);
+		ns = vm_mtime_to_ns(c->vm, cmp);
 		/* The thread's deadline without this hart's (usually none: disarmed). */
 		uint64_t next = clint_update_timers_locked(c, now);
 		uint64_t tns = next == UINT64_MAX ? UINT64_MAX : vm_mtime_to_ns(c->vm, next);
@@ -216,9 +250,33 @@ static void clint_wfi_wake(void *opaque, int h)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static void clint_stimer(void *opaque, int h, uint64_t cmp, bool enabled)
+{
+	struct clint *c = opaque;
+
+	if (h < 0 || h >= c->nharts)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stimecmp[h] = cmp;
+	c->stce[h] = enabled;
+	/* As for mtimecmp: the level follows the write at once (the guest expects STIP to drop
+	 * the moment it moves the compare into the future). */
+	uint64_t now = vm_mtime(c->vm);
+	clint_drive_stip_locked(c, h, now);
+	if (c->wfi_owned[h]) {
+		hart_kick(c->vm->harts[h]);
+	} else if (enabled && now < cmp) {
+		uint64_t ns = vm_mtime_to_ns(c->vm, cmp);
+		if (ns < c->armed)
+			clint_arm_locked(c, ns);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 static const struct vm_wfi_ops clint_wfi_ops = {
 	.sleep = clint_wfi_sleep,
 	.wake = clint_wfi_wake,
+	.stimer = clint_stimer,
 };
 
 static int clint_fdt_node(void *opaque, void *fdt, const struct vm *vm)
@@ -262,7 +320,7 @@ int clint_create(struct vm *vm, const struct mmio_region *where, struct clint **
 	c->size = where->size;
 	c->nharts = vm->nharts < VM_MAX_CPUS ? vm->nharts : VM_MAX_CPUS;
 	for (int h = 0; h < VM_MAX_CPUS; h++)
-		c->mtimecmp[h] = UINT64_MAX;
+		c->mtimecmp[h] = c->stimecmp[h] = UINT64_MAX;
 
 	c->armed = UINT64_MAX;
 	err = -pthread_mutex_init(&c->lock, NULL);
@@ -346,6 +404,9 @@ int clint_load(struct clint *c, struct sreader *r)
 		c->mtip[h] = false;
 		hart_set_irq(c->vm->harts[h], MIP_MSIP, msip[h]);
 		hart_set_irq(c->vm->harts[h], MIP_MTIP, false);
+		/* stimecmp and STCE came with the hart's state (hart_load told them). */
+		c->stip[h] = false;
+		hart_set_irq(c->vm->harts[h], MIP_STIP, false);
 	}
 	/* The timer thread recomputes every MTIP line against the restored clock. */
 	clint_update_timers_locked(c, vm_mtime(c->vm));

@@ -21,9 +21,10 @@
 
 #include <libfdt.h>
 
-/* What every hart is: the ISA the interpreter implements and Debian's kernel needs. */
-#define VIRT_CPU_ISA "rv64imafdc_zicntr_zicsr_zifencei"
-static const char virt_cpu_isa_extensions[] = "i\0m\0a\0f\0d\0c\0zicntr\0zicsr\0zifencei";
+/* What every hart is: the ISA the interpreter implements and Debian's kernel needs. Sstc
+ * lets the kernel program its timer itself (stimecmp) instead of through the firmware. */
+#define VIRT_CPU_ISA "rv64imafdc_zicntr_zicsr_zifencei_sstc"
+static const char virt_cpu_isa_extensions[] = "i\0m\0a\0f\0d\0c\0zicntr\0zicsr\0zifencei\0sstc";
 #define VIRT_CPU_MMU "riscv,sv48"
 
 #define VIRT_MODEL "Maboroshi RISC-V virt"

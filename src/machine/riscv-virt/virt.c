@@ -201,6 +201,36 @@ static unsigned virt_virtio_used(const struct vm *vm)
 
 #define VIRT_VIRTIO_SLOTS 8
 
+/* The power button: a virtio-input device of its own, outside the slots the command line
+ * fills, so that every machine has it whatever devices were asked for. */
+static int virt_create_power_button(struct vm *vm, const struct mmio_region *where, unsigned slot,
+				    void **opaque)
+{
+	static const struct vm_device_config dc = { .type = "virtio-input" };
+	struct virtio_mmio *t;
+	(void)slot;
+
+	int err = virtio_mmio_create(vm, where, VIRT_PHANDLE_PLIC, &virtio_input_ops, &dc, &t);
+	if (!err) {
+		*opaque = t;
+		vm->power_button = virtio_mmio_dev(t);
+	}
+	return err;
+}
+
+/* Every VM made by vm_init has its event loop; a machine assembled without one (to look at
+ * its memory map or device tree) cannot run a virtio device, and has no button. */
+static unsigned virt_power_button_used(const struct vm *vm)
+{
+	return vm->loop ? 1 : 0;
+}
+
+static void virt_destroy_power_button(struct vm *vm, void *opaque)
+{
+	vm->power_button = NULL;
+	virtio_mmio_destroy(opaque);
+}
+
 /* The memory map. Devices are created in this order and destroyed in reverse: the PLIC
  * exists before the devices that raise its sources, and the UART and the virtio devices
  * (whose threads raise them) stop before the PLIC goes. RAM is at RAM_BASE (0x80000000),
@@ -257,6 +287,19 @@ static const struct virt_device virt_devices[] = {
 	  .used = virt_virtio_used,
 	  .create = virt_create_virtio,
 	  .destroy = virt_destroy_virtio,
+	  .logs_errors = true,
+	  .save = virt_save_virtio,
+	  .load = virt_load_virtio },
+	/* Right after the slots, on the next free PLIC source (QEMU's virt leaves both
+	 * unused). */
+	{ .name = "power_button",
+	  .base = 0x10009000,
+	  .size = 0x1000,
+	  .irq = 9,
+	  .ops = &virtio_mmio_ops,
+	  .used = virt_power_button_used,
+	  .create = virt_create_power_button,
+	  .destroy = virt_destroy_power_button,
 	  .logs_errors = true,
 	  .save = virt_save_virtio,
 	  .load = virt_load_virtio },
