@@ -12,9 +12,13 @@ CFLAGS += $(NBD_CFLAGS)
 TLS_CFLAGS := $(shell pkg-config --cflags gnutls 2>/dev/null)
 TLS_LIBS := $(shell pkg-config --libs gnutls 2>/dev/null || echo -lgnutls)
 CFLAGS += $(TLS_CFLAGS)
+# jansson: --config FILE (src/core/config_file.c).
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+CFLAGS += $(JANSSON_CFLAGS)
 # libslirp: user-mode networking (--net user); zstd: compressed migration; libseccomp:
 # --sandbox's system call filter (src/core/sandbox.c).
-LDLIBS += -lfdt -lslirp -lzstd -lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) -pthread $(SAN)
+LDLIBS += -lfdt -lslirp -lzstd -lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
@@ -120,7 +124,7 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) $(TLS_CFLAGS) -lfdt -lslirp -lzstd \
-		-lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) -pthread
+		-lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

@@ -15,7 +15,7 @@ PACKAGES=(
 	libgnutls28-dev   # TLS 1.3 on migration connections (--migration-key, --migration-tls)
 	clang libclang-rt-14-dev  # libFuzzer targets (make fuzz): clang -fsanitize=fuzzer
 	libsqlite3-dev    # mabod: VM definitions and state (SQLite, WAL)
-	libjansson-dev    # mabod: JSON for the REST API and stored VM specs
+	libjansson-dev    # JSON: mabod's REST API and VM specs, mabo-vmm --config FILE
 	libmicrohttpd-dev # mabod: the REST API's HTTP/1.1 server on a Unix socket
 	libseccomp-dev    # mabo-vmm --sandbox: the system call filter
 	# guest image tool (tools/mabo-image)

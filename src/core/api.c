@@ -921,6 +921,21 @@ err_free:
 	return err;
 }
 
+void api_broadcast(struct api *api, const char *doc)
+{
+	if (!api)
+		return;
+	for (struct api_client *c = api->clients, *next; c; c = next) {
+		next = c->next;
+		/* A client still being turned away is told nothing more. */
+		if (c->rejecting)
+			continue;
+		api_client_send(c, doc);
+		if (c != api->current)
+			api_client_update(c);
+	}
+}
+
 /* Gives each client up to API_FLUSH_MS (in all) to take what is queued for it. */
 static void api_flush_all(struct api *api)
 {

@@ -118,6 +118,11 @@ void api_complete(struct api_pending *p, int ret, const char *msg);
  * migration is over). On the loop thread. */
 void api_migration_notify(struct api *api);
 
+/* Sends every connected client the line doc (a JSON document, without the newline): an
+ * event such as the VMM's "exit". On the loop thread, or once the loop is stopped (then
+ * api_destroy gives the clients a short bounded wait to read it). NULL api is fine. */
+void api_broadcast(struct api *api, const char *doc);
+
 /* Closes the socket and removes its file. Call once the loop is stopped (or on its
  * thread). Clients still waiting for a migration's outcome get a last "migration" event
  * first, and every client up to a short bounded wait to read its pending responses. NULL is

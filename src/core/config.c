@@ -131,12 +131,16 @@ static void usage(FILE *f)
 		"                      other kills the process with SIGSYS\n"
 		"  --sandbox-user USER (as root; implies --sandbox) run as USER, without\n"
 		"                      capabilities, seeing only the files the VM uses\n"
+		"  --config FILE       take the options from FILE, a JSON object with the same\n"
+		"                      fields ('_' for '-'; disks and nets are arrays); flags\n"
+		"                      given too override its values, or add disks and NICs\n"
 		"  -v, --verbose       more messages on stderr (repeat for debug)\n"
 		"  -h, --help          this help\n\n"
 		"Devices (--rng, --console virtio, --disk, --net) take virtio-mmio slots in\n"
 		"command-line order, at most %d.\n\n"
 		"Exit status: 0 guest powered off (or bare-metal test passed); 1 test failed or\n"
-		"error; 2 bad usage; 3 timeout. On the console, Ctrl-A x quits.\n",
+		"error; 2 bad usage; 3 timeout; 4 the VM migrated away. On the console, Ctrl-A x\n"
+		"quits.\n",
 		VM_MAX_CPUS, BLOCK_RECONNECT_TIMEOUT_DEFAULT, VM_MAX_DEVICES);
 }
 
@@ -466,6 +470,72 @@ static bool config_port_ok(const char *hostport)
 	return !errno && !*end && port >= 1 && port <= 65535;
 }
 
+/* --config FILE (or --config=FILE): the file's flags go first, then the command line's
+ * others, so that the command line overrides the file (or adds devices after its own). */
+static int config_merge_file(struct vm_config *cfg, int *argc, char ***argv)
+{
+	const char *path = NULL;
+	int at = -1, taken = 0;
+
+	for (int i = 1; i < *argc; i++) {
+		const char *a = (*argv)[i];
+		if (strcmp(a, "--") == 0)
+			break;
+		if (strcmp(a, "--config") != 0 && strncmp(a, "--config=", 9) != 0)
+			continue;
+		if (path) {
+			log_error("--config: given twice (give one file)");
+			return -EINVAL;
+		}
+		if (a[8] == '=') {
+			path = a + 9;
+			taken = 1;
+		} else if (i + 1 < *argc) {
+			path = (*argv)[i + 1];
+			taken = 2;
+		} else {
+			log_error("option '--config' needs a value");
+			return -EINVAL;
+		}
+		at = i;
+		i += taken - 1;
+	}
+	if (!path)
+		return 0;
+	if (!*path) {
+		log_error("--config: needs a file");
+		return -EINVAL;
+	}
+	int ret = config_file_flags(path, &cfg->file_flags, &cfg->nfile_flags);
+	if (ret)
+		return ret;
+	int n = 1 + cfg->nfile_flags + *argc - 1 - taken;
+	char **v = calloc((size_t)n + 1, sizeof(*v));
+	if (!v) {
+		log_error("--config '%s': out of memory", path);
+		return -ENOMEM;
+	}
+	int k = 0;
+	v[k++] = (*argv)[0];
+	for (int i = 0; i < cfg->nfile_flags; i++)
+		v[k++] = cfg->file_flags[i];
+	for (int i = 1; i < *argc; i++)
+		if (i < at || i >= at + taken)
+			v[k++] = (*argv)[i];
+	cfg->merged_argv = v;
+	*argc = n;
+	*argv = v;
+	return 0;
+}
+
+void config_free(struct vm_config *cfg)
+{
+	config_free_flags(cfg->file_flags, cfg->nfile_flags);
+	free(cfg->merged_argv);
+	cfg->file_flags = cfg->merged_argv = NULL;
+	cfg->nfile_flags = 0;
+}
+
 int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 {
 	enum {
@@ -490,7 +560,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		O_MIGTLS,
 		O_MIGINSECURE,
 		O_SANDBOX,
-		O_SANDBOX_USER
+		O_SANDBOX_USER,
+		O_CONFIG
 	};
 	static const struct option opts[] = {
 		{ "kernel", required_argument, NULL, O_KERNEL },
@@ -518,6 +589,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "migration-insecure", no_argument, NULL, O_MIGINSECURE },
 		{ "sandbox", no_argument, NULL, O_SANDBOX },
 		{ "sandbox-user", required_argument, NULL, O_SANDBOX_USER },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -528,6 +600,9 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->memory = 512ULL << 20;
 	cfg->cpus = 1;
+	int ret = config_merge_file(cfg, &argc, &argv);
+	if (ret)
+		return ret;
 	opterr = 0;
 	optind = 1;
 	for (;;) {
@@ -659,6 +734,10 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 			break;
 		}
 		case 'v': cfg->verbose++; break;
+		case O_CONFIG:
+			/* config_merge_file took --config FILE and --config=FILE out. */
+			log_error("--config: write it out in full ('--config FILE')");
+			return -EINVAL;
 		case 'h': usage(stdout); return 1;
 		case ':': log_error("option '%s' needs a value", argv[optind - 1]); return -EINVAL;
 		default:

@@ -101,6 +101,11 @@ struct vm_config {
 	const char *sandbox_user; /* --sandbox-user: run as this user, in its own mounts */
 	int ndevices;
 	struct vm_device_config devices[VM_MAX_DEVICES];
+	/* --config FILE: the flags made of it and the argument list they head, which the
+	 * strings above may point into (config_free releases them). */
+	char **file_flags;
+	int nfile_flags;
+	char **merged_argv;
 };
 
 /* Parses "512M", "2G", "1048576", "64K": a positive size in bytes. 0 or -EINVAL. */
@@ -116,8 +121,19 @@ int config_parse_disk(const char *arg, struct vm_disk_config *out);
  * -EINVAL after logging one line. */
 int config_parse_net(const char *arg, int index, struct vm_net_config *out);
 
-/* Fills cfg from argv; on a bad option prints one line and returns -EINVAL.
- * Returns 1 when --help or --version was handled (exit 0). */
+/* Fills cfg from argv (and the --config FILE it names); on a bad option prints one line and
+ * returns -EINVAL. Returns 1 when --help or --version was handled (exit 0). Call config_free
+ * once cfg is no longer used, whatever it returned. */
 int config_parse_args(struct vm_config *cfg, int argc, char **argv);
+
+/* Releases what config_parse_args allocated for cfg (its --config FILE's flags). */
+void config_free(struct vm_config *cfg);
+
+/* Reads the JSON config file path (README, "Configuration file") into the equivalent flags
+ * ("--kernel=FILE", "--disk=path=...", ...): *argc_out strings, to be released with
+ * config_free_flags. 0, or -EINVAL (or -ENOMEM) after one line naming the file and the
+ * field. */
+int config_file_flags(const char *path, char ***argv_out, int *argc_out);
+void config_free_flags(char **v, int n);
 
 #endif

@@ -607,8 +607,10 @@ int sup_kill(struct mabod *d, struct vmrec *vm, char *err, size_t len)
 }
 
 /* How the last run ended, from the monitor's exit file: 0 = status known. */
-static int read_exit(struct mabod *d, struct vmrec *vm, bool *failed, char *how, size_t len)
+static int read_exit(struct mabod *d, struct vmrec *vm, bool *failed, bool *migrated, char *how,
+		     size_t len)
 {
+	*migrated = false;
 	char path[PATH_MAX], line[64] = "";
 	sup_path(d, vm, "exit", path, sizeof(path));
 	FILE *f = fopen(path, "re");
@@ -618,9 +620,14 @@ static int read_exit(struct mabod *d, struct vmrec *vm, bool *failed, char *how,
 	fclose(f);
 	int v;
 	if (ok && sscanf(line, "exited %d", &v) == 1) {
-		*failed = v != 0;
+		/* mabo-vmm's status 4: the VM migrated away and runs on the destination now;
+		 * its run here ended as asked, and starting it here again would make two. */
+		*failed = v != 0 && v != SUP_STATUS_MIGRATED;
+		*migrated = v == SUP_STATUS_MIGRATED;
 		if (v == 0)
 			snprintf(how, len, "powered off (exit status 0)");
+		else if (*migrated)
+			snprintf(how, len, "migrated away (exit status %d)", v);
 		else
 			snprintf(how, len, "exit status %d", v);
 		return 0;
@@ -652,8 +659,9 @@ static void last_error(struct mabod *d, struct vmrec *vm, char *buf, size_t len)
 	fclose(f);
 }
 
-/* The run ended (how: a description; failed: not a power-off). */
-static void ended(struct mabod *d, struct vmrec *vm, bool failed, const char *how)
+/* The run ended (how: a description; failed: not a power-off; migrated: the VM runs elsewhere
+ * now, so no restart policy starts it here again). */
+static void ended(struct mabod *d, struct vmrec *vm, bool failed, bool migrated, const char *how)
 {
 	bool asked = !vm->want_running;
 	int64_t ran = wall_ms() - vm->started_at;
@@ -670,8 +678,9 @@ static void ended(struct mabod *d, struct vmrec *vm, bool failed, const char *ho
 	snprintf(vm->reason, sizeof(vm->reason), "%s%s%s%s", asked ? "on request: " : "", how,
 		 why[0] ? ": " : "", why);
 	vm->state = failed && !asked ? VM_CRASHED : VM_STOPPED;
-	bool again = !asked && (vm->restart == RESTART_ALWAYS ||
-				(vm->restart == RESTART_ON_FAILURE && failed));
+	bool again =
+		!asked && !migrated &&
+		(vm->restart == RESTART_ALWAYS || (vm->restart == RESTART_ON_FAILURE && failed));
 	if (again) {
 		if (ran >= SUP_BACKOFF_RESET_MS || vm->backoff_ms == 0)
 			vm->backoff_ms = SUP_BACKOFF_FIRST_MS;
@@ -696,15 +705,15 @@ static void ended(struct mabod *d, struct vmrec *vm, bool failed, const char *ho
 void sup_on_exit(struct mabod *d, struct vmrec *vm)
 {
 	char how[128];
-	bool failed = true;
+	bool failed = true, migrated = false;
 	if (vm->shim_fd < 0) {
 		/* Only the VMM was watched (its monitor had gone): its status is lost. */
-		ended(d, vm, true, "ended (status unknown: its monitor was gone)");
+		ended(d, vm, true, false, "ended (status unknown: its monitor was gone)");
 		return;
 	}
 	/* Our own child (started by this daemon) is reaped; an adopted one is not ours. */
 	waitpid(vm->shim_pid, NULL, WNOHANG);
-	if (read_exit(d, vm, &failed, how, sizeof(how)) < 0) {
+	if (read_exit(d, vm, &failed, &migrated, how, sizeof(how)) < 0) {
 		struct pollfd p = { .fd = vm->vmm_fd, .events = POLLIN };
 		if (vm->vmm_fd >= 0 && poll(&p, 1, 0) == 0) {
 			/* The monitor was killed, the VMM runs on: watch it alone. */
@@ -720,7 +729,7 @@ void sup_on_exit(struct mabod *d, struct vmrec *vm)
 		}
 		snprintf(how, sizeof(how), "ended (its monitor left no status)");
 	}
-	ended(d, vm, failed, how);
+	ended(d, vm, failed, migrated, how);
 }
 
 /* A VMM no record names but that answers on the VM's control socket: a daemon killed
@@ -760,11 +769,11 @@ void sup_adopt(struct mabod *d, struct vmrec *vm)
 	if (vm->shim_fd < 0 && vm->vmm_fd < 0) {
 		/* It ended while no daemon watched: the monitor's file tells how. */
 		char how[128];
-		bool failed = true;
-		if (read_exit(d, vm, &failed, how, sizeof(how)) < 0)
+		bool failed = true, migrated = false;
+		if (read_exit(d, vm, &failed, &migrated, how, sizeof(how)) < 0)
 			snprintf(how, sizeof(how), "ended while mabod was away (status unknown)");
 		mabod_event(d, vm, "adopt", "vm '%s': ended while mabod was away", vm->name);
-		ended(d, vm, failed, how);
+		ended(d, vm, failed, migrated, how);
 		return;
 	}
 	/* Its cgroup is the one by its name (created again if it went: the VMM joins it). */

@@ -19,6 +19,8 @@
 #define SUP_BACKOFF_FIRST_MS 1000
 #define SUP_BACKOFF_MAX_MS 60000
 #define SUP_BACKOFF_RESET_MS 60000
+/* mabo-vmm's exit status when its VM migrated away (README, "Exit status"). */
+#define SUP_STATUS_MIGRATED 4
 
 /* RUN_DIR/vms/NAME/FILE into buf. */
 int sup_path(const struct mabod *d, const struct vmrec *vm, const char *file, char *buf,

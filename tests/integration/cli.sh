@@ -362,5 +362,47 @@ check "incoming port too big" 2 "incoming 'tcp:127.0.0.1:65536': expected tcp:AD
 check "incoming port not a number" 2 "incoming 'tcp:127.0.0.1:http': expected tcp:ADDR:PORT" -- --incoming tcp:127.0.0.1:http
 check "incoming without port" 2 "incoming 'tcp:localhost': expected tcp:ADDR:PORT" -- --incoming tcp:localhost
 
+# --config FILE: its fields go through the flags' checks; a bad file is one line naming the
+# file and the field (status 2, like a bad flag).
+cfg() { printf '%s\n' "$2" >"$tmp/$1.json"; }
+cfg syntax '{"kernel": "/x",'
+cfg notobj '["kernel"]'
+cfg unknown '{"kernel": "/x", "kernal": "/y"}'
+cfg dup '{"cpus": 1, "cpus": 2}'
+cfg cpustype '{"kernel": "/x", "cpus": "two"}'
+cfg cpus0 '{"kernel": "/x", "cpus": 0}'
+cfg memory '{"kernel": "/x", "memory": "12Q"}'
+cfg disktype '{"kernel": "/x", "disks": {"path": "/x"}}'
+cfg diskfield '{"kernel": "/x", "disks": [{"path": "/x", "read_only": true}]}'
+cfg diskro '{"kernel": "/x", "disks": [{"path": "/x", "readonly": "on"}]}'
+cfg diskcomma '{"kernel": "/x", "disks": [{"path": "/x,readonly=on"}]}'
+cfg diskrt '{"kernel": "/x", "disks": [{"path": "/x", "reconnect_timeout": 100000}]}'
+cfg netmode '{"kernel": "/x", "nets": [{"mac": "52:54:00:00:00:01"}]}'
+cfg netfwd '{"kernel": "/x", "nets": [{"mode": "user", "hostfwd": ["tcp::0-:22"]}]}'
+cfg nokernel '{"cpus": 1}'
+cfg tcpin '{"incoming": "tcp:127.0.0.1:4444"}'
+cfg missing "{\"kernel\": \"/nonexistent\", \"firmware\": \"$fw\"}"
+check "config: missing file" 2 "config '/nonexistent': No such file" -- --config /nonexistent
+check "config: a directory" 2 "config '$tmp': not a regular file" -- --config "$tmp"
+check "config: JSON syntax" 2 "config '$tmp/syntax.json': line 2" -- --config "$tmp/syntax.json"
+check "config: not an object" 2 "config '$tmp/notobj.json': not a JSON object" -- --config "$tmp/notobj.json"
+check "config: unknown field" 2 "config '$tmp/unknown.json': unknown field 'kernal'" -- --config "$tmp/unknown.json"
+check "config: duplicate field" 2 "config '$tmp/dup.json': .*duplicate object key" -- --config "$tmp/dup.json"
+check "config: wrong type" 2 "config '$tmp/cpustype.json': field 'cpus' must be an integer" -- --config "$tmp/cpustype.json"
+check "config: zero vCPUs (the flag's check)" 2 "cpus '0': must be a number from 1" -- --config "$tmp/cpus0.json"
+check "config: malformed memory (the flag's check)" 2 "memory '12Q'" -- --config "$tmp/memory.json"
+check "config: disks not an array" 2 "field 'disks' must be an array" -- --config "$tmp/disktype.json"
+check "config: unknown disk field" 2 "unknown field 'disks\[0\]\.read_only'" -- --config "$tmp/diskfield.json"
+check "config: disk readonly not a boolean" 2 "field 'disks\[0\]\.readonly' must be true or false" -- --config "$tmp/diskro.json"
+check "config: a comma in a disk path" 2 "field 'disks\[0\]\.path' contains a ','" -- --config "$tmp/diskcomma.json"
+check "config: disk reconnect timeout (the flag's check)" 2 "reconnect-timeout must be 0 to" -- --config "$tmp/diskrt.json"
+check "config: NIC without mode" 2 "field 'nets\[0\]\.mode' is missing" -- --config "$tmp/netmode.json"
+check "config: bad hostfwd (the flag's check)" 2 "hostfwd 'tcp::0-:22' is not like" -- --config "$tmp/netfwd.json"
+check "config: no kernel" 2 "no kernel given" -- --config "$tmp/nokernel.json"
+check "config: TCP incoming without credentials" 2 "TCP migration needs --migration-key" -- --config "$tmp/tcpin.json"
+check "config: given twice" 2 "config: given twice" -- --config "$tmp/cpus0.json" --config "$tmp/dup.json"
+check "config: the file's kernel is opened" 1 "kernel '/nonexistent'" -- --config "$tmp/missing.json"
+check "config: a flag overrides the file" 1 "kernel '$tmp/empty'" -- --config "$tmp/missing.json" --kernel "$tmp/empty"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1128,6 +1128,49 @@ def check_poweroff_policies(e):
     return "always: %d restarts" % restarts
 
 
+def check_migrated_always(e):
+    # A VM whose VMM migrated it away ends with status 4 (the VM runs on the destination):
+    # under restart=always mabod must not start it here again (two copies of one VM).
+    rc, out, err = e.mabo(*e.create_args("mig", "--restart", "always", tick=True))
+    expect(rc == 0, "create mig: %s" % err)
+    rc, out, err = e.mabo("vm", "start", "mig")
+    expect(rc == 0, "vm start mig: %s" % err)
+    e.wait_console("mig", "tick 3", 120)
+    v = e.vm("mig")
+    with open("/proc/%d/cmdline" % v["pid"], "rb") as f:
+        argv = [a.decode() for a in f.read().split(b"\0") if a]
+    i = argv.index("--api-socket")
+    mig = os.path.join(e.tmp, "mig.sock")
+    dst_api = os.path.join(e.tmp, "mig-dst.api")
+    argv[i + 1] = dst_api
+    dst = subprocess.Popen(argv + ["--incoming", "unix:" + mig], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    e.pids.add(dst.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(mig) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p = subprocess.run([os.path.join(e.build, "mabo"), "--api-socket",
+                            os.path.join(e.run, "vms", "mig", "api.sock"), "migrate",
+                            "unix:" + mig], capture_output=True, text=True, timeout=120)
+        expect(p.returncode == 0, "migrate: %d %s %s" % (p.returncode, p.stdout, p.stderr))
+        v = e.wait_vm("mig", lambda v: v["state"] == "stopped", "stopped", 30)
+        expect("migrated away" in v.get("reason", "") and v["restarts"] == 0 and
+               v["desired"] == "stopped", "after the migration: %s" % v)
+        time.sleep(2.5)  # longer than the first restart back-off (1 s)
+        v = e.vm("mig")
+        expect(v["state"] == "stopped" and v["restarts"] == 0 and not v.get("pid"),
+               "started again after it migrated away: %s" % v)
+        expect(dst.poll() is None, "the destination exited %s" % dst.returncode)
+    finally:
+        dst.send_signal(signal.SIGTERM)
+        try:
+            dst.wait(30)
+        except subprocess.TimeoutExpired:
+            dst.kill()
+    return "reason: %s" % v["reason"]
+
+
 def check_garbage(e):
     import random
     rnd = random.Random(1234)
@@ -1210,6 +1253,7 @@ def main():
          lambda: check_stop_unanswered(e)),
         ("power-off: restarted under always, not under on-failure",
          lambda: check_poweroff_policies(e)),
+        ("migrated away under always: not restarted", lambda: check_migrated_always(e)),
         ("definitions survive kill -9 in a burst of defines", lambda: check_burst(e)),
         ("SIGTERM: mabod exits, the VM runs on", lambda: check_sigterm(e)),
         ("a start that fails: one line, crashed, with the VMM's reason",

@@ -335,7 +335,8 @@ class Migrations:
                 else "state %s" % info_state(dst), src.tail(600), dst.tail(600)))
 
     def completed(self, dst, res, what):
-        """After a migration said completed: the source exits 0, the guest runs on dst."""
+        """After a migration said completed: the source exits M.MIGRATED, the guest runs on
+        dst."""
         src, good = self.cur, True
         try:
             src.proc.wait(30)
@@ -348,7 +349,7 @@ class Migrations:
                   (what, src.name, info_state(src)))
             src.close()
             good = False
-        elif src_rc != 0:
+        elif src_rc != M.MIGRATED:
             M.bad("%s: completed, but the source %s exited %s\n%s" %
                   (what, src.name, src_rc, src.tail(600)))
             good = False

@@ -5,8 +5,12 @@ VMM exits with status 0 instead. Prints "N passed, M failed"; exit status 0 when
     python3 tests/integration/reboot.py [--vmm build/mabo-vmm] [--guest build/guest]
 """
 import argparse
+import json
 import os
+import socket
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import console  # noqa: E402
@@ -59,8 +63,86 @@ def main():
             if status != 0:
                 raise AssertionError(f"exit status {status}, want 0")
 
+    def read_events(sock, want, timeout):
+        """Lines from the control socket until one is the event want, or EOF."""
+        events, buf = [], b""
+        sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = sock.recv(4096)
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                events.append(json.loads(line))
+                if events[-1].get("event") == want:
+                    return events
+        return events
+
+    def connect(path, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                c.connect(path)
+                return c
+            except OSError:
+                c.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def config_file_boot():
+        # The whole VM from a --config file (with a disk and a NIC, as a daemon would
+        # describe it); the control socket tells its clients how each run ended.
+        g = args.guest.rstrip("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            sock = os.path.join(tmp, "api.sock")
+            disk = os.path.join(tmp, "disk.img")
+            with open(disk, "wb") as f:
+                f.truncate(1 << 20)
+            cfg = {"kernel": g + "/Image", "initramfs": g + "/initramfs.cpio.gz",
+                   "firmware": g + "/fw_dynamic.bin", "cmdline": "console=ttyS0",
+                   "memory": "256M", "cpus": 1, "api_socket": sock,
+                   "disks": [{"path": disk, "id": "cfgdisk", "readonly": False}],
+                   "nets": [{"mode": "user"}], "rng": True}
+            path = os.path.join(tmp, "vm.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            # A flag given too overrides the file's value: 256M becomes 384M.
+            with console.boot(argv=[args.vmm, "--config", path, "--memory", "384M"],
+                              log=os.path.join(args.log_dir, "config.log")) as s:
+                out = s.run("cat /sys/block/vda/serial; grep MemTotal /proc/meminfo; "
+                            "ls /sys/class/net")
+                if "cfgdisk" not in out or "eth0" not in out:
+                    raise AssertionError(f"the disk or NIC of the file is missing: {out!r}")
+                kb = int(out.split("MemTotal:")[1].split()[0])
+                if not 300 * 1024 < kb <= 384 * 1024:
+                    raise AssertionError(f"--memory 384M did not override: {kb} kB")
+                c = connect(sock)
+                s.send("reboot")
+                ev = read_events(c, "exit", 120)
+                c.close()
+                if not ev or ev[-1] != {"event": "exit", "reason": "reboot",
+                                        "restarting": True}:
+                    raise AssertionError(f"no exit event for the reboot: {ev!r}")
+                s.expect(console.READY, 120)
+                s.expect(console.PROMPT, 60)
+                c = connect(sock)
+                s.send("poweroff")
+                ev = read_events(c, "exit", 60)
+                c.close()
+                if not ev or ev[-1] != {"event": "exit", "reason": "poweroff",
+                                        "restarting": False, "status": 0}:
+                    raise AssertionError(f"no exit event for the power-off: {ev!r}")
+                status = s.wait_exit(60)
+                if status != 0:
+                    raise AssertionError(f"exit status {status} after poweroff")
+
     check("guest reboot restarts the VM", reboot_restarts)
     check("--no-reboot: guest reboot exits 0", no_reboot_exits)
+    check("--config FILE boots the VM; exit events on the control socket", config_file_boot)
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 

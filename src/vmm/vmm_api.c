@@ -1,8 +1,8 @@
-/* The control socket's callbacks for a VM (core/api.h): info, pause and resume, snapshots,
- * live migration (migration/migration.h), the power button and quit. Every callback runs on
- * the VM's event loop; a snapshot, which needs the loop to drain the disks, answers later
- * (api_defer). */
-#include "core/vmm_api.h"
+/* The control socket's callbacks for a VM (core/api.h), for the VMM (vmm/vmm.h): info, pause
+ * and resume, snapshots, live migration (migration/migration.h), the power button and quit.
+ * Every callback runs on the VM's event loop; a snapshot, which needs the loop to drain the
+ * disks, answers later (api_defer). */
+#include "vmm/vmm_api.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
-/* The VMM's side of the control socket: the api_ops callbacks for one VM (core/api.h). */
-#ifndef MABO_CORE_VMM_API_H
-#define MABO_CORE_VMM_API_H
+/* The VMM's side of the control socket: the api_ops callbacks for one VM (core/api.h), used by
+ * vmm/vmm.c. */
+#ifndef MABO_VMM_VMM_API_H
+#define MABO_VMM_VMM_API_H
 
 struct api;
 struct vm;
