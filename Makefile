@@ -16,8 +16,9 @@ CFLAGS += $(TLS_CFLAGS)
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CFLAGS += $(JANSSON_CFLAGS)
-# libslirp: user-mode networking (--net user); zstd: compressed migration.
-LDLIBS += -lfdt -lslirp -lzstd -lm $(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread $(SAN)
+# libslirp: user-mode networking (--net user); zstd: compressed migration; libseccomp:
+# --sandbox's system call filter (src/core/sandbox.c).
+LDLIBS += -lfdt -lslirp -lzstd -lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread $(SAN)
 # `make sanitize` builds into build/asan with AddressSanitizer and UBSan and runs the unit tests.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
@@ -122,8 +123,8 @@ fuzz: $(FUZZ_BINS)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.h src/*/*/*.h) \
 		$(foreach n,$(FUZZ_NAMES),$(FUZZ_$(n)_SRCS))
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) $(TLS_CFLAGS) -lfdt -lslirp -lzstd -lm \
-		$(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_$*_SRCS) $(NBD_CFLAGS) $(TLS_CFLAGS) -lfdt -lslirp -lzstd \
+		-lseccomp -lm $(NBD_LIBS) $(TLS_LIBS) $(JANSSON_LIBS) -pthread
 
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \

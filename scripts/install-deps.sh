@@ -17,6 +17,7 @@ PACKAGES=(
 	libsqlite3-dev    # mabod: VM definitions and state (SQLite, WAL)
 	libjansson-dev    # JSON: mabod's REST API and VM specs, mabo-vmm --config FILE
 	libmicrohttpd-dev # mabod: the REST API's HTTP/1.1 server on a Unix socket
+	libseccomp-dev    # mabo-vmm --sandbox: the system call filter
 	# guest image tool (tools/mabo-image)
 	apt dpkg cpio gzip xz-utils kmod debian-archive-keyring ca-certificates
 	e2fsprogs qemu-user  # the root disk: mke2fs -d; busybox --list-full run under qemu-riscv64

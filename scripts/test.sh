@@ -102,6 +102,10 @@ if tools/mabo-image --out build/guest; then
 	# (root and ip netns, else skipped).
 	suite migrate-netns python3 tests/integration/migrate_netns.py \
 		--log-dir build/migrate-netns-logs
+	# --sandbox: the seccomp filter (boot, snapshot, migrations, a forbidden call killed by
+	# SIGSYS), and --sandbox-user's unprivileged user in a mount tree of its own (as root).
+	suite sandbox python3 tests/integration/sandbox.py --vmm build/mabo-vmm --mabo build/mabo \
+		--guest build/guest --log-dir build/sandbox-logs
 	# NBD disks on nbdkit and qemu-nbd (raw, qcow2), servers killed and restarted.
 	suite nbd python3 tests/integration/nbd.py --vmm build/mabo-vmm --guest build/guest \
 		--log-dir build/nbd-logs

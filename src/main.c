@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/sandbox.h"
 #include "vmm/vmm.h"
 
 int main(int argc, char **argv)
@@ -21,6 +22,10 @@ int main(int argc, char **argv)
 	struct vmm *vmm;
 	if (cfg.dump_dtb)
 		status = vmm_dump_dtb(&cfg) < 0 ? VMM_STATUS_FAILED : VMM_STATUS_OK;
+	/* While the process has one thread (vmm_create starts the others): every thread
+	 * inherits the filter. */
+	else if (cfg.sandbox && sandbox_enter(&cfg) < 0)
+		status = VMM_STATUS_FAILED;
 	else if (vmm_create(&cfg, &vmm) < 0)
 		status = VMM_STATUS_FAILED;
 	else {

@@ -127,6 +127,10 @@ static void usage(FILE *f)
 		"  --migration-insecure    allow migration over TCP in clear, unauthenticated\n"
 		"  --api-socket PATH   serve the control socket (JSON lines) at PATH, mode 0600;\n"
 		"                      build/mabo is its client (docs/api.md)\n"
+		"  --sandbox           allow only the system calls a VMM needs (seccomp); any\n"
+		"                      other kills the process with SIGSYS\n"
+		"  --sandbox-user USER (as root; implies --sandbox) run as USER, without\n"
+		"                      capabilities, seeing only the files the VM uses\n"
 		"  --config FILE       take the options from FILE, a JSON object with the same\n"
 		"                      fields ('_' for '-'; disks and nets are arrays); flags\n"
 		"                      given too override its values, or add disks and NICs\n"
@@ -555,6 +559,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		O_MIGKEY,
 		O_MIGTLS,
 		O_MIGINSECURE,
+		O_SANDBOX,
+		O_SANDBOX_USER,
 		O_CONFIG
 	};
 	static const struct option opts[] = {
@@ -581,6 +587,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		{ "migration-key", required_argument, NULL, O_MIGKEY },
 		{ "migration-tls", required_argument, NULL, O_MIGTLS },
 		{ "migration-insecure", no_argument, NULL, O_MIGINSECURE },
+		{ "sandbox", no_argument, NULL, O_SANDBOX },
+		{ "sandbox-user", required_argument, NULL, O_SANDBOX_USER },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -708,6 +716,14 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		case O_MIGKEY: cfg->migration_key = optarg; break;
 		case O_MIGTLS: cfg->migration_tls = optarg; break;
 		case O_MIGINSECURE: cfg->migration_insecure = true; break;
+		case O_SANDBOX: cfg->sandbox = true; break;
+		case O_SANDBOX_USER:
+			if (!*optarg) {
+				log_error("--sandbox-user: needs a user name");
+				return -EINVAL;
+			}
+			cfg->sandbox_user = optarg;
+			break;
 		case O_NET: {
 			struct vm_net_config net;
 			if (config_parse_net(optarg, nnets, &net) < 0 ||
@@ -760,6 +776,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv)
 		log_error("no kernel given: use --kernel FILE (see --help)");
 		return -EINVAL;
 	}
+	if (cfg->sandbox_user)
+		cfg->sandbox = true;
 	if (!cfg->firmware)
 		cfg->firmware = DEFAULT_FIRMWARE;
 	cfg->bare_metal = strcmp(cfg->firmware, "none") == 0;

@@ -97,6 +97,8 @@ struct vm_config {
 	const char *migration_key; /* a file of at least 32 random bytes */
 	const char *migration_tls; /* a directory: ca.crt, cert.pem, key.pem */
 	bool migration_insecure;
+	bool sandbox;		  /* --sandbox: core/sandbox.h */
+	const char *sandbox_user; /* --sandbox-user: run as this user, in its own mounts */
 	int ndevices;
 	struct vm_device_config devices[VM_MAX_DEVICES];
 	/* --config FILE: the flags made of it and the argument list they head, which the

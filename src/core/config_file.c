@@ -259,6 +259,8 @@ static const struct {
 	{ "migration_key", "migration-key", F_STRING },
 	{ "migration_tls", "migration-tls", F_STRING },
 	{ "migration_insecure", "migration-insecure", F_BOOL },
+	{ "sandbox", "sandbox", F_BOOL },
+	{ "sandbox_user", "sandbox-user", F_STRING },
 	{ "verbose", "verbose", F_VERBOSE },
 };
 

@@ -196,7 +196,7 @@ static void test_argv(void **state)
 		 "/bin/vmm|--kernel|%s|--initramfs|%s|--firmware|none|--cmdline|a b|--memory|1024M|"
 		 "--cpus|2|--no-reboot|--rng|--console|virtio|--disk|path=%s,readonly=on,id=d1|"
 		 "--disk|path=nbd://s/e|--net|user,hostfwd=tcp::2222-:22,hostfwd=udp::53-:53,"
-		 "mac=52:54:00:00:00:01|--net|tap=tap0|--api-socket|/run/x/api.sock|",
+		 "mac=52:54:00:00:00:01|--net|tap=tap0|--api-socket|/run/x/api.sock|--sandbox|",
 		 kernel, kernel, kernel);
 	assert_string_equal(joined, want);
 	spec_argv_free(argv);
