@@ -142,8 +142,10 @@ static int blk_create(struct virtio_dev *vdev, const struct vm_device_config *cf
 		.reconnect_timeout = disk->reconnect_timeout,
 		.nolock = disk->nolock,
 		/* A migration's destination gets the disk at the hand-over (blk_claim);
-		 * --dump-dtb only describes the machine, beside a VM that may run on it. */
-		.lock_later = vdev->vm->cfg->incoming != NULL || vdev->vm->cfg->dump_dtb != NULL,
+		 * --dump-dtb only describes the machine, beside a VM that may run on it. (A
+		 * VM built without a configuration, as the tests do, locks at once.) */
+		.lock_later = vdev->vm->cfg &&
+			      (vdev->vm->cfg->incoming != NULL || vdev->vm->cfg->dump_dtb != NULL),
 	};
 	err = block_backend_open_opts(disk->path, &opts, vdev->vm->loop, &b->bb);
 	if (err) {
