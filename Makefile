@@ -105,7 +105,7 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Werror -Isrc \
 # Each target with the sources it exercises.
 FUZZ_virtqueue_SRCS := src/virtio/virtqueue.c src/core/memory.c src/migration/sbuf.c
 # virtio-blk with an in-memory backend; the target includes blk.c itself and has its own log.
-FUZZ_blk_SRCS := $(filter-out src/virtio/blk.c src/core/log.c,$(LIB_SRCS))
+FUZZ_blk_SRCS := $(filter-out src/virtio/blk.c src/core/log.c,$(LIB_SRCS)) tests/fuzz/quiet_log.c
 # The code generator against the interpreter: the input is a guest program.
 FUZZ_jit_SRCS := $(LIB_SRCS)
 # The saved-state reader, loading into a whole machine, with a quiet log.

@@ -19,7 +19,6 @@
  *
  *   make fuzz && build/fuzz/fuzz_blk -max_total_time=60 build/fuzz/corpus-blk */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,29 +41,6 @@ static int fuzz_backend_open(const char *uri, const struct block_options *opts,
 		if (!(cond))                                                                       \
 			__builtin_trap();                                                          \
 	} while (0)
-
-/* The log (core/log.c is not linked): formatted, so format bugs still show, then dropped. */
-static void fuzz_log(const char *fmt, va_list ap)
-{
-	char buf[1024];
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-}
-#define FUZZ_LOG_FN(name)                                                                          \
-	void name(const char *fmt, ...)                                                            \
-	{                                                                                          \
-		va_list ap;                                                                        \
-		va_start(ap, fmt);                                                                 \
-		fuzz_log(fmt, ap);                                                                 \
-		va_end(ap);                                                                        \
-	}
-FUZZ_LOG_FN(log_error)
-FUZZ_LOG_FN(log_warn)
-FUZZ_LOG_FN(log_info)
-FUZZ_LOG_FN(log_debug)
-void log_set_verbose(int level)
-{
-	(void)level;
-}
 
 /* ---- The input ---------------------------------------------------------------------- */
 
